@@ -1,0 +1,140 @@
+"""The ``deconas`` command: a thin layer of argparse over the modules that do the work.
+
+Each subcommand's handler lives beside its idea (``deconas.evaluate.cli_eval``, ...) and is
+imported only when used, so ``deconas --help`` is instant. A :class:`UserError` becomes one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage on top by default)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _scale(p, required=False, default=None):
+    p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=default, required=required,
+                   help="upscaling factor" + (f" (default {default})" if default else ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="deconas", description="DeCoNAS: neural architecture search for single-image "
+                 "super-resolution. Search, derive, train, evaluate, upscale.")
+    ap.add_argument("--version", action="version", version=f"deconas {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("arch", help="parameters, Mult-Adds and the node table of a genotype",
+                       description="Parameters and Mult-Adds (1280x720 HR output) of a DeCoNASNet, computed "
+                       "from the genotype, and which inputs each operation of each mix node reads.")
+    p.add_argument("genotype", help="e.g. 7,6,4,3,0,2,2,3,4,1 (paper), 30 release bits, or CELL|LFF|GFF")
+    _scale(p, default=2)
+    p.add_argument("--channels", "-C", type=int, default=64, help="feature channels C (default 64)")
+    p.add_argument("--blocks", "-N", type=int, default=4, help="dense blocks N (default 4)")
+    p.add_argument("--nodes", "-M", type=int, default=None, help="mix nodes per block M (checked against the genotype)")
+    p.add_argument("--ff-bits", default=None, help="feature-fusion bits: M LFF bits then N GFF bits (e.g. 1011|1101)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="deconas.arch:cli_arch")
+
+    p = sub.add_parser("eval", help="PSNR/SSIM on Y of bicubic or a checkpoint on benchmark folders",
+                       description="Evaluate with the standard SR protocol (MATLAB bicubic LR, Y channel, "
+                       "border = scale) on one or more benchmark folders.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--bicubic", action="store_true", help="evaluate bicubic interpolation (the baseline row)")
+    g.add_argument("--checkpoint", help="a .safetensors checkpoint written by deconas train, or 'pretrained'")
+    p.add_argument("--benchmark", nargs="+", required=True, metavar="DIR", help="folders of HR images (or NAME/HR)")
+    _scale(p, required=False)
+    p.add_argument("--json", metavar="FILE", help="write per-image and mean values to FILE")
+    p.add_argument("--save-images", metavar="DIR", help="write the SR images here")
+    p.add_argument("--self-ensemble", action="store_true", help="x8 flips/rotations (checkpoints only)")
+    p.add_argument("--tile", type=int, default=0, help="tile size in LR pixels for large images (0 = whole image)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.set_defaults(handler="deconas.evaluate:cli_eval")
+
+    p = sub.add_parser("search", help="run the DeCoNAS search (controller + shared-weight supernet)",
+                       description="ENAS-style search: child steps on the shared weights, then REINFORCE "
+                       "controller steps with reward PSNR - alpha * params / max params.")
+    p.add_argument("--config", default="cpu", help="preset name or YAML file (default: cpu)")
+    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
+    p.add_argument("--out", metavar="RUN_DIR", default=None, help="run folder (default: runs/search-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.alpha=0")
+    p.set_defaults(handler="deconas.search:cli_search")
+
+    p = sub.add_parser("derive", help="sample architectures from a trained controller and rank them",
+                       description="Sample K architectures from the run's controller, score each with the "
+                       "shared weights on the validation images, write candidates.csv, best.json and a plot.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--samples", type=int, default=None, help="number of architectures (default: from the config, 100)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(handler="deconas.derive:cli_derive")
+
+    p = sub.add_parser("train", help="train a DeCoNASNet from scratch",
+                       description="From-scratch training (L1, Adam, step schedule) with periodic validation, "
+                       "best/last checkpoints in safetensors and exact --resume.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--genotype", help="the architecture, e.g. 7,6,4,3,0,2,2,3,4,1")
+    g.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="use best.json of a search run")
+    p.add_argument("--config", default="train-cpu", help="preset name or YAML file (default: train-cpu)")
+    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/train-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=2e-4")
+    p.set_defaults(handler="deconas.train:cli_train")
+
+    p = sub.add_parser("upscale", help="upscale images with a pretrained or your own network",
+                       description="Upscale image files or folders. By default the shipped pretrained network "
+                       "for --scale; tiled inference for any size; greyscale stays grey, alpha is kept.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
+    _scale(p, default=None)
+    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels (0 = whole image; default 256)")
+    p.add_argument("--ext", default=None, help="output format/extension, e.g. png (default: the input's)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(handler="deconas.upscale:cli_upscale")
+
+    p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
+                       description="Search, derive the best architecture, train it from scratch and evaluate "
+                       "it against bicubic, into one run folder with a Markdown report. With no arguments it "
+                       "runs a small CPU experiment on built-in images in a few minutes.")
+    p.add_argument("--config", default="run-cpu", help="preset name or YAML file (default: run-cpu)")
+    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
+    p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
+    p.add_argument("--out", metavar="DIR", default=None, help="run folder (default: runs/run-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(handler="deconas.pipeline:cli_run")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = args.handler.split(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except UserError as e:
+        print(f"deconas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deconas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""DeCoNASNet (paper Fig. 1-2, SPEC section 1): SFENet -> N densely connected DNBs -> GFF -> UPNet.
+
+The genotype fixes the graph when the module is built, so ``forward`` has no
+data-dependent control flow (the loops run over structure only) and traces/exports cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+from .genotype import Genotype, K
+from .ops import OP_CLASSES, ChannelAttention, Upsampler, conv
+
+SCALES = (2, 3, 4)
+
+
+class MixNode(nn.Module):
+    """Node m: each active operation k reads the concatenation of its selected inputs;
+    output = CA(ReLU(mean of the active operations)), or CA(ReLU(previous)) when none is active."""
+
+    def __init__(self, genotype: Genotype, node: int, channels: int):
+        super().__init__()
+        self.node = node
+        self.op_inputs: List[List[int]] = []
+        ops = []
+        for k in range(K):
+            idx = list(genotype.op_inputs(node, k))
+            if idx:
+                self.op_inputs.append(idx)
+                ops.append(OP_CLASSES[k](len(idx) * channels, channels))
+        self.ops = nn.ModuleList(ops)
+        self.relu = nn.ReLU()
+        self.ca = ChannelAttention(channels)
+
+    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+        if len(self.ops) == 0:
+            return self.ca(self.relu(feats[-1]))  # feats[-1] is the previous node (or x_in)
+        outs = [op(torch.cat([feats[j] for j in idx], 1)) for op, idx in zip(self.ops, self.op_inputs)]
+        y = outs[0] if len(outs) == 1 else torch.stack(outs, 0).mean(0)
+        return self.ca(self.relu(y))
+
+
+class DNB(nn.Module):
+    """Densely connected network block: M mix nodes, then LFF (1x1 conv) plus the local residual."""
+
+    def __init__(self, genotype: Genotype, channels: int):
+        super().__init__()
+        self.nodes = nn.ModuleList(MixNode(genotype, m, channels) for m in range(genotype.nodes))
+        self.lff_inputs = list(genotype.lff_inputs())
+        self.lff = conv(len(self.lff_inputs) * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for node in self.nodes:
+            feats.append(node(feats))
+        return self.lff(torch.cat([feats[i] for i in self.lff_inputs], 1)) + x
+
+
+class DeCoNASNet(nn.Module):
+    """The child network of DeCoNAS for one genotype.
+
+    ``channels`` C, ``blocks`` N; the number of mix nodes M comes from the genotype.
+    Input: LR RGB in [0, 1], (B, 3, H, W). Output: (B, 3, sH, sW), not clamped.
+    """
+
+    def __init__(self, genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4):
+        super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale {scale} is not supported; expected one of {SCALES}")
+        if blocks < 1 or channels < 1:
+            raise ValueError("blocks and channels must be positive")
+        self.genotype, self.scale, self.channels, self.blocks = genotype, scale, channels, blocks
+        c = channels
+        self.sfe1 = conv(3, c, 3)  # x_grl, the global residual
+        self.sfe2 = conv(c, c, 3)  # F0
+        self.dnbs = nn.ModuleList(DNB(genotype, c) for _ in range(blocks))
+        # Dense block connection after blocks 0..N-2: 1x1 over concat(F0, B0..Bd).
+        self.dense = nn.ModuleList(conv((d + 2) * c, c, 1) for d in range(blocks - 1))
+        self.gff_inputs = list(genotype.gff_inputs(blocks))
+        self.gff = nn.Sequential(conv(len(self.gff_inputs) * c, c, 1), conv(c, c, 3))
+        self.upsample = Upsampler(c, scale)
+        self.tail = conv(c, 3, 3)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x_grl = self.sfe1(lr)
+        feats = [self.sfe2(x_grl)]  # F0, B0, B1, ...
+        x = feats[0]
+        for d, dnb in enumerate(self.dnbs):
+            feats.append(dnb(x))
+            if d < len(self.dense):
+                x = self.dense[d](torch.cat(feats, 1))
+        y = self.gff(torch.cat([feats[i] for i in self.gff_inputs], 1)) + x_grl
+        return self.tail(self.upsample(y))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4) -> DeCoNASNet:
+    return DeCoNASNet(genotype, scale=scale, channels=channels, blocks=blocks)

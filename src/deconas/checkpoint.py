@@ -1,0 +1,84 @@
+"""Self-describing network checkpoints in safetensors (loading executes no code).
+
+The genotype, scale and widths travel in the file's metadata, so a checkpoint alone
+rebuilds its network: ``load_model(path)``. The networks shipped with the package live in
+``deconas/weights/deconas_x{scale}.safetensors`` and load as ``load_model('pretrained', scale)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+
+from . import __version__
+from .errors import UserError
+from .genotype import GenotypeError, parse
+from .network import DeCoNASNet
+from .runtime import atomic_write, pick_device
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FORMAT = "deconas-net-1"
+
+
+def pretrained_path(scale: int) -> Path:
+    return WEIGHTS_DIR / f"deconas_x{scale}.safetensors"
+
+
+def pretrained_scales() -> list:
+    return sorted(int(p.stem.split("_x")[1]) for p in WEIGHTS_DIR.glob("deconas_x*.safetensors"))
+
+
+def save_model(path, model: DeCoNASNet, **extra) -> None:
+    """Write weights + metadata atomically. ``extra`` values are stored as JSON strings."""
+    meta = {"format": FORMAT, "deconas_version": __version__, "genotype": str(model.genotype),
+            "scale": str(model.scale), "channels": str(model.channels), "blocks": str(model.blocks)}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def read_meta(path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASNet, dict]:
+    """Rebuild the network a checkpoint describes. ``path='pretrained'`` picks the shipped
+    network for ``scale``. Returns (model in eval mode on ``device``, metadata)."""
+    if str(path) == "pretrained":
+        if scale is None:
+            scale = 2
+        path = pretrained_path(scale)
+        if not path.is_file():
+            have = ", ".join(f"x{s}" for s in pretrained_scales()) or "none"
+            raise UserError(f"no pretrained network for x{scale} ships with this version (shipped: {have}); "
+                            f"pass --checkpoint FILE")
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    meta = read_meta(path)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path}: not a deconas network checkpoint (no '{FORMAT}' metadata)")
+    try:
+        genotype = parse(meta["genotype"])
+        net_scale, channels, blocks = int(meta["scale"]), int(meta["channels"]), int(meta["blocks"])
+    except (KeyError, ValueError, GenotypeError) as e:
+        raise UserError(f"checkpoint {path}: damaged metadata ({e})") from None
+    if scale is not None and scale != net_scale:
+        raise UserError(f"checkpoint {path} is a x{net_scale} network, but --scale {scale} was asked for")
+    model = DeCoNASNet(genotype, scale=net_scale, channels=channels, blocks=blocks)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, SafetensorError) as e:
+        raise UserError(f"checkpoint {path}: weights do not match its genotype ({str(e).splitlines()[0]})") from None
+    meta.update(scale=net_scale, channels=channels, blocks=blocks, genotype=genotype)
+    return model.to(pick_device(device) if not isinstance(device, torch.device) else device).eval(), meta

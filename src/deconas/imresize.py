@@ -1,0 +1,192 @@
+"""MATLAB-compatible bicubic ``imresize``, for numpy images and batched torch tensors.
+
+Every SR benchmark number is computed on LR images made by MATLAB's ``imresize(HR, 1/s,
+'bicubic')``; PIL, OpenCV and torch's ``interpolate`` all differ from it by tenths of a dB.
+What MATLAB does, per axis (it is separable and linear, so the axis order does not matter
+beyond rounding noise of ~1e-13):
+
+* cubic kernel with a = -0.5 (Keys);
+* when downscaling (scale < 1) the kernel is widened by 1/scale (antialiasing);
+* output pixel ``x`` (1-based) sits at input coordinate ``u = x / scale + (1 - 1/scale) / 2``;
+  it takes the ``ceil(width) + 2`` input pixels from ``floor(u - width / 2)`` on, with the
+  kernel weights normalised to sum to one;
+* out-of-range input indices are mirrored with the edge pixel repeated
+  (``[1..n, n..1]`` periodically);
+* output size is ``ceil(scale * size)``.
+
+An axis is therefore a fixed (out_len x in_len) matrix.  numpy applies it as a sparse
+matrix (a few taps per row: cheap for big images); torch applies it as a dense matrix
+(one matmul per axis, fast on a GPU for the patch-sized images training makes).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import numpy as np
+import scipy.sparse
+import torch
+
+__all__ = ["imresize", "imresize_torch", "round_uint8", "modcrop", "bicubic_lr", "bicubic_up",
+           "resize_matrix"]
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    ax = np.abs(x)
+    ax2, ax3 = ax * ax, ax * ax * ax
+    return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+            + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+def _out_len(in_len: int, scale: float) -> int:
+    # ceil(scale * n), but a product that misses an integer by float noise (n * (1/3)) counts as it
+    v = scale * in_len
+    r = round(v)
+    return int(r) if abs(v - r) < 1e-9 * max(1.0, abs(v)) else int(math.ceil(v))
+
+
+def _contributions(in_len: int, out_len: int, scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(indices, weights), each (out_len, taps): 0-based mirrored input indices and their weights."""
+    width = 4.0
+    if scale < 1:  # antialiasing: the kernel stretched by 1/scale (its gain cancels in the normalisation)
+        kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
+        width = width / scale
+    else:
+        kernel = _cubic
+    x = np.arange(1, out_len + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    taps = int(math.ceil(width)) + 2
+    idx = left[:, None] + np.arange(taps)[None, :]  # 1-based, may fall outside 1..in_len
+    w = kernel(u[:, None] - idx)
+    w = w / w.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
+    idx0 = mirror[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
+    return idx0, w
+
+
+@lru_cache(maxsize=256)
+def _matrix(in_len: int, out_len: int, scale: float) -> scipy.sparse.csr_matrix:
+    idx, w = _contributions(in_len, out_len, scale)
+    rows = np.repeat(np.arange(out_len), idx.shape[1])
+    # duplicates (mirrored taps landing on the same pixel) are summed by the constructor
+    m = scipy.sparse.csr_matrix((w.ravel(), (rows, idx.ravel())), shape=(out_len, in_len))
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """The dense (out_len, in_len) float64 matrix that resizes one axis like MATLAB."""
+    return _matrix(int(in_len), int(out_len), float(scale)).toarray()
+
+
+def _plan(shape_hw, scale, output_shape):
+    """Per axis (in_len, out_len, scale). With output_shape the scale of an axis is out / in (as MATLAB)."""
+    if (scale is None) == (output_shape is None):
+        raise ValueError("give exactly one of scale and output_shape")
+    plan = []
+    for ax, n in enumerate(shape_hw):
+        if n < 1:
+            raise ValueError(f"cannot resize an image with a zero-length axis: {tuple(shape_hw)}")
+        if output_shape is not None:
+            m = int(output_shape[ax])
+            if m < 1:
+                raise ValueError(f"output_shape must be positive, got {tuple(output_shape)}")
+            plan.append((int(n), m, m / n))
+        else:
+            s = float(scale)
+            if not s > 0:
+                raise ValueError(f"scale must be positive, got {scale}")
+            plan.append((int(n), _out_len(n, s), s))
+    return plan
+
+
+def imresize(img: np.ndarray, scale: Optional[float] = None,
+             output_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """MATLAB ``imresize(img, scale, 'bicubic')`` of an (H, W) or (H, W, C) array.
+
+    Returns float64, not rounded or clipped; values stay in the input's units (0..255 for uint8).
+    Exactly one of ``scale`` (same for both axes) and ``output_shape`` ``(H_out, W_out)``.
+    """
+    a = np.asarray(img)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"imresize expects (H, W) or (H, W, C), got shape {a.shape}")
+    (h, ho, sh), (w, wo, sw) = _plan(a.shape[:2], scale, output_shape)
+    a = a.astype(np.float64, copy=False)
+    rest = a.shape[2:]
+    # downscale first: the second pass then runs on the smaller array
+    order = ("h", "w") if sh <= sw else ("w", "h")
+    for axis in order:
+        if axis == "h":
+            if (h, ho, sh) != (ho, ho, 1.0):
+                a = (_matrix(h, ho, sh) @ a.reshape(h, -1)).reshape((ho,) + a.shape[1:])
+        else:
+            if (w, wo, sw) != (wo, wo, 1.0):
+                b = np.moveaxis(a, 1, 0).reshape(w, -1)  # (W, H*C)
+                b = _matrix(w, wo, sw) @ b
+                a = np.moveaxis(b.reshape((wo, a.shape[0]) + rest), 0, 1)
+    return np.ascontiguousarray(a)
+
+
+_TORCH_CACHE: dict = {}
+
+
+def _torch_matrix(in_len, out_len, scale, device, dtype) -> torch.Tensor:
+    key = (in_len, out_len, scale, str(device), dtype)
+    m = _TORCH_CACHE.get(key)
+    if m is None:
+        if len(_TORCH_CACHE) > 256:
+            _TORCH_CACHE.clear()
+        m = torch.from_numpy(resize_matrix(in_len, out_len, scale)).to(device=device, dtype=dtype)
+        _TORCH_CACHE[key] = m
+    return m
+
+
+def imresize_torch(x: torch.Tensor, scale: Optional[float] = None, output_shape=None) -> torch.Tensor:
+    """MATLAB bicubic resize of a (B, C, H, W) (or (C, H, W) / (H, W)) float tensor.
+
+    Same device and dtype as ``x``; not rounded.  Matches :func:`imresize` to ~1e-5 in float32
+    on 0..255 values (the matmuls run with full float32 precision, TF32 switched off here).
+    """
+    if not torch.is_floating_point(x):
+        x = x.to(torch.float32)
+    (h, ho, sh), (w, wo, sw) = _plan(x.shape[-2:], scale, output_shape)
+    mh = _torch_matrix(h, ho, sh, x.device, x.dtype)
+    mw = _torch_matrix(w, wo, sw, x.device, x.dtype)
+    if x.device.type == "cuda":
+        prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would cost ~1e-2 on 0..255 values
+        try:
+            return mh @ x @ mw.T
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = prev
+    return mh @ x @ mw.T
+
+
+def round_uint8(x) -> np.ndarray:
+    """MATLAB's double -> uint8: clip to 0..255, round half away from zero."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    return np.floor(np.clip(a, 0.0, 255.0) + 0.5).astype(np.uint8)
+
+
+def modcrop(img, scale: int):
+    """Crop H and W (the first two axes) down to multiples of ``scale`` (bottom/right are dropped)."""
+    s = int(scale)
+    h, w = img.shape[0], img.shape[1]
+    return img[: h - h % s, : w - w % s]
+
+
+def bicubic_lr(hr_uint8: np.ndarray, scale: int) -> np.ndarray:
+    """The protocol's LR image: MATLAB ``imresize(modcrop(HR), 1/s, 'bicubic')`` as uint8."""
+    hr = modcrop(np.asarray(hr_uint8), scale)
+    return round_uint8(imresize(hr, 1.0 / scale))
+
+
+def bicubic_up(lr_uint8: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB ``imresize(LR, s, 'bicubic')`` as uint8."""
+    return round_uint8(imresize(np.asarray(lr_uint8), float(scale)))

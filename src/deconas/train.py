@@ -1,0 +1,239 @@
+"""``deconas train``: train one DeCoNASNet from scratch (paper section III.A).
+
+L1 loss, Adam, a step (paper) or cosine learning-rate schedule, on-the-fly random LR/HR
+patches with flips and rotations, validation PSNR (Y, border = scale) every epoch, and
+``best.safetensors`` / ``last.safetensors`` beside a resume state ``state.pt`` that is
+written atomically every epoch. ``--resume`` restores the weights, the optimizer, the step
+and every random stream, so an interrupted run ends with the same weights as one that was
+never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import config as config_mod
+from .checkpoint import save_model
+from .complexity import cost
+from .errors import UserError
+from .genotype import Genotype, parse
+from .network import DeCoNASNet
+from .patches import PatchSampler
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pick_device, rng_state, seed_everything,
+                      set_rng_state, torch_load)
+
+
+def learning_rate(step: int, t: dict) -> float:
+    """Learning rate before optimizer step ``step`` (0-based)."""
+    base = float(t["lr"])
+    warm = int(t.get("warmup_steps", 0) or 0)
+    if warm and step < warm:
+        return base * (step + 1) / warm
+    if t.get("schedule", "step") == "cosine":
+        total = int(t["steps"])
+        floor = float(t.get("lr_min", 0.0))
+        return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(step, total) / total))
+    return base * float(t.get("lr_gamma", 0.5)) ** (step // int(t["lr_step"]))
+
+
+def validate(model: torch.nn.Module, val_pairs, scale: int, device) -> float:
+    """Mean PSNR on Y (border = scale) over whole validation images, outputs rounded to uint8
+    as the evaluation protocol does."""
+    from .metrics import psnr_y
+
+    if not val_pairs:
+        return float("nan")
+    model.eval()
+    vals = []
+    with torch.inference_mode():
+        for _, hr, lr in val_pairs:
+            x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
+            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device)
+            sr = model(t).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
+            if hr.ndim == 2:  # grey in, grey out: the three equal channels' mean
+                sr = np.round(sr.astype(np.float64).mean(2)).astype(np.uint8)
+            vals.append(psnr_y(sr, hr, scale))
+    model.train()
+    return float(np.mean(vals))
+
+
+def load_data(train_dir, val_dir, scale: int, val_fraction: float, val_max: int, seed: int):
+    """(train pairs, val pairs) of (name, hr, lr). Without --train: the built-in images."""
+    from .datasets import builtin_images, holdout_split, load_pairs
+    from .imresize import bicubic_lr, modcrop
+
+    if train_dir is None:
+        items = [(n, modcrop(a, scale)) for n, a in builtin_images()]
+        train = [(n, hr, bicubic_lr(hr, scale)) for n, hr in items]
+    else:
+        train = load_pairs(train_dir, scale)
+    if val_dir is not None:
+        val = load_pairs(val_dir, scale)
+    elif val_fraction > 0:
+        train, val = holdout_split(train, val_fraction, seed)
+    else:
+        val = []
+    return train, val[:val_max] if val_max else val
+
+
+def _plot_curves(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(steps, [r["loss"] for r in records])
+    ax[0].set_xlabel("step"), ax[0].set_ylabel("L1 loss (train)"), ax[0].set_yscale("log")
+    vp = [(r["step"], r["val_psnr"]) for r in records if r.get("val_psnr") is not None]
+    if vp:
+        ax[1].plot(*zip(*vp), marker="o")
+    ax[1].set_xlabel("step"), ax[1].set_ylabel("validation PSNR (dB, Y)")
+    fig.tight_layout()
+    from .runtime import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
+                 resume: bool = False, device=None, progress: bool = True) -> dict:
+    """Train and return a summary dict (also written to ``out_dir/summary.json``)."""
+    out = Path(out_dir)
+    scale = int(cfg["scale"])
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    seed = int(cfg.get("seed", 0))
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    state_path = out / "state.pt"
+    if resume and not state_path.is_file():
+        raise UserError(f"--resume: no {state_path} to resume from")
+    if not resume and state_path.is_file():
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    if cfg.get("deterministic", True):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+
+    model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
+    train_pairs, val_pairs = load_data(train_dir, val_dir, scale, float(d.get("val_fraction", 0.0)),
+                                       int(d.get("val_max", 0) or 0), seed)
+    sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
+                           seed=seed, augment=bool(d.get("augment", True)))
+    total, per_epoch = int(t["steps"]), int(t["epoch_steps"])
+    step, best = 0, -float("inf")
+    log = JsonlLog(out / "metrics.jsonl")
+    if resume:
+        st = torch_load(state_path, map_location=device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sampler.load_state_dict(st["sampler"])
+        set_rng_state(st["rng"])
+        step, best = int(st["step"]), float(st["best"])
+        log.truncate_after("step", step)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+        c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
+        info = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"]),
+                "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
+                "val_images": len(val_pairs), "train_dir": str(train_dir) if train_dir else "built-in"}
+        atomic_write_text(out / "run.json", json.dumps(info, indent=2))
+
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] \
+        if (out / "metrics.jsonl").exists() else []
+    bar = tqdm(total=total, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True,
+               file=sys.stderr)
+    model.train()
+    t0 = time.time()
+    loss_sum, loss_n = 0.0, 0
+    while step < total:
+        lr_now = learning_rate(step, t)
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        lr_b, hr_b = sampler.sample()
+        lr_b, hr_b = lr_b.to(device, non_blocking=True), hr_b.to(device, non_blocking=True)
+        loss = F.l1_loss(model(lr_b), hr_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
+        opt.step()
+        step += 1
+        loss_sum += float(loss)
+        loss_n += 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_now:.2e}")
+        if step % per_epoch == 0 or step == total:
+            epoch = math.ceil(step / per_epoch)
+            do_val = epoch % int(t.get("val_every", 1)) == 0 or step == total
+            psnr = validate(model, val_pairs, scale, device) if do_val and val_pairs else None
+            rec = {"epoch": epoch, "step": step, "loss": loss_sum / max(loss_n, 1), "lr": lr_now,
+                   "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
+            records.append(rec)
+            log.write(rec)
+            loss_sum, loss_n = 0.0, 0
+            if psnr is not None and psnr > best:
+                best = psnr
+                save_model(out / "best.safetensors", model, step=step, val_psnr=psnr)
+            save_model(out / "last.safetensors", model, step=step, val_psnr=psnr)
+            atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                           "sampler": sampler.state_dict(), "rng": rng_state(),
+                                           "step": step, "best": best})
+            if cfg.get("plot", True):
+                _plot_curves(records, out / "curves.png")
+            bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
+                      + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
+    bar.close()
+    if not (out / "best.safetensors").exists():  # no validation data: the last weights are the result
+        save_model(out / "best.safetensors", model, step=step)
+    summary = {"steps": step, "best_val_psnr": best if best > -float("inf") else None,
+               "last_val_psnr": records[-1]["val_psnr"] if records else None,
+               "seconds_this_session": round(time.time() - t0, 1)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def genotype_from_run(run_dir) -> Genotype:
+    p = Path(run_dir) / "best.json"
+    if not p.is_file():
+        raise UserError(f"--from {run_dir}: no best.json there (run 'deconas derive {run_dir}' first)")
+    try:
+        return parse(json.loads(p.read_text())["genotype"])
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{p}: no readable 'genotype' ({e})") from None
+
+
+def default_out(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cli_train(args) -> int:
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out DIR (the folder of the run to continue)")
+    out = Path(args.out) if args.out else default_out("train")
+    if args.resume:  # the run's own config wins, so the continuation is the same run
+        saved = out / "config.yaml"
+        if saved.is_file():
+            cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
+    g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
+    for p in (args.train, args.val):
+        if p is not None and not Path(p).is_dir():
+            raise UserError(f"{p}: not a folder of images")
+    print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
+          file=sys.stderr)
+    summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device)
+    print(json.dumps(summary))
+    return 0

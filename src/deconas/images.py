@@ -1,0 +1,242 @@
+"""Reading and writing images the way real folders hold them.
+
+``read_image`` returns 8-bit pixels in one of two shapes: ``(H, W)`` for greyscale (the
+protocol evaluates a grey image on its grey level, not on the luma of three equal channels)
+and ``(H, W, 3)`` for colour.  Alpha is never mixed into the pixels: it comes back separately
+(with a warning unless it is fully opaque, because SR and its metrics ignore it).  Palette images become RGB (grey when
+the palette is grey), 16-bit images are scaled to 8 bits with rounding, EXIF orientation is
+applied.  Anything that does not decode completely -- corrupt, truncated, empty, not an
+image -- is an :class:`ImageError` naming the file; ``load_folder`` skips such files with a
+warning each and a summary line.
+
+Warnings go through the ``logging`` logger ``deconas`` (plain one-line messages on stderr when
+nothing is configured, and capturable in tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import warnings
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+from .runtime import atomic_write
+
+__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "load_folder"]
+
+log = logging.getLogger("deconas")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_SAVE_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                ".tiff": "TIFF", ".webp": "WEBP"}
+_SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True},
+                 "TIFF": {"compression": "tiff_lzw"}, "PNG": {}, "BMP": {}}
+_KEEPS_ALPHA = {"PNG", "WEBP", "TIFF"}
+
+
+# EXIF orientation -> the Pillow transpose that undoes it (as ImageOps.exif_transpose uses)
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+class ImageError(UserError):
+    """A file that is not a complete, decodable image."""
+
+
+def _to_uint8_from_16(a: np.ndarray) -> np.ndarray:
+    # 0..65535 -> 0..255 by v * 255 / 65535, rounded (half up; the values are non-negative)
+    return np.floor(np.clip(a.astype(np.float64), 0, 65535) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+
+
+def _rawmode(tile) -> Optional[str]:
+    args = tile.args
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else None
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """Pillow decodes 16-bit RGB(A) to 8 bits by keeping the high byte; spot such files before load."""
+    if im.mode not in ("RGB", "RGBA") or not im.tile:
+        return False
+    return all((_rawmode(t) or "").endswith((";16B", ";16L")) for t in im.tile)
+
+
+def _low_bytes(path: Path, orientation) -> np.ndarray:
+    """Decode a 16-bit colour file a second time with the byte order swapped: Pillow's unpacker
+    then keeps each sample's low byte instead of its high byte (the unfiltering, which works on
+    whole pixels of bytes, is the same), so high * 256 + low is the full 16-bit value."""
+    swap = {"B": "L", "L": "B"}
+    with Image.open(path) as im:
+        tiles = []
+        for t in im.tile:
+            raw = _rawmode(t)
+            new = raw[:-1] + swap[raw[-1]]
+            tiles.append(t._replace(args=new if isinstance(t.args, str) else (new,) + tuple(t.args[1:])))
+        im.tile = tiles
+        im.load()
+        if orientation is not None:
+            im = im.transpose(orientation)
+        return np.asarray(im)
+
+
+def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Decode completely; return (uint8 pixels (H,W) or (H,W,3), uint8 alpha or None)."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not come back half grey
+    with warnings.catch_warnings():
+        # Pillow warns (rather than fails) on a few damaged files, e.g. corrupt EXIF; those are
+        # handled below or decode fine.  DecompressionBombWarning stays an error-free warning.
+        warnings.simplefilter("ignore", UserWarning)
+        with Image.open(path) as im:
+            wide = _is_16bit_colour(im)
+            im.load()  # Pillow decodes lazily: force the whole file through the decoder now
+            try:
+                orientation = _ORIENT.get(im.getexif().get(0x0112, 1))
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # unreadable EXIF: keep the stored orientation
+                orientation = None
+            mode = im.mode
+
+            if wide:
+                v = np.asarray(im).astype(np.uint16) * 256 + _low_bytes(path, orientation)
+                a8 = _to_uint8_from_16(v)
+                return a8[..., :3].copy(), (a8[..., 3].copy() if a8.shape[2] == 4 else None)
+
+            if mode == "P":
+                has_alpha = "transparency" in im.info
+                pal = np.asarray(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+                grey = len(pal) > 0 and bool(np.all(pal[:, 0] == pal[:, 1]) and np.all(pal[:, 1] == pal[:, 2]))
+                im = im.convert(("LA" if grey else "RGBA") if has_alpha else ("L" if grey else "RGB"))
+                mode = im.mode
+            if mode == "PA":
+                im = im.convert("RGBA")
+                mode = "RGBA"
+
+            if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                return _to_uint8_from_16(np.asarray(im)), None
+            if mode == "1":
+                return np.asarray(im.convert("L")), None
+            if mode == "L":
+                return np.asarray(im).copy(), None
+            if mode == "LA":
+                a = np.asarray(im)
+                return a[..., 0].copy(), a[..., 1].copy()
+            if mode in ("RGBA", "RGBa"):
+                a = np.asarray(im.convert("RGBA"))
+                return a[..., :3].copy(), a[..., 3].copy()
+            if mode == "RGB":
+                return np.asarray(im).copy(), None
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                return np.asarray(im.convert("RGB")).copy(), None
+            raise ImageError(f"{path}: unsupported pixel format {mode!r} (use 8/16-bit grey or RGB)")
+
+
+def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Read one image: ``(pixels uint8 (H, W) or (H, W, 3), alpha uint8 (H, W) or None)``.
+
+    Raises :class:`ImageError` (one line, naming the file) for a missing, empty, corrupt,
+    truncated or non-image file.  ``warn``: log a warning when an alpha channel that is not
+    fully opaque is set aside (it is returned either way).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder, not an image file")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: empty file (0 bytes)")
+    try:
+        pixels, alpha = _decode(p)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{p}: too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ImageError(f"{p}: corrupt or truncated image ({msg})") from None
+    if pixels.size == 0:
+        raise ImageError(f"{p}: image has no pixels ({pixels.shape})")
+    if alpha is not None and warn and alpha.min() < 255:  # a fully opaque alpha loses nothing: no noise
+        log.warning("%s: alpha channel set aside (colour is processed without it)", p)
+    return np.ascontiguousarray(pixels), alpha
+
+
+def write_image(path, pixels: np.ndarray, alpha: Optional[np.ndarray] = None) -> None:
+    """Write uint8 ``pixels`` ((H, W) or (H, W, 3)) and optional alpha; format from the extension.
+
+    Atomic (temporary file, then rename).  Formats without alpha (JPEG, BMP) drop it with a warning.
+    """
+    p = Path(path)
+    fmt = _SAVE_FORMAT.get(p.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{p}: unknown image extension {p.suffix!r} (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    a = np.asarray(pixels)
+    if a.dtype != np.uint8:
+        raise ValueError(f"write_image expects uint8 pixels, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"write_image expects (H, W) or (H, W, 3) pixels, got {a.shape}")
+    if alpha is not None:
+        alpha = np.asarray(alpha, dtype=np.uint8)
+        if alpha.shape != a.shape[:2]:
+            raise ValueError(f"alpha shape {alpha.shape} does not match pixels {a.shape[:2]}")
+        if fmt not in _KEEPS_ALPHA:
+            log.warning("%s: %s cannot store alpha; it is dropped", p, fmt)
+            alpha = None
+    if alpha is not None:
+        a = np.dstack([a, alpha])
+        im = Image.fromarray(a, "LA" if a.shape[2] == 2 else "RGBA")
+    else:
+        im = Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+    atomic_write(p, lambda tmp: im.save(tmp, format=fmt, **_SAVE_OPTIONS[fmt]))
+
+
+def list_image_files(folder) -> List[Path]:
+    """Image files (by extension, case-insensitive) directly in ``folder``, sorted by name.
+
+    Hidden files (``.name``, e.g. macOS ``._x.png`` resource forks) are not images and are left out.
+    """
+    d = Path(folder)
+    if not d.exists():
+        raise UserError(f"{d}: no such folder")
+    if not d.is_dir():
+        raise UserError(f"{d}: not a folder")
+    return sorted((f for f in d.iterdir()
+                   if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and f.is_file()),
+                  key=lambda f: f.name)
+
+
+def load_folder(folder, warn: bool = True) -> List[Tuple[str, np.ndarray]]:
+    """``[(file name, pixels)]`` of every readable image in ``folder`` (alpha dropped).
+
+    Unreadable files are skipped, each with a warning, then one summary warning
+    ``skipped K of N files in DIR``.  A folder without any readable image is a UserError.
+    """
+    d = Path(folder)
+    files = list_image_files(d)
+    if not files:
+        raise UserError(f"{d}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    out, skipped = [], 0
+    for f in files:
+        try:
+            pixels, _ = read_image(f, warn=warn)
+        except ImageError as e:
+            skipped += 1
+            if warn:
+                log.warning("skipping %s", e)
+            continue
+        out.append((f.name, pixels))
+    if skipped and warn:
+        log.warning("skipped %d of %d files in %s", skipped, len(files), d)
+    if not out:
+        raise UserError(f"{d}: none of its {len(files)} image files could be read")
+    return out

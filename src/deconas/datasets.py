@@ -1,0 +1,140 @@
+"""Where HR images come from, and the protocol's LR images made from them.
+
+A source is a folder of HR images.  Common layouts are understood too:
+
+* ``NAME/HR/*`` (EDSR / BasicSR benchmark folders; ``GTmod12/`` and ``original/`` likewise);
+* a DIV2K root holding ``DIV2K_train_HR/`` and ``DIV2K_valid_HR/``: training takes
+  ``DIV2K_train_HR`` (``purpose="train"``, the default of the loaders) and evaluation or
+  validation takes ``DIV2K_valid_HR`` (``purpose="eval"``), as in the paper (train on the
+  800 training images, validate on the 100 validation images).  If only one of the two is
+  there, it is used for both.
+
+HR images are cropped to a multiple of the scale and LR images are made with the MATLAB
+bicubic of :mod:`deconas.imresize`, rounded to uint8, so a model trains and is evaluated on
+exactly what the protocol's LR images are.  Greyscale images stay 2-D.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import UserError
+from .images import list_image_files, load_folder, read_image
+from .imresize import bicubic_lr, modcrop
+
+__all__ = ["find_hr_folder", "load_hr_images", "load_pairs", "holdout_split", "builtin_images",
+           "BUILTIN_NAMES"]
+
+log = logging.getLogger("deconas")
+
+_HR_SUBFOLDERS = ("HR", "GTmod12", "original")
+_DIV2K = {"train": ("DIV2K_train_HR", "DIV2K_valid_HR"), "eval": ("DIV2K_valid_HR", "DIV2K_train_HR")}
+
+# The colour photographs shipped inside scikit-image's package (no download needed).
+BUILTIN_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                 "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+
+
+def find_hr_folder(dir, purpose: str = "train") -> Path:
+    """The folder that holds the HR images of source ``dir`` (see the module docstring).
+
+    ``purpose``: ``"train"`` or ``"eval"``; it only matters for a DIV2K root.
+    """
+    if purpose not in _DIV2K:
+        raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
+    d = Path(dir)
+    if not d.exists():
+        raise UserError(f"{d}: no such folder")
+    if not d.is_dir():
+        raise UserError(f"{d}: not a folder (give a folder of HR images)")
+    for _ in range(3):  # a few levels: DIV2K/DIV2K_train_HR/DIV2K_train_HR/*.png happens with some zips
+        if list_image_files(d):
+            return d
+        nxt = None
+        for sub in _HR_SUBFOLDERS + _DIV2K[purpose]:
+            if (d / sub).is_dir():
+                nxt = d / sub
+                break
+        if nxt is None:
+            subs = [s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
+            if len(subs) == 1 and subs[0].name == d.name:
+                nxt = subs[0]
+        if nxt is None:
+            break
+        d = nxt
+    raise UserError(f"{Path(dir)}: no image files in it, nor an HR/ or DIV2K_{{train,valid}}_HR/ subfolder")
+
+
+def load_hr_images(dir, purpose: str = "train", warn: bool = True) -> List[Tuple[str, np.ndarray]]:
+    """``[(file name, uint8 HR)]`` of a source (unreadable files skipped with a warning)."""
+    return load_folder(find_hr_folder(dir, purpose), warn=warn)
+
+
+def make_pairs(items: Sequence[Tuple[str, np.ndarray]], scale: int, warn: bool = True):
+    """``[(name, HR modcropped to the scale, protocol LR)]``; images smaller than the scale are left out."""
+    out = []
+    for name, hr in items:
+        hr = modcrop(hr, scale)
+        if hr.shape[0] == 0 or hr.shape[1] == 0:
+            if warn:
+                log.warning("skipping %s: smaller than the scale %d", name, scale)
+            continue
+        out.append((name, hr, bicubic_lr(hr, scale)))
+    return out
+
+
+def load_pairs(dir, scale: int, purpose: str = "train", warn: bool = True):
+    """``[(file name, HR modcropped, LR)]`` with LR = ``bicubic_lr(HR, scale)`` (uint8)."""
+    return make_pairs(load_hr_images(dir, purpose, warn=warn), scale, warn=warn)
+
+
+def _name(item):
+    return item[0] if isinstance(item, tuple) else str(item)
+
+
+def holdout_split(items: Sequence, fraction: float, seed: int = 0) -> Tuple[list, list]:
+    """Split ``items`` (``(name, ...)`` tuples or names) into (train, val), deterministically.
+
+    Items are sorted by name, then a permutation drawn from ``seed`` picks
+    ``round(fraction * n)`` of them for validation, at least 1 and at most n - 1 when n >= 2
+    and fraction > 0.  Both parts keep name order.
+    """
+    if not 0 <= fraction < 1:
+        raise UserError(f"holdout fraction must be in [0, 1), got {fraction}")
+    ordered = sorted(items, key=_name)
+    n = len(ordered)
+    k = int(round(fraction * n))
+    if fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    else:
+        k = min(k, max(n - 1, 0))
+    pick = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    train = [it for i, it in enumerate(ordered) if i not in pick]
+    val = [it for i, it in enumerate(ordered) if i in pick]
+    return train, val
+
+
+def builtin_images() -> List[Tuple[str, np.ndarray]]:
+    """The colour photographs in scikit-image's package data, as ``[(file name, uint8 RGB)]``.
+
+    Read from the installed files, so no network is needed; a missing one is skipped.
+    """
+    import skimage
+
+    folder = Path(skimage.__file__).resolve().parent / "data"
+    out = []
+    for name in BUILTIN_NAMES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        pixels, _ = read_image(f, warn=False)
+        if pixels.ndim == 2:  # every listed one is colour; keep the promise of RGB regardless
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        out.append((name, pixels))
+    if not out:
+        raise UserError(f"{folder}: none of scikit-image's sample photographs were found; give a folder of images")
+    return out

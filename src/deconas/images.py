@@ -19,7 +19,7 @@ import logging
 import struct
 import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -27,7 +27,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .errors import UserError
 from .runtime import atomic_write
 
-__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "load_folder"]
+__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "iter_folder",
+           "load_folder"]
 
 log = logging.getLogger("deconas")
 
@@ -215,17 +216,19 @@ def list_image_files(folder) -> List[Path]:
                   key=lambda f: f.name)
 
 
-def load_folder(folder, warn: bool = True) -> List[Tuple[str, np.ndarray]]:
-    """``[(file name, pixels)]`` of every readable image in ``folder`` (alpha dropped).
+def iter_folder(folder, warn: bool = True, files: Optional[List[Path]] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield ``(file name, pixels)`` for every readable image in ``folder`` (alpha dropped), one
+    at a time so a large set never has to fit in memory.
 
     Unreadable files are skipped, each with a warning, then one summary warning
-    ``skipped K of N files in DIR``.  A folder without any readable image is a UserError.
+    ``skipped K of N files in DIR``.  A folder without any readable image is a UserError
+    (raised at the end, after the warnings).  ``files``: the folder's image files if already listed.
     """
     d = Path(folder)
-    files = list_image_files(d)
+    files = list_image_files(d) if files is None else files
     if not files:
         raise UserError(f"{d}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    out, skipped = [], 0
+    read, skipped = 0, 0
     for f in files:
         try:
             pixels, _ = read_image(f, warn=warn)
@@ -234,9 +237,18 @@ def load_folder(folder, warn: bool = True) -> List[Tuple[str, np.ndarray]]:
             if warn:
                 log.warning("skipping %s", e)
             continue
-        out.append((f.name, pixels))
+        read += 1
+        yield f.name, pixels
     if skipped and warn:
         log.warning("skipped %d of %d files in %s", skipped, len(files), d)
-    if not out:
+    if not read:
         raise UserError(f"{d}: none of its {len(files)} image files could be read")
-    return out
+
+
+def load_folder(folder, warn: bool = True) -> List[Tuple[str, np.ndarray]]:
+    """``[(file name, pixels)]`` of every readable image in ``folder`` (alpha dropped).
+
+    Unreadable files are skipped, each with a warning, then one summary warning
+    ``skipped K of N files in DIR``.  A folder without any readable image is a UserError.
+    """
+    return list(iter_folder(folder, warn=warn))

@@ -1,0 +1,164 @@
+"""``deconas eval``: the standard SR evaluation (SPEC section 4) on benchmark folders.
+
+For every HR image: crop to a multiple of the scale, make LR with MATLAB bicubic (rounded to
+uint8), upscale it (bicubic or a network), and measure PSNR and SSIM on Y with ``scale``
+border pixels cropped.  Per-dataset values are means over images, as in every SR table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+
+from .datasets import _HR_SUBFOLDERS, find_hr_folder
+from .errors import UserError
+from .images import IMAGE_EXTENSIONS, iter_folder, list_image_files, read_image, write_image
+from .imresize import bicubic_lr, bicubic_up, modcrop
+from .metrics import WIN, psnr_y, ssim_y
+from .runtime import atomic_write_text
+
+__all__ = ["evaluate", "format_table", "cli_eval"]
+
+log = logging.getLogger("deconas")
+
+PROTOCOL = ("HR modcropped to the scale; LR = MATLAB imresize(HR, 1/s, 'bicubic') rounded to uint8; "
+            "PSNR/SSIM on Y (BT.601) with s border pixels cropped; SSIM 11x11 Gaussian sigma 1.5")
+
+
+def _dataset_name(given: Path, hr_folder: Path) -> str:
+    """What the table calls a set: the folder the user named, or its parent for Set5/HR style paths."""
+    given = Path(given)
+    if given.is_file():
+        return given.stem
+    name = given.resolve().name
+    if name in _HR_SUBFOLDERS:
+        name = given.resolve().parent.name
+    return name or str(hr_folder)
+
+
+def _images_of(d: Path, warn: bool):
+    """(hr folder, number of files, iterator of (name, pixels)) for a folder or a single image file."""
+    if d.is_file():
+        if d.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(f"{d}: not an image file or folder (image extensions: {', '.join(IMAGE_EXTENSIONS)})")
+
+        def one():
+            yield d.name, read_image(d, warn=warn)[0]
+        return d.parent, 1, one()
+    hr = find_hr_folder(d, purpose="eval")
+    files = list_image_files(hr)
+    return hr, len(files), iter_folder(hr, warn=warn, files=files)
+
+
+def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Iterable, scale: int,
+             save_dir=None, progress: bool = True) -> Dict:
+    """Evaluate ``upscale_fn(lr_uint8) -> sr_uint8`` on each benchmark folder at ``scale``.
+
+    Returns ``{"scale", "protocol", "seconds", "datasets": [{"name", "folder", "images", "psnr",
+    "ssim", "per_image": [{"name", "psnr", "ssim"}], "skipped": [...]}]}``.  ``save_dir``:
+    write each SR image to ``save_dir/<dataset>/<image stem>.png``.
+    """
+    from tqdm import tqdm
+
+    s = int(scale)
+    if s < 1:
+        raise UserError(f"scale must be a positive integer, got {scale}")
+    t0 = time.perf_counter()
+    out = {"scale": s, "protocol": PROTOCOL, "datasets": []}
+    for given in benchmark_dirs:
+        given = Path(given)
+        if not given.exists():
+            raise UserError(f"{given}: no such folder")
+        hr_folder, n_files, items = _images_of(given, warn=True)
+        name = _dataset_name(given, hr_folder)
+        per_image, skipped = [], []
+        bar = tqdm(total=n_files, desc=f"{name} x{s}", unit="img", file=sys.stderr, leave=False,
+                   disable=not progress or n_files < 10)
+        try:
+            for img_name, hr in items:
+                bar.update(1)
+                hr = modcrop(hr, s)
+                if min(hr.shape[:2]) - 2 * s < WIN:  # SSIM needs an 11x11 window inside the crop
+                    log.warning("skipping %s/%s: %dx%d is too small for x%d evaluation",
+                                name, img_name, hr.shape[1], hr.shape[0], s)
+                    skipped.append(img_name)
+                    continue
+                lr = bicubic_lr(hr, s)
+                sr = np.asarray(upscale_fn(lr))
+                if sr.shape != hr.shape or sr.dtype != np.uint8:
+                    raise UserError(f"{name}/{img_name}: the upscaler returned {sr.dtype} {sr.shape}, "
+                                    f"expected uint8 {hr.shape}")
+                per_image.append({"name": img_name, "psnr": psnr_y(sr, hr, s), "ssim": ssim_y(sr, hr, s)})
+                if save_dir is not None:
+                    write_image(Path(save_dir) / name / (Path(img_name).stem + ".png"), sr)
+        finally:
+            bar.close()
+        if not per_image:
+            raise UserError(f"{given}: no image large enough to evaluate at x{s}")
+        out["datasets"].append({
+            "name": name, "folder": str(hr_folder), "images": len(per_image),
+            "psnr": float(np.mean([r["psnr"] for r in per_image])),
+            "ssim": float(np.mean([r["ssim"] for r in per_image])),
+            "per_image": per_image, "skipped": skipped,
+        })
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def format_table(result: Dict, method: str = "Bicubic") -> str:
+    """A Table II style block: one row per dataset, PSNR with 2 and SSIM with 4 decimals."""
+    rows = [(d["name"], str(d["images"]), f"{d['psnr']:.2f}", f"{d['ssim']:.4f}") for d in result["datasets"]]
+    head = ("Dataset", "Images", "PSNR", "SSIM")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    line = lambda r: f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}"  # noqa: E731
+    title = f"{method} x{result['scale']}  (PSNR dB / SSIM on Y, border {result['scale']})"
+    return "\n".join([title, line(head), "  ".join("-" * x for x in w)] + [line(r) for r in rows])
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)  # identical images give PSNR inf; JSON has no literal for it
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def cli_eval(args) -> int:
+    if args.bicubic:
+        if args.scale is None:
+            raise UserError("--scale is required with --bicubic")
+        if args.self_ensemble:
+            raise UserError("--self-ensemble applies to --checkpoint only")
+        scale, method = args.scale, "Bicubic"
+        upscale_fn = lambda lr: bicubic_up(lr, scale)  # noqa: E731
+    else:
+        # imported here so that the bicubic path needs no network code
+        from .checkpoint import load_model
+        from .inference import upscale_array
+        from .runtime import pick_device
+
+        if args.tile < 0:
+            raise UserError(f"--tile must be 0 or positive, got {args.tile}")
+        device = pick_device(args.device)
+        model, meta = load_model(args.checkpoint, scale=args.scale, device=device)
+        scale = int(args.scale or meta["scale"])
+        method = "pretrained" if args.checkpoint == "pretrained" else Path(args.checkpoint).name
+        if args.self_ensemble:
+            method += " (self-ensemble)"
+        upscale_fn = lambda lr: upscale_array(model, lr, tile=args.tile, self_ensemble=args.self_ensemble)  # noqa: E731
+
+    result = evaluate(upscale_fn, args.benchmark, scale, save_dir=args.save_images, progress=True)
+    result["method"] = method
+    print(format_table(result, method))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
+    return 0

@@ -1,0 +1,131 @@
+"""`deconas eval` and evaluate(): the protocol's bicubic rows on Set5/Set14 (acceptance), JSON,
+saved images, greyscale handling, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deconas.cli import main
+from deconas.evaluate import evaluate
+from deconas.images import read_image, write_image
+from deconas.imresize import bicubic_lr, bicubic_up
+from deconas.metrics import psnr_y, ssim_y
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCH = DATA / "benchmark"
+needs_data = pytest.mark.skipif(not (BENCH / "Set5").is_dir() or not (BENCH / "Set14").is_dir(),
+                                reason=f"benchmark images not found at {BENCH} (shared data beside the clone)")
+
+# SPEC section 4: the bicubic rows every paper reports (PSNR, SSIM) for Set5 and Set14
+PUBLISHED = {2: ((33.66, 0.9299), (30.24, 0.8688)),
+             3: ((30.39, 0.8682), (27.55, 0.7742)),
+             4: ((28.42, 0.8104), (26.00, 0.7027))}
+
+
+@needs_data
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_reproduces_published_set5_set14_rows(scale, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    rc = main(["eval", "--bicubic", "--benchmark", str(BENCH / "Set5"), str(BENCH / "Set14"),
+               "--scale", str(scale), "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    (set5, set14) = res["datasets"]
+    assert (set5["name"], set5["images"], set14["name"], set14["images"]) == ("Set5", 5, "Set14", 14)
+    for got, (psnr, ssim) in zip((set5, set14), PUBLISHED[scale]):
+        assert abs(got["psnr"] - psnr) <= 0.03, (got["name"], got["psnr"], psnr)
+        assert abs(got["ssim"] - ssim) <= 0.0012, (got["name"], got["ssim"], ssim)
+    table = capsys.readouterr().out
+    row = next(ln for ln in table.splitlines() if ln.startswith("Set5 "))
+    assert row.split() == ["Set5", "5", f"{set5['psnr']:.2f}", f"{set5['ssim']:.4f}"]
+    assert "Set14" in table and f"x{scale}" in table
+
+
+def photo(h, w, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 100 * np.sin(x / 5.0), 128 + 90 * np.cos(y / 7.0), (x * 3 + y * 2) % 256], axis=2)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    d = tmp_path / "Tiny" / "HR"
+    write_image(d / "a.png", photo(50, 61, 0))
+    write_image(d / "g.png", photo(40, 45, 1)[..., 1])  # greyscale member
+    write_image(d / "dot.png", photo(16, 16, 2))  # too small for x4 with SSIM's 11x11 window
+    return tmp_path / "Tiny"
+
+
+def test_evaluate_means_per_image_values_of_the_protocol(small_set):
+    res = evaluate(lambda lr: bicubic_up(lr, 2), [small_set], 2, progress=False)
+    (ds,) = res["datasets"]
+    assert ds["name"] == "Tiny" and ds["images"] == 3
+    hr = photo(50, 61, 0)[:50, :60]
+    sr = bicubic_up(bicubic_lr(hr, 2), 2)
+    a = next(r for r in ds["per_image"] if r["name"] == "a.png")
+    assert a["psnr"] == pytest.approx(psnr_y(sr, hr, 2)) and a["ssim"] == pytest.approx(ssim_y(sr, hr, 2))
+    assert ds["psnr"] == pytest.approx(np.mean([r["psnr"] for r in ds["per_image"]]))
+
+
+def test_grey_image_gets_a_grey_bicubic_baseline(small_set):
+    seen = []
+
+    def up(lr):
+        seen.append(lr.ndim)
+        return bicubic_up(lr, 2)
+
+    evaluate(up, [small_set / "HR"], 2, progress=False)
+    assert sorted(seen) == [2, 3, 3]
+
+
+def test_too_small_image_is_skipped_with_a_warning(small_set, caplog):
+    res = evaluate(lambda lr: bicubic_up(lr, 4), [small_set], 4, progress=False)
+    assert res["datasets"][0]["skipped"] == ["dot.png"] and res["datasets"][0]["images"] == 2
+    assert "dot.png" in caplog.text
+
+
+def test_save_images_writes_sr_pngs(small_set, tmp_path):
+    out = tmp_path / "sr"
+    rc = main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2", "--save-images", str(out)])
+    assert rc == 0
+    sr, _ = read_image(out / "Tiny" / "g.png")
+    assert sr.ndim == 2 and sr.shape == (40, 44)
+
+
+def test_corrupt_file_in_benchmark_folder_is_skipped_and_counted(small_set, caplog, tmp_path):
+    (small_set / "HR" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    js = tmp_path / "r.json"
+    assert main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["datasets"][0]["images"] == 3
+    assert "broken.png" in caplog.text and "skipped 1 of 4 files" in caplog.text
+
+
+def test_upscaler_with_wrong_output_size_is_reported(small_set):
+    from deconas.errors import UserError
+    with pytest.raises(UserError, match="expected uint8"):
+        evaluate(lambda lr: lr, [small_set], 2, progress=False)
+
+
+def test_bicubic_without_scale_is_a_usage_error(small_set, capsys):
+    assert main(["eval", "--bicubic", "--benchmark", str(small_set)]) == 2
+    assert "--scale is required" in capsys.readouterr().err
+
+
+def test_missing_benchmark_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["eval", "--bicubic", "--benchmark", str(tmp_path / "nope"), "--scale", "2"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bad_image_file_exits_2_with_one_stderr_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    p = subprocess.run([sys.executable, "-m", "deconas.cli", "eval", "--bicubic", "--benchmark", str(bad),
+                        "--scale", "2"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "notes.png" in lines[0] and "Traceback" not in p.stderr

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--genotype", help="the architecture, e.g. 7,6,4,3,0,2,2,3,4,1")
     g.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="use best.json of a search run")
     p.add_argument("--config", default="train-cpu", help="preset name or YAML file (default: train-cpu)")
-    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
     p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")

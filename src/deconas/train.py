@@ -75,8 +75,9 @@ def load_data(train_dir, val_dir, scale: int, val_fraction: float, val_max: int,
     if train_dir is None:
         items = [(n, modcrop(a, scale)) for n, a in builtin_images()]
         train = [(n, hr, bicubic_lr(hr, scale)) for n, hr in items]
-    else:
-        train = load_pairs(train_dir, scale)
+    else:  # one folder or several (e.g. T91 and BSD200); names carry the folder to stay unique
+        dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
+        train = [(f"{Path(d).name}/{n}", hr, lr) for d in dirs for n, hr, lr in load_pairs(d, scale)]
     if val_dir is not None:
         val = load_pairs(val_dir, scale)
     elif val_fraction > 0:
@@ -147,7 +148,8 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
         info = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"]),
                 "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
-                "val_images": len(val_pairs), "train_dir": str(train_dir) if train_dir else "built-in"}
+                "val_images": len(val_pairs), "train_dir": [str(p) for p in ([train_dir] if isinstance(train_dir, (str, Path)) else train_dir)]
+                if train_dir else "built-in"}
         atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] \
@@ -170,7 +172,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
         opt.step()
         step += 1
-        loss_sum += float(loss)
+        loss_sum += loss.detach().item()
         loss_n += 1
         bar.update(1)
         if step % 10 == 0:
@@ -229,8 +231,8 @@ def cli_train(args) -> int:
         if saved.is_file():
             cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
     g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
-    for p in (args.train, args.val):
-        if p is not None and not Path(p).is_dir():
+    for p in (args.train or []) + ([args.val] if args.val else []):
+        if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
     print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
           file=sys.stderr)

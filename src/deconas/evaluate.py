@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from .datasets import _HR_SUBFOLDERS, find_hr_folder
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, iter_folder, list_image_files, read_image, write_image
 from .imresize import bicubic_lr, bicubic_up, modcrop
-from .metrics import WIN, psnr_y, ssim_y
+from .metrics import WIN, psnr_ssim_y
 from .runtime import atomic_write_text
 
 __all__ = ["evaluate", "format_table", "cli_eval"]
@@ -57,6 +59,42 @@ def _images_of(d: Path, warn: bool):
     return hr, len(files), iter_folder(hr, warn=warn, files=files)
 
 
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in a background thread, ``depth`` ahead: decoding the next image (Pillow
+    releases the GIL) overlaps with measuring the current one.  Exceptions come through in order."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for it in items:
+                while not stop.is_set():
+                    try:
+                        q.put((it, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put((None, e))
+
+    t = threading.Thread(target=work, name="deconas-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            it, err = q.get()
+            if err is not None:
+                raise err
+            if it is done:
+                return
+            yield it
+    finally:
+        stop.set()
+
+
 def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Iterable, scale: int,
              save_dir=None, progress: bool = True) -> Dict:
     """Evaluate ``upscale_fn(lr_uint8) -> sr_uint8`` on each benchmark folder at ``scale``.
@@ -77,6 +115,7 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
         if not given.exists():
             raise UserError(f"{given}: no such folder")
         hr_folder, n_files, items = _images_of(given, warn=True)
+        items = _prefetch(items)
         name = _dataset_name(given, hr_folder)
         per_image, skipped = [], []
         bar = tqdm(total=n_files, desc=f"{name} x{s}", unit="img", file=sys.stderr, leave=False,
@@ -95,7 +134,8 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
                 if sr.shape != hr.shape or sr.dtype != np.uint8:
                     raise UserError(f"{name}/{img_name}: the upscaler returned {sr.dtype} {sr.shape}, "
                                     f"expected uint8 {hr.shape}")
-                per_image.append({"name": img_name, "psnr": psnr_y(sr, hr, s), "ssim": ssim_y(sr, hr, s)})
+                psnr, ssim = psnr_ssim_y(sr, hr, s)
+                per_image.append({"name": img_name, "psnr": psnr, "ssim": ssim})
                 if save_dir is not None:
                     write_image(Path(save_dir) / name / (Path(img_name).stem + ".png"), sr)
         finally:

@@ -117,17 +117,17 @@ def imresize(img: np.ndarray, scale: Optional[float] = None,
     (h, ho, sh), (w, wo, sw) = _plan(a.shape[:2], scale, output_shape)
     a = a.astype(np.float64, copy=False)
     rest = a.shape[2:]
-    # downscale first: the second pass then runs on the smaller array
-    order = ("h", "w") if sh <= sw else ("w", "h")
-    for axis in order:
-        if axis == "h":
-            if (h, ho, sh) != (ho, ho, 1.0):
-                a = (_matrix(h, ho, sh) @ a.reshape(h, -1)).reshape((ho,) + a.shape[1:])
-        else:
-            if (w, wo, sw) != (wo, wo, 1.0):
-                b = np.moveaxis(a, 1, 0).reshape(w, -1)  # (W, H*C)
-                b = _matrix(w, wo, sw) @ b
-                a = np.moveaxis(b.reshape((wo, a.shape[0]) + rest), 0, 1)
+    # The H pass is a sparse matmul on the (H, W*C) view as stored; the W pass needs the image
+    # transposed to (W, H*C) and back, and those copies are the costly part: so run the W pass
+    # while the image is at its smaller size (first when upscaling W, last when downscaling).
+    for axis in (("w", "h") if sw > 1 else ("h", "w")):
+        if axis == "h" and (h, ho, sh) != (ho, ho, 1.0):
+            a = (_matrix(h, ho, sh) @ a.reshape(h, -1)).reshape((ho,) + a.shape[1:])
+        elif axis == "w" and (w, wo, sw) != (wo, wo, 1.0):
+            n = a.shape[0]
+            b = np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(w, -1)  # (W, H*C)
+            b = (_matrix(w, wo, sw) @ b).reshape((wo, n) + rest)
+            a = np.ascontiguousarray(np.swapaxes(b, 0, 1))
     return np.ascontiguousarray(a)
 
 
@@ -170,8 +170,12 @@ def round_uint8(x) -> np.ndarray:
     """MATLAB's double -> uint8: clip to 0..255, round half away from zero."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
-    a = np.asarray(x, dtype=np.float64)
-    return np.floor(np.clip(a, 0.0, 255.0) + 0.5).astype(np.uint8)
+    a = np.array(x, dtype=np.float64)  # a copy: the steps below work in place
+    # floor(clip(a) + 0.5) in three passes: after + 0.5 and clipping to [0, 255] the value is
+    # non-negative, where the truncation of astype is floor
+    np.add(a, 0.5, out=a)
+    np.clip(a, 0.0, 255.0, out=a)
+    return a.astype(np.uint8)
 
 
 def modcrop(img, scale: int):

@@ -1,0 +1,197 @@
+"""``deconas derive``: pick the architecture from a trained controller (paper section III.A/B).
+
+Sample K architectures (default ``search.derive_samples``, 100) from the run's controller,
+score each with the shared weights on the validation images (whole images, or centre crops
+when ``search.derive_max_size`` is set; PSNR on Y with border = scale, outputs rounded to
+8 bits, :func:`deconas.metrics.psnr_y`, averaged over the images), and write into the run
+folder:
+
+* ``candidates.csv``: every sample (genotype, params, Mult-Adds, validation PSNR, reward,
+  log-probability, on the Pareto front or not);
+* ``best.json``: the chosen one, the **highest validation PSNR** (the paper keeps "the best";
+  PSNR is what it reports). The reward-best (PSNR - alpha * params / params_max, the quantity
+  the controller maximised) is recorded beside it under ``reward_best``;
+* ``summary.md``: Table I style best and mean PSNR and parameters (also printed);
+* ``scatter.png``: PSNR versus parameters like the paper's Fig. 4, Pareto front marked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import complexity
+from . import config as config_mod
+from .errors import UserError
+from .genotype import Genotype
+from .runtime import atomic_write, atomic_write_text, pick_device, seed_everything, torch_load
+from .search import CHECKPOINT, build_controller, build_supernet, reload_val_pairs
+
+
+def _centre_crop(hr: np.ndarray, lr: np.ndarray, size: int, scale: int):
+    h, w = lr.shape[:2]
+    th, tw = min(h, size), min(w, size)
+    y, x = (h - th) // 2, (w - tw) // 2
+    return hr[y * scale:(y + th) * scale, x * scale:(x + tw) * scale], lr[y:y + th, x:x + tw]
+
+
+def pareto_front(params: List[int], psnr: List[float]) -> List[bool]:
+    """True where no other candidate has at most as many parameters and at least the PSNR
+    (one of the two strictly): the best PSNR for its size."""
+    out = []
+    for i in range(len(params)):
+        out.append(not any((params[j] <= params[i] and psnr[j] >= psnr[i]) and
+                           (params[j] < params[i] or psnr[j] > psnr[i]) for j in range(len(params))))
+    return out
+
+
+@torch.no_grad()
+def score(supernet, genotype: Genotype, val, scale: int) -> float:
+    """Mean PSNR on Y (border = scale) of the sampled architecture over the validation images."""
+    from .metrics import psnr_y
+
+    vals = []
+    for lr_t, hr in val:
+        sr = supernet(lr_t, genotype).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
+        if hr.ndim == 2:  # grey in, grey out: the three equal channels' mean
+            sr = np.round(sr.astype(np.float64).mean(2)).astype(np.uint8)
+        vals.append(psnr_y(sr, hr, scale))
+    return float(np.mean(vals))
+
+
+def _plot(rows, front, best, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = np.array([r["params"] for r in rows], dtype=float) / 1e3
+    q = np.array([r["val_psnr"] for r in rows])
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.scatter(p, q, s=14, alpha=0.6, label=f"{len(rows)} samples")
+    idx = sorted((i for i, f in enumerate(front) if f), key=lambda i: p[i])
+    ax.plot(p[idx], q[idx], "-o", color="tab:red", ms=4, lw=1, label="Pareto front")
+    ax.scatter([best["params"] / 1e3], [best["val_psnr"]], marker="*", s=160, color="gold", edgecolor="k",
+               zorder=5, label="best PSNR")
+    ax.set_xlabel("parameters (K)")
+    ax.set_ylabel("validation PSNR on Y (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def setting_name(cfg: dict) -> str:
+    s = cfg["search"]
+    return f"CB{int(float(s.get('alpha', 0)) > 0)}_FF{int(bool(s.get('ff', False)))}"
+
+
+def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool = True) -> dict:
+    """Sample, score and rank architectures of a finished (or interrupted) search; returns
+    the content of ``best.json`` plus the summary figures."""
+    run = Path(run_dir)
+    for f in ("config.yaml", CHECKPOINT, "data.json"):
+        if not (run / f).is_file():
+            raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
+    cfg = config_mod.load(str(run / "config.yaml"))
+    s, scale = cfg["search"], int(cfg["scale"])
+    k = int(samples if samples is not None else s.get("derive_samples", 100))
+    if k < 1:
+        raise UserError(f"--samples {k}: need at least 1")
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    st = torch_load(run / CHECKPOINT, map_location=device)
+    controller, supernet = build_controller(cfg).to(device), build_supernet(cfg).to(device)
+    controller.load_state_dict(st["controller"])
+    supernet.load_state_dict(st["supernet"])
+    controller.eval(), supernet.eval()
+
+    val = reload_val_pairs(run)
+    nmax, size = int(s.get("derive_max_images", 0) or 0), int(s.get("derive_max_size", 0) or 0)
+    val = val[:nmax] if nmax else val
+    prepared = []
+    for _, hr, lr in val:
+        if size:
+            hr, lr = _centre_crop(hr, lr, size, scale)
+        x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
+        prepared.append((torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device), hr))
+
+    seed_everything(int(cfg.get("seed", 0)) + 1)  # the same K samples every time derive runs
+    alpha, ff = float(s.get("alpha", 0.0)), bool(s.get("ff", False))
+    m = cfg["model"]
+    pmax = supernet.max_params(ff)
+    scores = {}
+    rows = []
+    for _ in tqdm(range(k), desc="derive", unit="arch", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        with torch.no_grad():
+            smp = controller.sample()
+        g = smp.genotype
+        if g not in scores:  # a policy that has converged repeats itself: score each architecture once
+            scores[g] = score(supernet, g, prepared, scale)
+        c = complexity.cost(g, scale, int(m["channels"]), int(m["blocks"]))
+        rows.append({"genotype": str(g), "params": c.params, "mult_adds": c.mult_adds, "val_psnr": scores[g],
+                     "reward": scores[g] - alpha * c.params / pmax, "log_prob": float(smp.log_prob),
+                     "_g": g})
+    front = pareto_front([r["params"] for r in rows], [r["val_psnr"] for r in rows])
+    for r, f in zip(rows, front):
+        r["pareto"] = int(f)
+
+    def record(r):
+        g = r["_g"]
+        return {"genotype": str(g), "genotype_dict": g.to_dict(), "bits": g.bits(), "scale": scale,
+                "channels": int(m["channels"]), "blocks": int(m["blocks"]), "nodes": int(m["nodes"]), "ff": ff,
+                "val_psnr": r["val_psnr"], "params": r["params"], "mult_adds": r["mult_adds"], "reward": r["reward"]}
+
+    best_row = max(rows, key=lambda r: r["val_psnr"])
+    best = {**record(best_row), "selection": "highest validation PSNR among the samples",
+            "reward_best": record(max(rows, key=lambda r: r["reward"])), "setting": setting_name(cfg),
+            "samples": k, "unique": len(scores), "val_images": len(prepared),
+            "val_crop": size or None, "psnr_protocol": "Y (BT.601), border = scale, 8-bit outputs"}
+
+    fields = ["genotype", "params", "mult_adds", "val_psnr", "reward", "log_prob", "pareto"]
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({**r, "val_psnr": f"{r['val_psnr']:.4f}", "reward": f"{r['reward']:.4f}",
+                            "log_prob": f"{r['log_prob']:.4f}", "mult_adds": f"{r['mult_adds']:.0f}"})
+    atomic_write(run / "candidates.csv", write_csv)
+    atomic_write_text(run / "best.json", json.dumps(best, indent=2))
+
+    mean_psnr = float(np.mean([r["val_psnr"] for r in rows]))
+    mean_params = float(np.mean([r["params"] for r in rows]))
+    name = setting_name(cfg)
+    md = (f"# Derive: {k} samples from the controller of {run.name} ({name})\n\n"
+          f"x{scale}, C={m['channels']}, N={m['blocks']}, M={m['nodes']}; validation PSNR on Y over "
+          f"{len(prepared)} images{f' (centre crops, at most {size} LR px a side)' if size else ''}, "
+          f"shared weights.\n\n"
+          f"| {name} | | |\n|---|---|---|\n"
+          f"| Best | PSNR | {best_row['val_psnr']:.3f} |\n| | Parameters | {best_row['params'] / 1e3:,.1f} K |\n"
+          f"| Mean | PSNR | {mean_psnr:.3f} |\n| | Parameters | {mean_params / 1e3:,.1f} K |\n\n"
+          f"Best (highest validation PSNR): `{best['genotype']}` ({best_row['params']:,} parameters, "
+          f"{best_row['mult_adds'] / 1e9:.2f} G Mult-Adds at 1280x720).\n"
+          f"Reward-best: `{best['reward_best']['genotype']}` ({best['reward_best']['params']:,} parameters, "
+          f"{best['reward_best']['val_psnr']:.3f} dB).\n"
+          f"{sum(front)} of {k} samples on the Pareto front; {len(scores)} distinct architectures.\n")
+    atomic_write_text(run / "summary.md", md)
+    _plot(rows, front, best_row, run / "scatter.png",
+          f"{name}: {k} samples, x{scale} C={m['channels']} N={m['blocks']} M={m['nodes']}")
+    return {**best, "mean_psnr": mean_psnr, "mean_params": mean_params, "pareto_count": int(sum(front)),
+            "summary_md": md}
+
+
+def cli_derive(args) -> int:
+    res = derive(args.run_dir, args.samples, args.device)
+    print(res["summary_md"])
+    print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
+    return 0

@@ -1,0 +1,450 @@
+"""``deconas search``: the DeCoNAS search loop (paper section II.D, SPEC section 3).
+
+Each epoch:
+
+1. **Child steps** (``search.child_steps``): for every minibatch of LR/HR patches (random
+   crops, flips, 90-degree rotations) the controller samples a fresh architecture; the
+   shared-weight supernet runs it, L1 loss, Adam step. The learning rate is
+   ``lr * lr_gamma ** (epoch // lr_step_epochs)`` (paper: 1e-4 halved every 50 epochs).
+2. **Controller steps** (``search.controller_steps``): sample an architecture with
+   gradients, score it on one validation batch (``val_batch`` LR patches of ``val_patch``
+   pixels, the release's protocol), reward
+   ``R = PSNR - alpha * params / params_max + entropy_weight * entropy``, REINFORCE
+   ``loss = -log_prob * (R - b)`` with Adam, then the moving-average baseline
+   ``b <- decay * b + (1 - decay) * R`` (the first reward initialises ``b``, so the first
+   advantages are not dominated by a 30 dB offset). ``params_max`` is the largest network
+   of the space (:func:`deconas.complexity.max_params`); alpha = 0 is CB0, 2 is CB1.
+   During the first ``warmup_epochs`` epochs the controller steps still sample and score
+   (this warms the baseline and logs the validation PSNR) but do not update the controller.
+
+Reward PSNR: the supernet output is clamped to [0, 1] and rounded to 8-bit levels, then PSNR
+on Y (BT.601, as :mod:`deconas.metrics`) with ``scale`` pixels of border cropped, computed per
+patch in one batched torch expression and averaged over the patches.
+
+Run folder: ``config.yaml``, ``data.json`` (where the images came from, which were held out),
+``metrics.jsonl`` (one record per epoch), ``checkpoint.pt`` (atomic, every epoch; holds the
+controller, supernet, both optimizers, baseline, epoch and every random stream, so
+``--resume`` continues exactly), ``search.log`` and TensorBoard events when
+``torch.utils.tensorboard`` imports.
+
+Data-parallel later: :meth:`Search.decide_architecture` is the one place an architecture
+is chosen (rank 0 would sample and broadcast it); only the writer (rank 0) touches files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from . import config as config_mod
+from .controller import Controller, Sample
+from .errors import UserError
+from .genotype import Genotype
+from .patches import PatchSampler
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pick_device, rng_state, seed_everything,
+                      set_rng_state, torch_load)
+from .supernet import SuperNet
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------- data
+def _expand_dirs(train_dir) -> List[Path]:
+    """``--train`` may be one folder, several, or a folder of image folders (e.g. T91/ and BSD200/)."""
+    from .datasets import find_hr_folder
+
+    dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
+    out = []
+    for d in dirs:
+        d = Path(d)
+        try:
+            find_hr_folder(d)
+            out.append(d)
+        except UserError:
+            subs = sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")) if d.is_dir() else []
+            good = []
+            for s in subs:
+                try:
+                    find_hr_folder(s)
+                    good.append(s)
+                except UserError:
+                    pass
+            if not good:
+                raise
+            out.extend(good)
+    return out
+
+
+def load_search_data(cfg: dict, train_dir=None, val_dir=None):
+    """(train pairs, val pairs, provenance) with pairs ``(name, hr_uint8, lr_uint8)``.
+
+    Validation: ``val_dir`` if given, else a deterministic held-out fraction
+    (``data.val_fraction``, seeded by ``seed``) of the training images. Without ``train_dir``
+    the built-in images are used.
+    """
+    from .datasets import builtin_images, holdout_split, load_pairs, make_pairs
+
+    scale, d = int(cfg["scale"]), cfg.get("data", {})
+    seed = int(cfg.get("seed", 0))
+    if train_dir is None:
+        train = make_pairs(builtin_images(), scale)
+        dirs = None
+    else:
+        dirs = _expand_dirs(train_dir)
+        multi = len(dirs) > 1
+        train = [((f"{p.name}/{n}" if multi else n), hr, lr) for p in dirs for n, hr, lr in load_pairs(p, scale)]
+    frac = float(d.get("val_fraction", 0.1) or 0.0)
+    if val_dir is not None:
+        val = load_pairs(val_dir, scale, purpose="eval")
+    elif frac > 0:
+        train, val = holdout_split(train, frac, seed)
+    else:
+        raise UserError("no validation images: give --val DIR or set data.val_fraction > 0")
+    vmax = int(d.get("val_max", 0) or 0)
+    val = val[:vmax] if vmax else val
+    if not train or not val:
+        raise UserError(f"need training and validation images; got {len(train)} and {len(val)}")
+    prov = {"train_dir": [str(p) for p in dirs] if dirs else "built-in",
+            "val_dir": str(val_dir) if val_dir is not None else None,
+            "val_fraction": frac if val_dir is None else None, "val_max": vmax, "seed": seed,
+            "train_images": len(train), "val_images": [n for n, _, _ in val]}
+    return train, val, prov
+
+
+def reload_val_pairs(run_dir) -> list:
+    """The validation pairs of a finished run, from its ``data.json`` and ``config.yaml``."""
+    run = Path(run_dir)
+    prov = json.loads((run / "data.json").read_text())
+    cfg = config_mod.load(str(run / "config.yaml"))
+    train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
+    _, val, _ = load_search_data(cfg, train, prov["val_dir"])
+    if [n for n, _, _ in val] != prov["val_images"]:
+        raise UserError(f"{run}: the validation images on disk differ from the ones the search used")
+    return val
+
+
+# ----------------------------------------------------------------------------- reward
+def quantized_y(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> Y (BT.601, 16..235) of the 8-bit-rounded image, float64."""
+    q = x.clamp(0, 1).mul(255).round().double()
+    return 16.0 + (65.481 * q[:, 0] + 128.553 * q[:, 1] + 24.966 * q[:, 2]) / 255.0
+
+
+def psnr_y_batch(sr: torch.Tensor, hr: torch.Tensor, border: int) -> torch.Tensor:
+    """Per-image PSNR on Y with ``border`` pixels cropped (the SR protocol), shape (B,)."""
+    ys, yh = quantized_y(sr), quantized_y(hr)
+    if border:
+        ys, yh = ys[:, border:-border, border:-border], yh[:, border:-border, border:-border]
+    mse = (ys - yh).pow(2).mean((1, 2)).clamp_min(1e-10)
+    return 10.0 * torch.log10(255.0 ** 2 / mse)
+
+
+# ----------------------------------------------------------------------------- the loop
+def build_controller(cfg: dict) -> Controller:
+    m, s = cfg["model"], cfg["search"]
+    return Controller(int(m["nodes"]), int(m["blocks"]), ff=bool(s.get("ff", False)),
+                      lstm_size=int(s.get("lstm_size", 64)), lstm_layers=int(s.get("lstm_layers", 2)),
+                      tanh_constant=s.get("tanh_constant", 1.1), op_tanh_reduce=float(s.get("op_tanh_reduce", 2.5)),
+                      temperature=s.get("temperature"), tie_embeddings=bool(s.get("tie_embeddings", True)))
+
+
+def build_supernet(cfg: dict) -> SuperNet:
+    m = cfg["model"]
+    return SuperNet(int(cfg["scale"]), int(m["channels"]), int(m["blocks"]), int(m["nodes"]))
+
+
+class Search:
+    """State and steps of one search; :func:`run_search` drives it epoch by epoch."""
+
+    def __init__(self, cfg: dict, train_pairs, val_pairs, device, rank: int = 0):
+        self.cfg, self.s, self.device, self.rank = cfg, cfg["search"], device, rank
+        self.is_writer = rank == 0
+        d, seed = cfg["data"], int(cfg.get("seed", 0))
+        self.scale = int(cfg["scale"])
+        self.controller = build_controller(cfg).to(device)
+        self.supernet = build_supernet(cfg).to(device)
+        self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s["lr"]))
+        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s["controller_lr"]))
+        self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
+                                          int(d["lr_patch"]), int(d["batch"]), seed=seed,
+                                          augment=bool(d.get("augment", True)))
+        self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale,
+                                        int(self.s.get("val_patch", 48)), int(self.s.get("val_batch", 10)),
+                                        seed=seed + 1, augment=False)
+        self.alpha = float(self.s.get("alpha", 0.0))
+        self.params_max = self.supernet.max_params(bool(self.s.get("ff", False)))
+        self.baseline: Optional[float] = None
+        self.epoch = 0  # completed epochs
+        self._params: Dict[Genotype, int] = {}
+        self._val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # current reward batch
+
+    # -- the one place where a step's architecture is decided ---------------------
+    def decide_architecture(self, with_grad: bool = False) -> Sample:
+        """Sample this step's architecture from the controller. Under data parallelism rank 0
+        samples and broadcasts the genotype; every rank then runs the same child."""
+        if with_grad:
+            return self.controller.sample()
+        with torch.no_grad():
+            return self.controller.sample()
+
+    def params(self, g: Genotype) -> int:
+        n = self._params.get(g)
+        if n is None:
+            n = self._params[g] = self.supernet.num_params(g)
+        return n
+
+    def child_lr(self, epoch: int) -> float:
+        return float(self.s["lr"]) * float(self.s.get("lr_gamma", 0.5)) ** (epoch // int(self.s.get("lr_step_epochs", 50)))
+
+    def child_step(self) -> Tuple[float, Sample]:
+        sample = self.decide_architecture()
+        lr, hr = self.train_sampler.sample()
+        lr, hr = lr.to(self.device), hr.to(self.device)
+        loss = F.l1_loss(self.supernet(lr, sample.genotype), hr)
+        self.child_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = float(self.s.get("grad_clip", 0) or 0)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
+        self.child_opt.step()
+        return loss.item(), sample
+
+    def val_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The reward's validation patches. ``val_resample``: ``step`` draws a new batch per
+        controller step (the release), ``epoch`` one per epoch, ``run`` one for the whole search
+        (a fixed validation set, as the paper's text has it; the least noisy reward)."""
+        mode = self.s.get("val_resample", "step")
+        if mode not in ("step", "epoch", "run"):
+            raise UserError(f"search.val_resample is {mode!r}; expected step, epoch or run")
+        if mode == "step" or self._val is None:
+            self._val = self.val_sampler.sample()
+        return self._val
+
+    def controller_step(self, train: bool) -> dict:
+        sample = self.decide_architecture(with_grad=train)
+        lr, hr = self.val_batch()
+        with torch.no_grad():
+            psnr = psnr_y_batch(self.supernet(lr.to(self.device), sample.genotype), hr.to(self.device),
+                                self.scale).mean().item()
+        n = self.params(sample.genotype)
+        entropy = float(sample.entropy.detach())
+        reward = psnr - self.alpha * n / self.params_max + float(self.s.get("entropy_weight", 0.0)) * entropy
+        if self.baseline is None:
+            self.baseline = reward
+        advantage = reward - self.baseline
+        if train:
+            loss = -sample.log_prob * advantage
+            self.ctrl_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.ctrl_opt.step()
+        decay = float(self.s.get("baseline_decay", 0.99))
+        self.baseline = decay * self.baseline + (1 - decay) * reward
+        return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample}
+
+    def run_epoch(self, bar=None) -> dict:
+        """One epoch of child steps then controller steps; returns its metrics record."""
+        epoch, t0 = self.epoch, time.time()
+        lr_now = self.child_lr(epoch)
+        for g in self.child_opt.param_groups:
+            g["lr"] = lr_now
+        self.supernet.train()
+        losses, child_params, p_sum, n_samples = [], [], 0.0, 0
+        for _ in range(int(self.s["child_steps"])):
+            loss, sample = self.child_step()
+            losses.append(loss)
+            child_params.append(self.params(sample.genotype))
+            p_sum, n_samples = p_sum + sample.p_one, n_samples + 1
+            if bar is not None:
+                bar.update(1)
+                if len(losses) % 10 == 0:
+                    bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.4f}")
+        train_ctrl = epoch >= int(self.s.get("warmup_epochs", 0))
+        if self.s.get("val_resample", "step") == "epoch":
+            self._val = None
+        self.supernet.eval()
+        steps = []
+        for _ in range(int(self.s["controller_steps"])):
+            st = self.controller_step(train_ctrl)
+            steps.append(st)
+            p_sum, n_samples = p_sum + st["sample"].p_one, n_samples + 1
+            if bar is not None:
+                bar.update(1)
+        self.epoch += 1
+        ctrl_params = [st["params"] for st in steps]
+        mean = lambda xs: float(np.mean(xs)) if len(xs) else None
+        p_one = (p_sum / max(n_samples, 1)).tolist() if n_samples else []
+        greedy = self.controller.greedy().genotype
+        return {
+            "epoch": self.epoch, "lr": lr_now, "controller_trained": train_ctrl,
+            "child_loss": mean(losses), "val_psnr": mean([st["psnr"] for st in steps]),
+            "reward": mean([st["reward"] for st in steps]), "baseline": self.baseline,
+            "entropy": mean([st["entropy"] for st in steps]),
+            "params_mean": mean(child_params + ctrl_params), "child_params_mean": mean(child_params),
+            "controller_params_mean": mean(ctrl_params), "params_max": self.params_max,
+            "greedy": str(greedy), "greedy_params": self.params(greedy),
+            "p_one": dict(zip(self.controller.decision_names(), [round(p, 4) for p in p_one])),
+            "seconds": round(time.time() - t0, 2),
+        }
+
+    # -- checkpoint -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "controller": self.controller.state_dict(),
+                "supernet": self.supernet.state_dict(), "child_opt": self.child_opt.state_dict(),
+                "ctrl_opt": self.ctrl_opt.state_dict(), "baseline": self.baseline,
+                "train_sampler": self.train_sampler.state_dict(), "val_sampler": self.val_sampler.state_dict(),
+                "val_batch": list(self._val) if self._val is not None else None, "rng": rng_state()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.epoch = int(st["epoch"])
+        self.controller.load_state_dict(st["controller"])
+        self.supernet.load_state_dict(st["supernet"])
+        self.child_opt.load_state_dict(st["child_opt"])
+        self.ctrl_opt.load_state_dict(st["ctrl_opt"])
+        self.baseline = None if st["baseline"] is None else float(st["baseline"])
+        self.train_sampler.load_state_dict(st["train_sampler"])
+        self.val_sampler.load_state_dict(st["val_sampler"])
+        self._val = None if st.get("val_batch") is None else tuple(t.to(self.device) for t in st["val_batch"])
+        set_rng_state(st["rng"])
+
+
+def _structure(cfg: dict) -> dict:
+    """The settings a checkpoint's tensors depend on; a resume must not change them."""
+    return {"scale": int(cfg["scale"]), **{k: int(cfg["model"][k]) for k in ("channels", "blocks", "nodes")},
+            "ff": bool(cfg["search"].get("ff", False)), "lstm_size": int(cfg["search"].get("lstm_size", 64)),
+            "lstm_layers": int(cfg["search"].get("lstm_layers", 2)),
+            "tie_embeddings": bool(cfg["search"].get("tie_embeddings", True))}
+
+
+def _check_config(cfg: dict) -> None:
+    for sec in ("model", "data", "search"):
+        if not isinstance(cfg.get(sec), dict):
+            raise UserError(f"config has no '{sec}' section; start from a preset, e.g. --config cpu")
+    for k in ("channels", "blocks", "nodes"):
+        if k not in cfg["model"]:
+            raise UserError(f"config: model.{k} is missing")
+    if int(cfg["scale"]) not in (2, 3, 4):
+        raise UserError(f"config: scale {cfg['scale']} is not supported; expected 2, 3 or 4")
+    for k in ("epochs", "child_steps", "controller_steps", "lr", "controller_lr"):
+        if k not in cfg["search"]:
+            raise UserError(f"config: search.{k} is missing")
+
+
+def _log_line(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # optional: tensorboard is not a dependency
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", resume: bool = False,
+               device=None, progress: bool = True, rank: int = 0) -> dict:
+    """Run (or continue, ``resume=True``) a search into ``out_dir``; returns the last epoch's record.
+
+    ``train_dir``: a folder, several, a folder of image folders, or None (built-in images).
+    ``val_dir``: validation folder, or None to hold out ``data.val_fraction`` of the training images.
+    """
+    _check_config(cfg)
+    out = Path(out_dir)
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    ckpt = out / CHECKPOINT
+    if resume and not ckpt.is_file():
+        raise UserError(f"--resume: no {ckpt} to continue from")
+    if not resume and ckpt.is_file():
+        raise UserError(f"{out} already holds a search; pass --resume to continue it or pick another --out")
+    if cfg.get("deterministic", True):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(int(cfg.get("seed", 0)))
+    writer = rank == 0
+    st = None
+    if resume:
+        st = torch_load(ckpt, map_location=device)
+        if st["structure"] != _structure(cfg):
+            raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
+                            f"config's {_structure(cfg)}")
+        prov = json.loads((out / "data.json").read_text())
+        train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
+        val_dir = prov["val_dir"]
+    train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
+    search = Search(cfg, train_pairs, val_pairs, device, rank)
+    log = JsonlLog(out / "metrics.jsonl")
+    if st is not None:
+        search.load_state_dict(st)
+        if writer:
+            log.truncate_after("epoch", search.epoch)
+            atomic_write_text(out / "config.yaml", config_mod.dump(cfg))  # records e.g. a longer search.epochs
+    elif writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+        atomic_write_text(out / "data.json", json.dumps(prov, indent=1))
+    epochs = int(cfg["search"]["epochs"])
+    per_epoch = int(cfg["search"]["child_steps"]) + int(cfg["search"]["controller_steps"])
+    tb = _tensorboard(out) if writer and cfg.get("tensorboard", True) else None
+    if writer:
+        _log_line(out / "search.log", f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
+                  f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
+                  f"params_max {search.params_max:,}")
+    bar = tqdm(total=epochs * per_epoch, initial=search.epoch * per_epoch, disable=not progress or not writer,
+               desc="search", unit="step", dynamic_ncols=True, file=sys.stderr)
+    rec = None
+    t_start = time.time()
+    elapsed0 = float(st.get("elapsed", 0.0)) if st is not None else 0.0
+    while search.epoch < epochs:
+        rec = search.run_epoch(bar)
+        rec["elapsed"] = round(elapsed0 + time.time() - t_start, 2)
+        if writer:
+            log.write(rec)
+            atomic_torch_save(ckpt, {**search.state_dict(), "structure": _structure(cfg), "elapsed": rec["elapsed"]})
+            line = (f"epoch {rec['epoch']}/{epochs}  loss {rec['child_loss']:.4f}  val PSNR {rec['val_psnr']:.3f}  "
+                    f"reward {rec['reward']:.3f}  baseline {rec['baseline']:.3f}  entropy {rec['entropy']:.2f}  "
+                    f"params {rec['params_mean']:,.0f}  greedy {rec['greedy']}")
+            _log_line(out / "search.log", line)
+            bar.write(line)
+            if tb is not None:
+                for k in ("child_loss", "val_psnr", "reward", "baseline", "entropy", "params_mean", "lr"):
+                    if rec.get(k) is not None:
+                        tb.add_scalar(f"search/{k}", rec[k], rec["epoch"])
+                tb.flush()
+    bar.close()
+    if tb is not None:
+        tb.close()
+    if rec is None and (out / "metrics.jsonl").is_file():  # already finished: report the last record
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        rec = json.loads(lines[-1]) if lines else None
+    return rec or {}
+
+
+def default_out() -> Path:
+    return Path("runs") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cli_search(args) -> int:
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out RUN_DIR (the folder of the search to continue)")
+    out = Path(args.out) if args.out else default_out()
+    if args.resume and (out / "config.yaml").is_file():  # the run's own config, plus any overrides (e.g. epochs)
+        cfg = config_mod.apply_overrides(config_mod.load(str(out / "config.yaml")), args.overrides)
+    for p in ([args.train] if isinstance(args.train, str) else (args.train or [])) + ([args.val] if args.val else []):
+        if not Path(p).is_dir():
+            raise UserError(f"{p}: not a folder of images")
+    m = cfg["model"]
+    print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
+          f"alpha={cfg['search'].get('alpha')} ff={cfg['search'].get('ff')} -> {out}", file=sys.stderr)
+    rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
+    print(json.dumps({k: rec.get(k) for k in ("epoch", "val_psnr", "params_mean", "greedy", "elapsed")}))
+    return 0

@@ -54,7 +54,9 @@ def receptive_radius(model: nn.Module) -> Optional[int]:
                 continue
             feats.append(max(OP_RADIUS[_op_kind(op)] + max(feats[j] for j in idx)
                              for op, idx in zip(node.ops, node.op_inputs)))
-        r = max(feats)  # the dense connection reads every block output so far
+        # The block's output is LFF(what it reads) + x_in; the dense connection after it reads
+        # every block output so far, the deepest being this one.
+        r = max(feats[i] for i in (0, *dnb.lff_inputs))
     r += 1  # GFF 3x3
     r += sum(1 for m in model.upsample.modules() if isinstance(m, nn.Conv2d))
     return r + 1  # tail 3x3

@@ -1,0 +1,156 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from torch import nn
+
+from deconas.genotype import PAPER_GENOTYPE, parse
+from deconas.imresize import bicubic_lr
+from deconas.inference import _spans, receptive_radius, upscale_array, upscale_tensor
+from deconas.network import DeCoNASNet, MixNode
+
+
+def psnr(a, b):
+    return (10 * torch.log10(1 / ((a - b) ** 2).mean())).item()
+
+
+def tiny_net(genotype="7,6,4", blocks=2, channels=8, seed=0):
+    torch.manual_seed(seed)
+    net = DeCoNASNet(parse(genotype), scale=2, channels=channels, blocks=blocks).eval()
+    with torch.no_grad():
+        # Perturb every weight so that nothing is near its initialisation's symmetry, and make
+        # channel attention strongly content dependent: the gates then differ between a tile
+        # and the whole image, which is the one thing tiling cannot reproduce exactly.
+        for name, p in net.named_parameters():
+            p.add_(torch.randn_like(p) * p.abs().mean())
+            if ".ca." in name:
+                p.mul_(5)
+    return net
+
+
+def without_attention(net):
+    for m in net.modules():
+        if isinstance(m, MixNode):
+            m.ca = nn.Identity()
+    return net
+
+
+class Nearest(nn.Module):
+    """An upscaler that commutes with flips and transpositions."""
+
+    scale = 2
+
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+@pytest.fixture(scope="module")
+def astronaut_lr():
+    hr = data.astronaut()  # 512 x 512 RGB photo
+    lr = bicubic_lr(hr, 2)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    return to_t(lr), to_t(hr)
+
+
+def test_tiled_output_matches_whole_image_within_0_01_db_on_a_photo(astronaut_lr):
+    lr, hr = astronaut_lr
+    net = tiny_net()
+    whole = upscale_tensor(net, lr)
+    tiled = upscale_tensor(net, lr, tile=128)  # 2 x 2 tiles, overlap from the receptive field
+    assert tiled.shape == whole.shape == (1, 3, 512, 512)
+    delta = abs(psnr(tiled.clamp(0, 1), hr) - psnr(whole.clamp(0, 1), hr))
+    assert delta < 0.01
+    # Much stronger than the 0.01 dB bound: tiled and whole agree to within attention's small effect.
+    assert psnr(tiled, whole) > 70
+    # ... and the check has teeth: tiles without context overlap do show seams.
+    assert psnr(upscale_tensor(net, lr, tile=128, overlap=0), whole) < psnr(tiled, whole) - 20
+
+
+def test_tiling_is_exact_up_to_float_rounding_when_there_is_no_channel_attention():
+    torch.manual_seed(1)
+    net = without_attention(tiny_net(PAPER_GENOTYPE, blocks=1))
+    lr = torch.rand(2, 3, 37, 45)  # odd sizes, a batch of two
+    whole = upscale_tensor(net, lr)
+    for tile in (12, 25):
+        assert (upscale_tensor(net, lr, tile=tile) - whole).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("genotype", ["7,6,4", PAPER_GENOTYPE, "7,6,4|01|11"])
+def test_receptive_radius_is_the_reach_of_an_output_pixel(genotype):
+    net = without_attention(DeCoNASNet(parse(genotype), scale=2, channels=4, blocks=2))
+    with torch.no_grad():  # all positive: every ReLU passes and no path cancels another
+        for p in net.parameters():
+            p.uniform_(0.01, 0.1)
+    n = 101
+    x = torch.rand(1, 3, n, n, requires_grad=True)
+    net(x)[0, :, n, n].sum().backward()  # the HR pixel at the LR centre (50, 50)
+    ys, xs = np.nonzero(x.grad[0].abs().sum(0).numpy())
+    reach = max(abs(ys - n // 2).max(), abs(xs - n // 2).max())
+    assert reach == receptive_radius(net)
+
+
+def test_paper_network_with_four_blocks_sees_37_lr_pixels():
+    # sfe 2 + 4 blocks x 8 (longest chain: dil 3 + sep 1 + ... see receptive_radius) + GFF, upsampler, tail
+    assert receptive_radius(DeCoNASNet(parse(PAPER_GENOTYPE), channels=4, blocks=4)) == 37
+
+
+def test_tile_cores_cover_the_axis_once_and_windows_keep_one_size():
+    for size, tile, overlap in [(100, 32, 5), (7, 3, 10), (257, 256, 37), (64, 64, 3)]:
+        spans = _spans(size, tile, overlap)
+        assert spans[0][0] == 0 and spans[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(b - a <= tile for a, b, _, _ in spans)
+        for a, b, w0, w1 in spans:
+            assert 0 <= w0 <= a and b <= w1 <= size
+            # full context on each side unless the image border comes first
+            assert a - w0 >= min(overlap, a) and w1 - b >= min(overlap, size - b)
+            assert w1 - w0 == min(size, (b - a) + 2 * overlap)  # shifted inward at a border, not cut
+
+
+def test_self_ensemble_of_a_flip_equivariant_upscaler_changes_nothing():
+    torch.manual_seed(2)
+    lr = torch.rand(1, 3, 9, 14)  # not square, not symmetric: a wrong inverse transform shows
+    plain = upscale_tensor(Nearest(), lr)
+    assert torch.allclose(upscale_tensor(Nearest(), lr, self_ensemble=True), plain, atol=1e-6)
+    assert torch.allclose(upscale_tensor(Nearest(), lr, tile=4, self_ensemble=True), plain, atol=1e-6)
+
+
+def test_self_ensemble_averages_the_eight_flips_and_transpositions():
+    net = tiny_net(blocks=1)
+    lr = torch.rand(1, 3, 10, 13)
+    with torch.no_grad():
+        outs = []
+        for k in range(4):
+            for flip in (False, True):
+                x = torch.rot90(lr, k, (2, 3))
+                x = x.flip(3) if flip else x
+                y = net(x)
+                y = y.flip(3) if flip else y
+                outs.append(torch.rot90(y, -k, (2, 3)))
+    expected = torch.stack(outs).mean(0)
+    assert torch.allclose(upscale_tensor(net, lr, self_ensemble=True), expected, atol=1e-5)
+
+
+def test_grey_in_grey_out_and_rgb_in_rgb_out():
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (7, 5), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    up = lambda a: np.repeat(np.repeat(a, 2, 0), 2, 1)  # noqa: E731
+    g = upscale_array(Nearest(), grey)
+    c = upscale_array(Nearest(), rgb, tile=3)
+    assert g.dtype == c.dtype == np.uint8
+    assert np.array_equal(g, up(grey)) and np.array_equal(c, up(rgb))
+
+
+def test_real_network_on_a_grey_image_gives_a_grey_image_of_twice_the_size():
+    grey = data.camera()[:40, :30]
+    out = upscale_array(tiny_net(blocks=1), grey, tile=16)
+    assert out.shape == (80, 60) and out.dtype == np.uint8
+
+
+def test_rejects_arrays_that_are_not_8_bit_images():
+    with pytest.raises(ValueError):
+        upscale_array(Nearest(), np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError):
+        upscale_array(Nearest(), np.zeros((4, 4, 4), np.uint8))

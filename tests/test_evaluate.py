@@ -129,3 +129,21 @@ def test_bad_image_file_exits_2_with_one_stderr_line_and_no_traceback(tmp_path):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "notes.png" in lines[0] and "Traceback" not in p.stderr
+
+
+def test_checkpoint_eval_defaults_to_the_networks_scale(small_set, tmp_path, capsys):
+    pytest.importorskip("deconas.inference")
+    checkpoint = pytest.importorskip("deconas.checkpoint")
+    from deconas.genotype import parse
+    from deconas.network import DeCoNASNet
+
+    net = DeCoNASNet(parse("7,6,4,3,0,2,2,3,4,1"), scale=3, channels=4, blocks=1)
+    ck = tmp_path / "tiny.safetensors"
+    checkpoint.save_model(ck, net)
+    js = tmp_path / "r.json"
+    rc = main(["eval", "--checkpoint", str(ck), "--benchmark", str(small_set), "--json", str(js), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads(js.read_text())
+    assert res["scale"] == 3 and res["method"] == "tiny.safetensors"
+    assert res["datasets"][0]["images"] == 2  # dot.png (16x16 -> 15x15) is too small at x3
+    assert "tiny.safetensors x3" in capsys.readouterr().out

@@ -1,0 +1,34 @@
+"""Tiny search configs and image folders for the search and derive tests (seconds on 2 cores)."""
+
+import numpy as np
+from PIL import Image
+
+from deconas import config
+
+
+def tiny_images(folder, n=6, size=40, seed=0):
+    """Smooth random colour images (a few sinusoids plus noise), PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        img = np.zeros((size, size, 3))
+        for c in range(3):
+            for _ in range(3):
+                fy, fx, ph = rng.uniform(0.5, 4, 2).tolist() + [rng.uniform(0, 6.3)]
+                img[:, :, c] += np.sin(2 * np.pi * (fy * yy + fx * xx) + ph)
+        img = (img - img.min()) / (np.ptp(img) + 1e-9) * 230 + rng.normal(0, 4, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_config(**search):
+    cfg = config.load("cpu")
+    cfg["model"] = {"channels": 4, "blocks": 2, "nodes": 2}
+    cfg["data"].update({"lr_patch": 8, "batch": 2, "val_fraction": 0.34, "val_max": 0})
+    cfg["tensorboard"] = False
+    cfg["search"].update({"epochs": 2, "child_steps": 3, "controller_steps": 3, "warmup_epochs": 1,
+                          "val_patch": 8, "val_batch": 2, "val_resample": "step", "controller_lr": 5e-2,
+                          "derive_samples": 4, "derive_max_images": 2, "derive_max_size": 12})
+    cfg["search"].update(search)
+    return cfg

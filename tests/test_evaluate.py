@@ -147,3 +147,11 @@ def test_checkpoint_eval_defaults_to_the_networks_scale(small_set, tmp_path, cap
     assert res["scale"] == 3 and res["method"] == "tiny.safetensors"
     assert res["datasets"][0]["images"] == 2  # dot.png (16x16 -> 15x15) is too small at x3
     assert "tiny.safetensors x3" in capsys.readouterr().out
+
+
+def test_unwritable_json_path_is_a_user_error(small_set, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a folder is needed
+    rc = main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2",
+               "--json", str(blocker / "r.json")])
+    assert rc == 2 and "--json: cannot write" in capsys.readouterr().err

@@ -137,7 +137,11 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
                 psnr, ssim = psnr_ssim_y(sr, hr, s)
                 per_image.append({"name": img_name, "psnr": psnr, "ssim": ssim})
                 if save_dir is not None:
-                    write_image(Path(save_dir) / name / (Path(img_name).stem + ".png"), sr)
+                    target = Path(save_dir) / name / (Path(img_name).stem + ".png")
+                    try:
+                        write_image(target, sr)
+                    except OSError as e:
+                        raise UserError(f"--save-images: cannot write {target} ({e.strerror or e})") from None
         finally:
             bar.close()
         if not per_image:
@@ -200,5 +204,8 @@ def cli_eval(args) -> int:
     result["method"] = method
     print(format_table(result, method))
     if args.json:
-        atomic_write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"--json: cannot write {args.json} ({e.strerror or e})") from None
     return 0

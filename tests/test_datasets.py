@@ -83,3 +83,16 @@ def test_builtin_images_are_skimage_colour_photographs():
     assert "astronaut.png" in names and len(items) >= 5
     for _, a in items:
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+
+
+def test_selfexsr_image_srf_layout_reads_only_hr_files_of_the_scale(tmp_path):
+    for s in (2, 4):
+        d = tmp_path / "Set5" / f"image_SRF_{s}"
+        write_image(d / f"img_001_SRF_{s}_HR.png", img(16, 16, seed=s))
+        write_image(d / f"img_001_SRF_{s}_LR.png", img(16 // s, 16 // s))
+        write_image(d / f"img_001_SRF_{s}_bicubic.png", img(16, 16))
+    assert find_hr_folder(tmp_path / "Set5", scale=4) == tmp_path / "Set5" / "image_SRF_4"
+    assert find_hr_folder(tmp_path / "Set5") == tmp_path / "Set5" / "image_SRF_2"
+    items = load_hr_images(tmp_path / "Set5", scale=4)
+    assert [n for n, _ in items] == ["img_001_SRF_4_HR.png"]
+    np.testing.assert_array_equal(items[0][1], img(16, 16, seed=4))

@@ -155,3 +155,12 @@ def test_unwritable_json_path_is_a_user_error(small_set, tmp_path, capsys):
     rc = main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2",
                "--json", str(blocker / "r.json")])
     assert rc == 2 and "--json: cannot write" in capsys.readouterr().err
+
+
+def test_selfexsr_layout_is_evaluated_on_its_hr_files_under_the_set_name(tmp_path):
+    d = tmp_path / "Urban" / "image_SRF_2"
+    write_image(d / "img_001_SRF_2_HR.png", photo(40, 40, 3))
+    write_image(d / "img_001_SRF_2_LR.png", photo(20, 20, 3))
+    res = evaluate(lambda lr: bicubic_up(lr, 2), [tmp_path / "Urban"], 2, progress=False)
+    (ds,) = res["datasets"]
+    assert ds["name"] == "Urban" and [r["name"] for r in ds["per_image"]] == ["img_001_SRF_2_HR.png"]

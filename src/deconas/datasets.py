@@ -3,6 +3,8 @@
 A source is a folder of HR images.  Common layouts are understood too:
 
 * ``NAME/HR/*`` (EDSR / BasicSR benchmark folders; ``GTmod12/`` and ``original/`` likewise);
+* ``NAME/image_SRF_<s>/*_HR.png`` (Huang et al.'s SelfExSR benchmark folders): the files whose
+  name ends in ``_HR``, from ``image_SRF_<scale>`` when there is one;
 * a DIV2K root holding ``DIV2K_train_HR/`` and ``DIV2K_valid_HR/``: training takes
   ``DIV2K_train_HR`` (``purpose="train"``, the default of the loaders) and evaluation or
   validation takes ``DIV2K_valid_HR`` (``purpose="eval"``), as in the paper (train on the
@@ -23,10 +25,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .errors import UserError
-from .images import list_image_files, load_folder, read_image
+from .images import iter_folder, list_image_files, read_image
 from .imresize import bicubic_lr, modcrop
 
-__all__ = ["find_hr_folder", "load_hr_images", "load_pairs", "holdout_split", "builtin_images",
+__all__ = ["find_hr_folder", "hr_files", "load_hr_images", "load_pairs", "holdout_split", "builtin_images",
            "BUILTIN_NAMES"]
 
 log = logging.getLogger("deconas")
@@ -39,10 +41,29 @@ BUILTIN_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_fiel
                  "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
 
 
-def find_hr_folder(dir, purpose: str = "train") -> Path:
+def _srf_folder(d: Path, scale) -> Path | None:
+    """``d/image_SRF_<scale>`` (or the lowest-numbered image_SRF_* folder) if it holds *_HR images."""
+    subs = sorted((s for s in d.glob("image_SRF_*") if s.is_dir()),
+                  key=lambda s: (s.name != f"image_SRF_{scale}", s.name))
+    for s in subs:
+        if any(f.stem.endswith("_HR") for f in list_image_files(s)):
+            return s
+    return None
+
+
+def hr_files(folder) -> List[Path]:
+    """The HR image files of an HR folder: all of them, or only ``*_HR`` ones in an image_SRF_* folder."""
+    files = list_image_files(folder)
+    if Path(folder).name.startswith("image_SRF_"):
+        files = [f for f in files if f.stem.endswith("_HR")]
+    return files
+
+
+def find_hr_folder(dir, purpose: str = "train", scale: int | None = None) -> Path:
     """The folder that holds the HR images of source ``dir`` (see the module docstring).
 
-    ``purpose``: ``"train"`` or ``"eval"``; it only matters for a DIV2K root.
+    ``purpose``: ``"train"`` or ``"eval"``; it only matters for a DIV2K root.  ``scale``: which
+    ``image_SRF_<s>`` folder to prefer in a SelfExSR layout.
     """
     if purpose not in _DIV2K:
         raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
@@ -60,18 +81,24 @@ def find_hr_folder(dir, purpose: str = "train") -> Path:
                 nxt = d / sub
                 break
         if nxt is None:
+            nxt = _srf_folder(d, scale)
+            if nxt is not None:
+                return nxt
             subs = [s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
             if len(subs) == 1 and subs[0].name == d.name:
                 nxt = subs[0]
         if nxt is None:
             break
         d = nxt
-    raise UserError(f"{Path(dir)}: no image files in it, nor an HR/ or DIV2K_{{train,valid}}_HR/ subfolder")
+    raise UserError(f"{Path(dir)}: no image files in it, nor an HR/, image_SRF_<s>/ or DIV2K_{{train,valid}}_HR/ "
+                    f"subfolder")
 
 
-def load_hr_images(dir, purpose: str = "train", warn: bool = True) -> List[Tuple[str, np.ndarray]]:
+def load_hr_images(dir, purpose: str = "train", warn: bool = True, scale: int | None = None
+                   ) -> List[Tuple[str, np.ndarray]]:
     """``[(file name, uint8 HR)]`` of a source (unreadable files skipped with a warning)."""
-    return load_folder(find_hr_folder(dir, purpose), warn=warn)
+    folder = find_hr_folder(dir, purpose, scale=scale)
+    return list(iter_folder(folder, warn=warn, files=hr_files(folder)))
 
 
 def make_pairs(items: Sequence[Tuple[str, np.ndarray]], scale: int, warn: bool = True):
@@ -89,7 +116,7 @@ def make_pairs(items: Sequence[Tuple[str, np.ndarray]], scale: int, warn: bool =
 
 def load_pairs(dir, scale: int, purpose: str = "train", warn: bool = True):
     """``[(file name, HR modcropped, LR)]`` with LR = ``bicubic_lr(HR, scale)`` (uint8)."""
-    return make_pairs(load_hr_images(dir, purpose, warn=warn), scale, warn=warn)
+    return make_pairs(load_hr_images(dir, purpose, warn=warn, scale=scale), scale, warn=warn)
 
 
 def _name(item):

@@ -19,9 +19,9 @@ from typing import Callable, Dict, Iterable, Iterator
 
 import numpy as np
 
-from .datasets import _HR_SUBFOLDERS, find_hr_folder
+from .datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
 from .errors import UserError
-from .images import IMAGE_EXTENSIONS, iter_folder, list_image_files, read_image, write_image
+from .images import IMAGE_EXTENSIONS, iter_folder, read_image, write_image
 from .imresize import bicubic_lr, bicubic_up, modcrop
 from .metrics import WIN, psnr_ssim_y
 from .runtime import atomic_write_text
@@ -40,12 +40,12 @@ def _dataset_name(given: Path, hr_folder: Path) -> str:
     if given.is_file():
         return given.stem
     name = given.resolve().name
-    if name in _HR_SUBFOLDERS:
+    if name in _HR_SUBFOLDERS or name.startswith("image_SRF_"):
         name = given.resolve().parent.name
     return name or str(hr_folder)
 
 
-def _images_of(d: Path, warn: bool):
+def _images_of(d: Path, scale: int, warn: bool):
     """(hr folder, number of files, iterator of (name, pixels)) for a folder or a single image file."""
     if d.is_file():
         if d.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -54,8 +54,10 @@ def _images_of(d: Path, warn: bool):
         def one():
             yield d.name, read_image(d, warn=warn)[0]
         return d.parent, 1, one()
-    hr = find_hr_folder(d, purpose="eval")
-    files = list_image_files(hr)
+    hr = find_hr_folder(d, purpose="eval", scale=scale)
+    files = hr_files(hr)
+    if not files:
+        raise UserError(f"{hr}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return hr, len(files), iter_folder(hr, warn=warn, files=files)
 
 
@@ -114,7 +116,7 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
         given = Path(given)
         if not given.exists():
             raise UserError(f"{given}: no such folder")
-        hr_folder, n_files, items = _images_of(given, warn=True)
+        hr_folder, n_files, items = _images_of(given, s, warn=True)
         items = _prefetch(items)
         name = _dataset_name(given, hr_folder)
         per_image, skipped = [], []

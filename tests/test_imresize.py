@@ -57,7 +57,7 @@ def reference_resize(img, s):
 SCALES = [2, 3, 4, 1 / 2, 1 / 3, 1 / 4]
 
 
-@pytest.mark.parametrize("s", SCALES)
+@pytest.mark.parametrize("s", SCALES + [1.5, 0.7])
 def test_imresize_matches_direct_kernel_sum_on_odd_sized_images(s):
     rng = np.random.default_rng(7)
     # odd sizes; downscales need enough pixels that the widened kernel reaches past both borders

@@ -79,7 +79,7 @@ def load_data(train_dir, val_dir, scale: int, val_fraction: float, val_max: int,
         dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
         train = [(f"{Path(d).name}/{n}", hr, lr) for d in dirs for n, hr, lr in load_pairs(d, scale)]
     if val_dir is not None:
-        val = load_pairs(val_dir, scale)
+        val = load_pairs(val_dir, scale, purpose="eval")
     elif val_fraction > 0:
         train, val = holdout_split(train, val_fraction, seed)
     else:
@@ -108,6 +108,14 @@ def _plot_curves(records, path):
     plt.close(fig)
 
 
+def _check_out(out: Path, resume: bool) -> None:
+    state_path = out / "state.pt"
+    if resume and not state_path.is_file():
+        raise UserError(f"--resume: no {state_path} to resume from")
+    if not resume and state_path.is_file():
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+
+
 def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
                  resume: bool = False, device=None, progress: bool = True) -> dict:
     """Train and return a summary dict (also written to ``out_dir/summary.json``)."""
@@ -117,10 +125,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     seed = int(cfg.get("seed", 0))
     device = device if isinstance(device, torch.device) else pick_device(device)
     state_path = out / "state.pt"
-    if resume and not state_path.is_file():
-        raise UserError(f"--resume: no {state_path} to resume from")
-    if not resume and state_path.is_file():
-        raise UserError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    _check_out(out, resume)
     if cfg.get("deterministic", True):
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
@@ -142,6 +147,10 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         set_rng_state(st["rng"])
         step, best = int(st["step"]), float(st["best"])
         log.truncate_after("step", step)
+        # The run's config as continued (overrides on resume, e.g. a new train.steps, take effect).
+        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+        with open(out / "resume.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step} of {total}\n")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
@@ -234,6 +243,7 @@ def cli_train(args) -> int:
     for p in (args.train or []) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
+    _check_out(out, args.resume)
     print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
           file=sys.stderr)
     summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device)

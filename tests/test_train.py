@@ -1,0 +1,117 @@
+"""From-scratch training: the schedule, exact resume after SIGKILL, checkpoints, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deconas import config
+from deconas.checkpoint import load_model
+from deconas.cli import main
+from deconas.genotype import parse
+from deconas.train import learning_rate, run_training
+
+from search_helpers import tiny_images
+
+TINY = ["model.channels=4", "model.blocks=1", "data.lr_patch=8", "data.batch=4", "data.val_fraction=0.34",
+        "train.warmup_steps=0", "plot=false"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return tiny_images(tmp_path_factory.mktemp("imgs"))
+
+
+def test_step_schedule_halves_every_lr_step():
+    t = {"lr": 1e-4, "schedule": "step", "lr_step": 200, "lr_gamma": 0.5, "steps": 1000}
+    assert [learning_rate(s, t) for s in (0, 199, 200, 399, 400)] == [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
+
+
+def test_cosine_schedule_runs_from_lr_to_floor_after_warmup():
+    t = {"lr": 1e-3, "schedule": "cosine", "lr_min": 1e-5, "steps": 100, "warmup_steps": 10}
+    assert learning_rate(0, t) == pytest.approx(1e-4)
+    assert learning_rate(9, t) == pytest.approx(1e-3)
+    assert learning_rate(50, t) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert learning_rate(100, t) == pytest.approx(1e-5)
+
+
+def _cmd(images, out, steps, extra=()):
+    return [sys.executable, "-m", "deconas.cli", "train", "--genotype", "7,6,4", "--config", "train-cpu",
+            "--train", str(images), "--out", str(out), *TINY, f"train.steps={steps}", "train.epoch_steps=5", *extra]
+
+
+def _weights(path):
+    return load_file(str(path))
+
+
+def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(images, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 400
+    straight = tmp_path / "straight"
+    subprocess.run(_cmd(images, straight, steps), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(images, killed, steps), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "state.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # let it get a few epochs further, mid-epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    stopped_at = torch.load(killed / "state.pt", weights_only=True)["step"]
+    assert 0 < stopped_at < steps
+
+    r = subprocess.run(_cmd(images, killed, steps) + ["--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = _weights(straight / name), _weights(killed / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}: {k}"
+    la = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+    assert [strip(r) for r in la] == [strip(r) for r in lb]
+
+
+def test_training_writes_self_describing_checkpoints_and_learns(images, tmp_path):
+    cfg = config.load("train-cpu", TINY + ["train.steps=60", "train.epoch_steps=20", "train.lr=3e-3",
+                                            "model.channels=8"])
+    summary = run_training(cfg, parse("7,6,4"), images, None, tmp_path, progress=False)
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [20, 40, 60]
+    assert records[-1]["loss"] < records[0]["loss"]
+    model, meta = load_model(tmp_path / "best.safetensors")
+    assert str(meta["genotype"]) == "7,6,4" and meta["scale"] == 2 and meta["channels"] == 8
+    assert summary["best_val_psnr"] == max(r["val_psnr"] for r in records)
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "run.json").is_file()
+
+
+def test_second_run_into_the_same_folder_is_refused(images, tmp_path, capsys):
+    args = ["train", "--genotype", "7", "--train", str(images), "--out", str(tmp_path), *TINY,
+            "train.steps=2", "train.epoch_steps=2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--genotype", "7,6"], "genotype"),
+    (["--genotype", "7", "train.stepz=3"], "unknown key"),
+    (["--genotype", "7", "--config", "nope"], "preset"),
+    (["--from", "/nonexistent/run"], "best.json"),
+])
+def test_bad_arguments_are_one_line_errors(images, tmp_path, capsys, args, words):
+    assert main(["train", *args, "--train", str(images), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]

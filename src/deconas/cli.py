@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="ENAS-style search: child steps on the shared weights, then REINFORCE "
                        "controller steps with reward PSNR - alpha * params / max params.")
     p.add_argument("--config", default="cpu", help="preset name or YAML file (default: cpu)")
-    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
     p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
     p.add_argument("--out", metavar="RUN_DIR", default=None, help="run folder (default: runs/search-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "it against bicubic, into one run folder with a Markdown report. With no arguments it "
                        "runs a small CPU experiment on built-in images in a few minutes.")
     p.add_argument("--config", default="run-cpu", help="preset name or YAML file (default: run-cpu)")
-    p.add_argument("--train", metavar="DIR", help="training HR images (default: built-in images)")
+    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
     p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
     p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
     p.add_argument("--out", metavar="DIR", default=None, help="run folder (default: runs/run-<time>)")

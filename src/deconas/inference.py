@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .network import DeCoNASNet
+from .ops import OP_CLASSES
 
 # Spatial radius of each mix-node operation (conv 3x3, separable 3x3, dilated 3x3 at rate 3).
 OP_RADIUS = (1, 1, 3)
@@ -66,8 +67,6 @@ def receptive_radius(model: nn.Module) -> Optional[int]:
 
 
 def _op_kind(op: nn.Module) -> int:
-    from .ops import OP_CLASSES
-
     for k, cls in enumerate(OP_CLASSES):
         if isinstance(op, cls):
             return k

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 # The suite shares 2 cores; one intra-op thread per test process keeps timings stable.
-torch.set_num_threads(int(os.environ.get("DECONAS_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("DECONAS_TEST_THREADS", "1")))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -177,9 +177,13 @@ class Search:
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
                                           int(d["lr_patch"]), int(d["batch"]), seed=seed,
                                           augment=bool(d.get("augment", True)))
-        self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale,
-                                        int(self.s.get("val_patch", 48)), int(self.s.get("val_batch", 10)),
-                                        seed=seed + 1, augment=False)
+        vp = int(self.s.get("val_patch", 48))
+        try:
+            self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale, vp,
+                                            int(self.s.get("val_batch", 10)), seed=seed + 1, augment=False)
+        except UserError:
+            raise UserError(f"no validation image is at least {vp * self.scale}x{vp * self.scale} pixels "
+                            f"(reward patch {vp} at x{self.scale}); lower search.val_patch") from None
         self.alpha = float(self.s.get("alpha", 0.0))
         self.params_max = self.supernet.max_params(bool(self.s.get("ff", False)))
         self.baseline: Optional[float] = None

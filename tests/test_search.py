@@ -105,3 +105,36 @@ def test_cli_search_runs_a_tiny_config(images, tmp_path):
     cfg_file.write_text(yaml.safe_dump(tiny_config(epochs=1)))
     assert main(["search", "--config", str(cfg_file), "--train", str(images), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "checkpoint.pt").is_file()
+
+
+def test_resume_after_an_interruption_mid_epoch_continues_exactly(images, tmp_path, monkeypatch):
+    from deconas import search as search_mod
+
+    cfg = tiny_config(epochs=3, warmup_epochs=1)
+    run_search(cfg, images, None, tmp_path / "straight", progress=False)
+    original = search_mod.Search.run_epoch
+
+    def crashing(self, bar=None):
+        if self.epoch == 2:  # epoch 3 starts: draw some patches and random numbers, then "crash"
+            self.train_sampler.sample()
+            torch.rand(5)
+            raise KeyboardInterrupt
+        return original(self, bar)
+
+    monkeypatch.setattr(search_mod.Search, "run_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, images, None, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(search_mod.Search, "run_epoch", original)
+    run_search(cfg, images, None, tmp_path / "crashed", resume=True, progress=False)
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "crashed")
+    for part in ("controller", "supernet"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert len((tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_threads_setting_is_restored_after_the_search(images, tmp_path):
+    before = torch.get_num_threads()
+    cfg = tiny_config(epochs=1)
+    cfg["threads"] = 1
+    run_search(cfg, images, None, tmp_path / "r", progress=False)
+    assert torch.get_num_threads() == before

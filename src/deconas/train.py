@@ -10,6 +10,7 @@ never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -165,6 +166,11 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         if (out / "metrics.jsonl").exists() else []
     bar = tqdm(total=total, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True,
                file=sys.stderr)
+    amp = str(t.get("amp", "none") or "none")
+    if amp not in ("none", "bf16"):
+        raise UserError(f"train.amp={amp!r}: expected none or bf16")
+    # bf16 autocast: AMX/tensor-core matmuls for the convolutions, fp32 weights and loss.
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
     model.train()
     t0 = time.time()
     loss_sum, loss_n = 0.0, 0
@@ -174,7 +180,9 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             g["lr"] = lr_now
         lr_b, hr_b = sampler.sample()
         lr_b, hr_b = lr_b.to(device, non_blocking=True), hr_b.to(device, non_blocking=True)
-        loss = F.l1_loss(model(lr_b), hr_b)
+        with autocast():
+            sr_b = model(lr_b)
+        loss = F.l1_loss(sr_b.float(), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.get("grad_clip"):

@@ -165,3 +165,62 @@ def builtin_images() -> List[Tuple[str, np.ndarray]]:
     if not out:
         raise UserError(f"{folder}: none of scikit-image's sample photographs were found; give a folder of images")
     return out
+
+
+def expand_sources(train_dir) -> List[Path]:
+    """``--train`` may be one folder, several, or a folder of image folders (e.g. T91/ and BSD200/)."""
+    dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
+    out = []
+    for d in dirs:
+        d = Path(d)
+        try:
+            find_hr_folder(d)
+            out.append(d)
+        except UserError:
+            subs = sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")) if d.is_dir() else []
+            good = []
+            for s in subs:
+                try:
+                    find_hr_folder(s)
+                    good.append(s)
+                except UserError:
+                    pass
+            if not good:
+                raise
+            out.extend(good)
+    return out
+
+
+def load_train_val(train_dir, val_dir, scale: int, val_fraction: float, val_max: int = 0, seed: int = 0,
+                   require_val: bool = True):
+    """(train pairs, val pairs, provenance) with pairs ``(name, hr_uint8, lr_uint8)``, for search and training.
+
+    Validation: ``val_dir`` if given, else a deterministic held-out fraction (seeded) of the
+    training images. Without ``train_dir`` the built-in images are used. Names carry their
+    folder when there are several, so they stay unique.
+    """
+    if train_dir is None:
+        train = make_pairs(builtin_images(), scale)
+        dirs = None
+    else:
+        dirs = expand_sources(train_dir)
+        multi = len(dirs) > 1
+        train = [((f"{p.name}/{n}" if multi else n), hr, lr) for p in dirs for n, hr, lr in load_pairs(p, scale)]
+    frac = float(val_fraction or 0.0)
+    if val_dir is not None:
+        val = load_pairs(val_dir, scale, purpose="eval")
+    elif frac > 0:
+        train, val = holdout_split(train, frac, seed)
+    elif require_val:
+        raise UserError("no validation images: give --val DIR or set data.val_fraction > 0")
+    else:
+        val = []
+    vmax = int(val_max or 0)
+    val = val[:vmax] if vmax else val
+    if not train or (require_val and not val):
+        raise UserError(f"need training and validation images; got {len(train)} and {len(val)}")
+    prov = {"train_dir": [str(p) for p in dirs] if dirs else "built-in",
+            "val_dir": str(val_dir) if val_dir is not None else None,
+            "val_fraction": frac if val_dir is None else None, "val_max": vmax, "seed": seed,
+            "train_images": len(train), "val_images": [n for n, _, _ in val]}
+    return train, val, prov

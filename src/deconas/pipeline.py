@@ -32,9 +32,8 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
     """Hold ``test_fraction`` of the images out for the final evaluation, as two folders.
 
     Built-in images are written as PNG; a user's files are linked (not copied)."""
-    from .datasets import builtin_images, holdout_split
+    from .datasets import builtin_images, expand_sources, holdout_split
     from .images import list_image_files, write_image
-    from .search import _expand_dirs
 
     marker = out / "data" / "split.json"
     if marker.is_file():
@@ -58,7 +57,7 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
         from .datasets import find_hr_folder
 
         files = []
-        for d in _expand_dirs(train_dirs):
+        for d in expand_sources(train_dirs):
             hr = find_hr_folder(d)
             files += [(f"{hr.name}__{f.name}", f) for f in list_image_files(hr)]
         train, test = holdout_split(files, frac, seed)

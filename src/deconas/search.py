@@ -34,11 +34,10 @@ is chosen (rank 0 would sample and broadcast it); only the writer (rank 0) touch
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,66 +57,13 @@ CHECKPOINT = "checkpoint.pt"
 
 
 # ----------------------------------------------------------------------------- data
-def _expand_dirs(train_dir) -> List[Path]:
-    """``--train`` may be one folder, several, or a folder of image folders (e.g. T91/ and BSD200/)."""
-    from .datasets import find_hr_folder
-
-    dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
-    out = []
-    for d in dirs:
-        d = Path(d)
-        try:
-            find_hr_folder(d)
-            out.append(d)
-        except UserError:
-            subs = sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")) if d.is_dir() else []
-            good = []
-            for s in subs:
-                try:
-                    find_hr_folder(s)
-                    good.append(s)
-                except UserError:
-                    pass
-            if not good:
-                raise
-            out.extend(good)
-    return out
-
-
 def load_search_data(cfg: dict, train_dir=None, val_dir=None):
-    """(train pairs, val pairs, provenance) with pairs ``(name, hr_uint8, lr_uint8)``.
+    """(train pairs, val pairs, provenance): see :func:`deconas.datasets.load_train_val`."""
+    from .datasets import load_train_val
 
-    Validation: ``val_dir`` if given, else a deterministic held-out fraction
-    (``data.val_fraction``, seeded by ``seed``) of the training images. Without ``train_dir``
-    the built-in images are used.
-    """
-    from .datasets import builtin_images, holdout_split, load_pairs, make_pairs
-
-    scale, d = int(cfg["scale"]), cfg.get("data", {})
-    seed = int(cfg.get("seed", 0))
-    if train_dir is None:
-        train = make_pairs(builtin_images(), scale)
-        dirs = None
-    else:
-        dirs = _expand_dirs(train_dir)
-        multi = len(dirs) > 1
-        train = [((f"{p.name}/{n}" if multi else n), hr, lr) for p in dirs for n, hr, lr in load_pairs(p, scale)]
-    frac = float(d.get("val_fraction", 0.1) or 0.0)
-    if val_dir is not None:
-        val = load_pairs(val_dir, scale, purpose="eval")
-    elif frac > 0:
-        train, val = holdout_split(train, frac, seed)
-    else:
-        raise UserError("no validation images: give --val DIR or set data.val_fraction > 0")
-    vmax = int(d.get("val_max", 0) or 0)
-    val = val[:vmax] if vmax else val
-    if not train or not val:
-        raise UserError(f"need training and validation images; got {len(train)} and {len(val)}")
-    prov = {"train_dir": [str(p) for p in dirs] if dirs else "built-in",
-            "val_dir": str(val_dir) if val_dir is not None else None,
-            "val_fraction": frac if val_dir is None else None, "val_max": vmax, "seed": seed,
-            "train_images": len(train), "val_images": [n for n, _, _ in val]}
-    return train, val, prov
+    d = cfg.get("data", {})
+    return load_train_val(train_dir, val_dir, int(cfg["scale"]), d.get("val_fraction", 0.1), d.get("val_max", 0),
+                          int(cfg.get("seed", 0)))
 
 
 def reload_val_pairs(run_dir) -> list:

@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from .checkpoint import save_model
+from .datasets import load_train_val
 from .complexity import cost
 from .errors import UserError
 from .genotype import Genotype, parse
@@ -66,26 +66,6 @@ def validate(model: torch.nn.Module, val_pairs, scale: int, device) -> float:
             vals.append(psnr_y(sr, hr, scale))
     model.train()
     return float(np.mean(vals))
-
-
-def load_data(train_dir, val_dir, scale: int, val_fraction: float, val_max: int, seed: int):
-    """(train pairs, val pairs) of (name, hr, lr). Without --train: the built-in images."""
-    from .datasets import builtin_images, holdout_split, load_pairs
-    from .imresize import bicubic_lr, modcrop
-
-    if train_dir is None:
-        items = [(n, modcrop(a, scale)) for n, a in builtin_images()]
-        train = [(n, hr, bicubic_lr(hr, scale)) for n, hr in items]
-    else:  # one folder or several (e.g. T91 and BSD200); names carry the folder to stay unique
-        dirs = [train_dir] if isinstance(train_dir, (str, Path)) else list(train_dir)
-        train = [(f"{Path(d).name}/{n}", hr, lr) for d in dirs for n, hr, lr in load_pairs(d, scale)]
-    if val_dir is not None:
-        val = load_pairs(val_dir, scale, purpose="eval")
-    elif val_fraction > 0:
-        train, val = holdout_split(train, val_fraction, seed)
-    else:
-        val = []
-    return train, val[:val_max] if val_max else val
 
 
 def _plot_curves(records, path):
@@ -133,8 +113,8 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
 
     model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
-    train_pairs, val_pairs = load_data(train_dir, val_dir, scale, float(d.get("val_fraction", 0.0)),
-                                       int(d.get("val_max", 0) or 0), seed)
+    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d.get("val_fraction", 0.0),
+                                                  d.get("val_max", 0), seed, require_val=False)
     sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
                            seed=seed, augment=bool(d.get("augment", True)))
     total, per_epoch = int(t["steps"]), int(t["epoch_steps"])
@@ -158,8 +138,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
         info = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"]),
                 "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
-                "val_images": len(val_pairs), "train_dir": [str(p) for p in ([train_dir] if isinstance(train_dir, (str, Path)) else train_dir)]
-                if train_dir else "built-in"}
+                "data": prov}
         atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] \

@@ -11,16 +11,6 @@ from deconas.inference import _spans, receptive_radius, upscale_array, upscale_t
 from deconas.network import DeCoNASNet, MixNode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a shared machine the threads'
-    # hand-offs wait for a core: one thread runs these tests 2-3x faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def psnr(a, b):
     return (10 * torch.log10(1 / ((a - b) ** 2).mean())).item()
 

@@ -16,16 +16,6 @@ from deconas.imresize import bicubic_up
 from deconas.network import DeCoNASNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a shared machine the threads'
-    # hand-offs wait for a core: one thread runs these tests 2-3x faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)

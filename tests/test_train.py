@@ -115,3 +115,27 @@ def test_bad_arguments_are_one_line_errors(images, tmp_path, capsys, args, words
     assert main(["train", *args, "--train", str(images), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
+
+
+def _torchrun(nproc, images, out, steps, extra=()):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "-m", "deconas.cli",
+            "train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), *TINY,
+            f"train.steps={steps}", "train.epoch_steps=5", *extra]
+
+
+def test_torchrun_data_parallel_trains_one_model_and_resumes_only_with_the_same_world_size(images, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    r = subprocess.run(_torchrun(2, images, out, 10), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = torch.load(out / "state.pt", weights_only=True)
+    assert st["step"] == 10 and len(st["samplers"]) == 2
+    assert st["samplers"][0] != st["samplers"][1]  # each process drew its own patches
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # one writer
+    # A single process cannot continue what two started: the patch streams would not match.
+    r = subprocess.run(_cmd(images, out, 20, ["--resume"]), env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "2 processes" in r.stderr
+    r = subprocess.run(_torchrun(2, images, out, 20, ["--resume"]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 20

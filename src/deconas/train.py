@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import config as config_mod
+from . import distributed
 from .checkpoint import save_model
 from .datasets import load_train_val
 from .complexity import cost
@@ -30,7 +32,7 @@ from .errors import UserError
 from .genotype import Genotype, parse
 from .network import DeCoNASNet
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pick_device, rng_state, seed_everything,
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything,
                       set_rng_state, torch_load)
 
 
@@ -104,7 +106,9 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     scale = int(cfg["scale"])
     m, d, t = cfg["model"], cfg["data"], cfg["train"]
     seed = int(cfg.get("seed", 0))
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device if isinstance(device, torch.device) else distributed.setup(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    writer = rank == 0  # the one process that validates and writes files
     state_path = out / "state.pt"
     _check_out(out, resume)
     if cfg.get("deterministic", True):
@@ -115,24 +119,30 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
     train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d.get("val_fraction", 0.0),
                                                   d.get("val_max", 0), seed, require_val=False)
+    # Each rank draws its own patches: its own random stream.
     sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
-                           seed=seed, augment=bool(d.get("augment", True)))
+                           seed=seed + 7919 * rank, augment=bool(d.get("augment", True)))
     total, per_epoch = int(t["steps"]), int(t["epoch_steps"])
     step, best = 0, -float("inf")
     log = JsonlLog(out / "metrics.jsonl")
     if resume:
         st = torch_load(state_path, map_location=device)
+        samplers = st.get("samplers") or [st["sampler"]]  # "sampler": states written before data parallelism
+        if len(samplers) != world:
+            raise UserError(f"{state_path} was written by {len(samplers)} processes; resume it with as many "
+                            f"(this run has {world})")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
-        sampler.load_state_dict(st["sampler"])
+        sampler.load_state_dict(samplers[rank])
         set_rng_state(st["rng"])
         step, best = int(st["step"]), float(st["best"])
-        log.truncate_after("step", step)
-        # The run's config as continued (overrides on resume, e.g. a new train.steps, take effect).
-        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
-        with open(out / "resume.log", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step} of {total}\n")
-    else:
+        if writer:
+            log.truncate_after("step", step)
+            # The run's config as continued (overrides on resume, e.g. a new train.steps, take effect).
+            atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+            with open(out / "resume.log", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step} of {total}\n")
+    elif writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
         c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
@@ -143,7 +153,18 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
 
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] \
         if (out / "metrics.jsonl").exists() else []
-    bar = tqdm(total=total, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True,
+    distributed.barrier()  # the writer has made the run folder
+    net = model
+    if world > 1:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # The depthwise weights' gradients come back in another (equivalent) memory layout.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    bar = tqdm(total=total, initial=step, disable=not progress or not writer, desc="train", unit="step", dynamic_ncols=True,
                file=sys.stderr)
     amp = str(t.get("amp", "none") or "none")
     if amp not in ("none", "bf16"):
@@ -160,7 +181,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         lr_b, hr_b = sampler.sample()
         lr_b, hr_b = lr_b.to(device, non_blocking=True), hr_b.to(device, non_blocking=True)
         with autocast():
-            sr_b = model(lr_b)
+            sr_b = net(lr_b)
         loss = F.l1_loss(sr_b.float(), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,25 +196,31 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_now:.2e}")
         if step % per_epoch == 0 or step == total:
             epoch = math.ceil(step / per_epoch)
-            do_val = epoch % int(t.get("val_every", 1)) == 0 or step == total
-            psnr = validate(model, val_pairs, scale, device) if do_val and val_pairs else None
-            rec = {"epoch": epoch, "step": step, "loss": loss_sum / max(loss_n, 1), "lr": lr_now,
-                   "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
-            records.append(rec)
-            log.write(rec)
+            mean_loss = distributed.mean(loss_sum / max(loss_n, 1))
+            samplers = distributed.all_gather(sampler.state_dict())
             loss_sum, loss_n = 0.0, 0
-            if psnr is not None and psnr > best:
-                best = psnr
-                save_model(out / "best.safetensors", model, step=step, val_psnr=psnr)
-            save_model(out / "last.safetensors", model, step=step, val_psnr=psnr)
-            atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                           "sampler": sampler.state_dict(), "rng": rng_state(),
-                                           "step": step, "best": best})
-            if cfg.get("plot", True):
-                _plot_curves(records, out / "curves.png")
-            bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
-                      + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
+            if writer:
+                do_val = epoch % int(t.get("val_every", 1)) == 0 or step == total
+                psnr = validate(model, val_pairs, scale, device) if do_val and val_pairs else None
+                rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
+                       "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
+                records.append(rec)
+                log.write(rec)
+                if psnr is not None and psnr > best:
+                    best = psnr
+                    save_model(out / "best.safetensors", model, step=step, val_psnr=psnr)
+                save_model(out / "last.safetensors", model, step=step, val_psnr=psnr)
+                atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                               "samplers": samplers, "rng": rng_state(), "step": step,
+                                               "best": best})
+                if cfg.get("plot", True):
+                    _plot_curves(records, out / "curves.png")
+                bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
+                          + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
     bar.close()
+    distributed.barrier()
+    if not writer:
+        return {}
     if not (out / "best.safetensors").exists():  # no validation data: the last weights are the result
         save_model(out / "best.safetensors", model, step=step)
     summary = {"steps": step, "best_val_psnr": best if best > -float("inf") else None,
@@ -221,6 +248,8 @@ def cli_train(args) -> int:
     cfg = config_mod.load(args.config, args.overrides)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("under torchrun, give --out DIR (every process must write to the same run)")
     out = Path(args.out) if args.out else default_out("train")
     if args.resume:  # the run's own config wins, so the continuation is the same run
         saved = out / "config.yaml"
@@ -231,8 +260,14 @@ def cli_train(args) -> int:
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
     _check_out(out, args.resume)
-    print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
-          file=sys.stderr)
-    summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device)
-    print(json.dumps(summary))
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks
+    if main_process:
+        print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
+              file=sys.stderr)
+    try:
+        summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device)
+    finally:
+        distributed.cleanup()
+    if main_process:
+        print(json.dumps(summary))
     return 0

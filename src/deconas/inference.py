@@ -38,6 +38,13 @@ DEFAULT_OVERLAP = 24
 LUMA = (0.299, 0.587, 0.114)
 
 
+def rgb_to_grey_uint8(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) uint8 with the same BT.601 luma weights as :func:`upscale_array`
+    (for code that has the network's rounded RGB output of a greyscale input)."""
+    y = rgb.astype(np.float64) @ np.asarray(LUMA)
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
 def receptive_radius(model: nn.Module) -> Optional[int]:
     """How many LR pixels away an output pixel can see, from the network's structure; None
     when ``model`` is not a :class:`DeCoNASNet`.

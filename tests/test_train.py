@@ -110,6 +110,11 @@ def test_second_run_into_the_same_folder_is_refused(images, tmp_path, capsys):
     (["--genotype", "7", "train.stepz=3"], "unknown key"),
     (["--genotype", "7", "--config", "nope"], "preset"),
     (["--from", "/nonexistent/run"], "best.json"),
+    (["--genotype", "7", "train.steps=abc"], "train.steps='abc': expected an integer"),
+    (["--genotype", "7", "model.channels=-1"], "model.channels=-1"),
+    (["--genotype", "7", "train.epoch_steps=0"], "train.epoch_steps=0"),
+    (["--genotype", "7", "train.amp=fp8"], "one of none, bf16"),
+    (["--genotype", "7|1|11", "model.blocks=3"], "model.blocks=2"),
 ])
 def test_bad_arguments_are_one_line_errors(images, tmp_path, capsys, args, words):
     assert main(["train", *args, "--train", str(images), "--out", str(tmp_path / "o")]) == 2
@@ -139,3 +144,18 @@ def test_torchrun_data_parallel_trains_one_model_and_resumes_only_with_the_same_
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(out / "state.pt", weights_only=True)["step"] == 20
+
+
+def test_resume_refuses_another_network_or_other_images(images, tmp_path, capsys):
+    base = ["train", "--train", str(images), "--out", str(tmp_path), *TINY, "train.steps=4", "train.epoch_steps=2"]
+    assert main([*base, "--genotype", "7,6,4"]) == 0
+    capsys.readouterr()
+    # Same tensor shapes, other wiring: conv reads (x_in, n0) in both, but sep reads x_in vs n0.
+    assert main([*base, "--genotype", "7,4,6", "--resume", "train.steps=6"]) == 2
+    assert "different network" in capsys.readouterr().err
+    other = tiny_images(tmp_path.parent / "other_imgs", n=4, seed=3)
+    args = ["train", "--train", str(other), "--out", str(tmp_path), *TINY, "train.steps=6", "train.epoch_steps=2"]
+    assert main([*args, "--genotype", "7,6,4", "--resume"]) == 2
+    assert "leave --train out" in capsys.readouterr().err
+    # Without --train it continues on the images it started with.
+    assert main(["train", "--out", str(tmp_path), "--genotype", "7,6,4", "--resume", "train.steps=6"]) == 0

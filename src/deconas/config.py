@@ -43,7 +43,81 @@ def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> dict:
         merged = load(base)
         _merge(merged, cfg)
         cfg = merged
-    return apply_overrides(cfg, overrides or [])
+    return apply_overrides(cfg, overrides or [])  # validates
+
+
+# The type and range of every known setting: a bad value is one clear line, before any work.
+# (kind, argument): int/float with a minimum, a fraction in [0, 1), a bool, one of a few choices.
+SCHEMA = {
+    "scale": ("choice", (2, 3, 4)), "seed": ("int", 0), "threads": ("int", 0),
+    "deterministic": ("bool", None), "plot": ("bool", None), "tensorboard": ("bool", None),
+    "model.channels": ("int", 1), "model.blocks": ("int", 1), "model.nodes": ("int", 1),
+    "data.lr_patch": ("int", 1), "data.batch": ("int", 1), "data.augment": ("bool", None),
+    "data.val_fraction": ("fraction", None), "data.val_max": ("int", 0),
+    "train.steps": ("int", 1), "train.epoch_steps": ("int", 1), "train.val_every": ("int", 1),
+    "train.lr": ("float", 1e-12), "train.schedule": ("choice", ("step", "cosine")), "train.lr_min": ("float", 0),
+    "train.warmup_steps": ("int", 0), "train.lr_step": ("int", 1), "train.lr_gamma": ("float", 1e-12),
+    "train.grad_clip": ("float", 0), "train.amp": ("choice", ("none", "bf16")),
+    "search.epochs": ("int", 1), "search.child_steps": ("int", 1), "search.controller_steps": ("int", 0),
+    "search.warmup_epochs": ("int", 0), "search.lr": ("float", 1e-12), "search.lr_step_epochs": ("int", 1),
+    "search.lr_gamma": ("float", 1e-12), "search.grad_clip": ("float", 0), "search.controller_lr": ("float", 1e-12),
+    "search.alpha": ("float", 0), "search.ff": ("bool", None), "search.entropy_weight": ("float", 0),
+    "search.baseline_decay": ("fraction", None), "search.lstm_size": ("int", 1), "search.lstm_layers": ("int", 1),
+    "search.tanh_constant": ("float?", 1e-12), "search.op_tanh_reduce": ("float", 1e-12),
+    "search.temperature": ("float?", 1e-12), "search.tie_embeddings": ("bool", None),
+    "search.val_patch": ("int", 1), "search.val_batch": ("int", 1),
+    "search.val_resample": ("choice", ("step", "epoch", "run")), "search.derive_samples": ("int", 1),
+    "search.derive_max_images": ("int", 0), "search.derive_max_size": ("int", 0),
+    "test_fraction": ("fraction", None), "derive_samples": ("int", 1),
+}
+
+
+def _check_value(key: str, v) -> None:
+    kind, arg = SCHEMA[key]
+    bad = None
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int) or v < arg:
+            bad = f"an integer >= {arg}"
+    elif kind in ("float", "float?"):
+        if v is None and kind == "float?":
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < arg:
+            bad = "a positive number" if arg > 0 else f"a number >= {arg}"
+    elif kind == "fraction":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            bad = "a fraction in [0, 1)"
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            bad = "true or false"
+    elif kind == "choice":
+        if v not in arg:
+            bad = "one of " + ", ".join(map(str, arg))
+    if bad:
+        raise UserError(f"config: {key}={v!r}: expected {bad}")
+
+
+def validate(cfg: dict, required: Iterable[str] = ()) -> dict:
+    """Check every known setting's type and range, and that ``required`` keys exist."""
+    def walk(node, prefix=""):
+        for k, v in node.items():
+            key = prefix + k
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            elif key in SCHEMA:
+                if SCHEMA[key][0].startswith("float") and isinstance(v, str):
+                    try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                        v = node[k] = float(v)
+                    except ValueError:
+                        pass
+                _check_value(key, v)
+    walk(cfg)
+    for key in required:
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise UserError(f"config: '{key}' is missing; start from a preset (see --help)")
+            node = node[part]
+    return cfg
 
 
 def _merge(dst: dict, src: dict) -> None:
@@ -74,7 +148,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         except yaml.YAMLError:
             value = raw
         node[parts[-1]] = value
-    return cfg
+    return validate(cfg)
 
 
 def dump(cfg: dict) -> str:

@@ -219,8 +219,8 @@ def load_train_val(train_dir, val_dir, scale: int, val_fraction: float, val_max:
     val = val[:vmax] if vmax else val
     if not train or (require_val and not val):
         raise UserError(f"need training and validation images; got {len(train)} and {len(val)}")
-    prov = {"train_dir": [str(p) for p in dirs] if dirs else "built-in",
-            "val_dir": str(val_dir) if val_dir is not None else None,
+    prov = {"train_dir": [str(p.resolve()) for p in dirs] if dirs else "built-in",
+            "val_dir": str(Path(val_dir).resolve()) if val_dir is not None else None,
             "val_fraction": frac if val_dir is None else None, "val_max": vmax, "seed": seed,
             "train_images": len(train), "val_images": [n for n, _, _ in val]}
     return train, val, prov

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import config as config_mod
 from . import distributed
 from .checkpoint import save_model
-from .datasets import load_train_val
+from .datasets import expand_sources, load_train_val
 from .complexity import cost
 from .errors import UserError
 from .genotype import Genotype, parse
@@ -34,6 +34,10 @@ from .network import DeCoNASNet
 from .patches import PatchSampler
 from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything,
                       set_rng_state, torch_load)
+
+
+TRAIN_KEYS = ("scale", "model.channels", "model.blocks", "data.lr_patch", "data.batch", "train.steps",
+              "train.epoch_steps", "train.lr")
 
 
 def learning_rate(step: int, t: dict) -> float:
@@ -49,23 +53,16 @@ def learning_rate(step: int, t: dict) -> float:
     return base * float(t.get("lr_gamma", 0.5)) ** (step // int(t["lr_step"]))
 
 
-def validate(model: torch.nn.Module, val_pairs, scale: int, device) -> float:
-    """Mean PSNR on Y (border = scale) over whole validation images, outputs rounded to uint8
-    as the evaluation protocol does."""
+def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
+    """Mean PSNR on Y (border = scale) over whole validation images, through the same
+    inference path as ``deconas eval`` (rounded to uint8; grey in, grey out)."""
+    from .inference import upscale_array
     from .metrics import psnr_y
 
     if not val_pairs:
         return float("nan")
     model.eval()
-    vals = []
-    with torch.inference_mode():
-        for _, hr, lr in val_pairs:
-            x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
-            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device)
-            sr = model(t).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
-            if hr.ndim == 2:  # grey in, grey out: the three equal channels' mean
-                sr = np.round(sr.astype(np.float64).mean(2)).astype(np.uint8)
-            vals.append(psnr_y(sr, hr, scale))
+    vals = [psnr_y(upscale_array(model, lr), hr, scale) for _, hr, lr in val_pairs]
     model.train()
     return float(np.mean(vals))
 
@@ -91,6 +88,23 @@ def _plot_curves(records, path):
     plt.close(fig)
 
 
+def _resume_sources(out: Path, train_dir, val_dir):
+    """The data a run was started on (run.json); a different --train/--val is refused."""
+    try:
+        prov = json.loads((out / "run.json").read_text())["data"]
+    except (OSError, ValueError, KeyError):
+        return train_dir, val_dir  # a run from before run.json recorded its data: trust the caller
+    saved_train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
+    given = None if train_dir is None else sorted(str(p.resolve()) for p in expand_sources(train_dir))
+    if given is not None and given != sorted(saved_train or []):
+        raise UserError(f"--resume: this run trained on {prov['train_dir']}, not {', '.join(given)}; "
+                        f"leave --train out to continue on the same images")
+    if val_dir is not None and str(Path(val_dir).resolve()) != prov.get("val_dir"):
+        raise UserError(f"--resume: this run validated on {prov.get('val_dir') or 'held-out training images'}, "
+                        f"not {val_dir}")
+    return saved_train, prov.get("val_dir")
+
+
 def _check_out(out: Path, resume: bool) -> None:
     state_path = out / "state.pt"
     if resume and not state_path.is_file():
@@ -102,6 +116,7 @@ def _check_out(out: Path, resume: bool) -> None:
 def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
                  resume: bool = False, device=None, progress: bool = True) -> dict:
     """Train and return a summary dict (also written to ``out_dir/summary.json``)."""
+    config_mod.validate(cfg, TRAIN_KEYS)
     out = Path(out_dir)
     scale = int(cfg["scale"])
     m, d, t = cfg["model"], cfg["data"], cfg["train"]
@@ -115,6 +130,9 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
 
+    net_id = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"])}
+    if resume:  # continue the same network on the same data, or say why not
+        train_dir, val_dir = _resume_sources(out, train_dir, val_dir)
     model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
     train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d.get("val_fraction", 0.0),
@@ -127,6 +145,10 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     log = JsonlLog(out / "metrics.jsonl")
     if resume:
         st = torch_load(state_path, map_location=device)
+        saved_id = st.get("net", net_id)
+        if saved_id != net_id:
+            diff = ", ".join(f"{k} {saved_id[k]} (now {net_id[k]})" for k in net_id if saved_id.get(k) != net_id[k])
+            raise UserError(f"{state_path} is a different network: {diff}; resume with the same settings")
         samplers = st.get("samplers") or [st["sampler"]]  # "sampler": states written before data parallelism
         if len(samplers) != world:
             raise UserError(f"{state_path} was written by {len(samplers)} processes; resume it with as many "
@@ -201,7 +223,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             loss_sum, loss_n = 0.0, 0
             if writer:
                 do_val = epoch % int(t.get("val_every", 1)) == 0 or step == total
-                psnr = validate(model, val_pairs, scale, device) if do_val and val_pairs else None
+                psnr = validation_psnr(model, val_pairs, scale) if do_val and val_pairs else None
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
                 records.append(rec)
@@ -212,7 +234,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                 save_model(out / "last.safetensors", model, step=step, val_psnr=psnr)
                 atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                "samplers": samplers, "rng": rng_state(), "step": step,
-                                               "best": best})
+                                               "best": best, "net": net_id})
                 if cfg.get("plot", True):
                     _plot_curves(records, out / "curves.png")
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
@@ -255,7 +277,19 @@ def cli_train(args) -> int:
         saved = out / "config.yaml"
         if saved.is_file():
             cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
+    config_mod.validate(cfg, TRAIN_KEYS)
     g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
+    if args.from_run and not args.resume:
+        # The searched network's scale (and N, which FF bits are tied to) unless overridden.
+        best = json.loads((Path(args.from_run) / "best.json").read_text())
+        given = {o.split("=", 1)[0].strip() for o in args.overrides}
+        if "scale" in best and "scale" not in given:
+            cfg["scale"] = int(best["scale"])
+        if g.ff and "blocks" in best and "model.blocks" not in given:
+            cfg["model"]["blocks"] = int(best["blocks"])
+    if g.ff and len(g.gff) != int(cfg["model"]["blocks"]):
+        raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg['model']['blocks']}; "
+                        f"set model.blocks={len(g.gff)}")
     for p in (args.train or []) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")

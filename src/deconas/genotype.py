@@ -9,8 +9,9 @@ separable = 2, dilated = 1. With FF search, M bits choose the LFF inputs among
 
 String forms accepted by :func:`parse`:
 
-* the paper's integers ``7,6,4,3,0,2,2,3,4,1`` (commas or spaces);
-* the authors' release bits, ``1 1 1 1 1 0 1 0 ...`` (K bits per integer);
+* the paper's integers ``7,6,4,3,0,2,2,3,4,1`` (commas, or spaces);
+* the authors' release bits, ``1 1 1 1 1 0 1 0 ...`` (K bits per integer, space-separated;
+  where 0/1 values could be either form, commas mean integers and spaces mean bits);
 * either of these followed by the FF bits, as ``7,6,4,3,0,2,2,3,4,1|1011|1101``
   (LFF bits then GFF bits) or as trailing 0/1 tokens (M + N more of them).
 """
@@ -242,8 +243,16 @@ def _split_flat(vals, nodes, blocks, text):
                 candidates.append((m, per, blocks))
     if not candidates:
         _cell_from_values(vals, nodes, text)  # raises with the expected lengths
-    # Prefer the plain cell (no FF), then integers over bits: the paper's form first.
-    m, per, n = sorted(candidates, key=lambda c: (c[2] is not None, c[1]))[0]
+    # 0/1 values can read both ways (45 values: M=5 release bits or M=9 integers). The forms'
+    # own separators decide: the paper writes integers with commas, the release bits with spaces.
+    if len(candidates) > 1:
+        per_hint = 1 if "," in text else K
+        candidates = [c for c in candidates if c[1] == per_hint] or candidates
+    if len({(c[0], c[2]) for c in candidates}) > 1:
+        forms = " or ".join(f"M={m} as {'integers' if per == 1 else 'bits'}" + (" + FF bits" if n else "")
+                            for m, per, n in candidates)
+        raise GenotypeError(f"genotype {text.strip()!r} is ambiguous ({forms}); pass the number of nodes (--nodes)")
+    m, per, n = candidates[0]
     n_cell = num_pairs(m) * per
     head = vals[:n_cell]
     cell = head if per == 1 else [int("".join(map(str, head[i:i + K])), 2) for i in range(0, n_cell, K)]

@@ -156,6 +156,8 @@ def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndar
         pixels, alpha = _decode(p)
     except ImageError:
         raise
+    except PermissionError:
+        raise ImageError(f"{p}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as e:
@@ -211,9 +213,12 @@ def list_image_files(folder) -> List[Path]:
         raise UserError(f"{d}: no such folder")
     if not d.is_dir():
         raise UserError(f"{d}: not a folder")
-    return sorted((f for f in d.iterdir()
-                   if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and f.is_file()),
-                  key=lambda f: f.name)
+    try:
+        return sorted((f for f in d.iterdir()
+                       if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and f.is_file()),
+                      key=lambda f: f.name)
+    except OSError as e:
+        raise UserError(f"{d}: cannot list the folder ({e.strerror or e})") from None
 
 
 def iter_folder(folder, warn: bool = True, files: Optional[List[Path]] = None) -> Iterator[Tuple[str, np.ndarray]]:

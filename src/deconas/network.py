@@ -11,6 +11,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .errors import UserError
 from .genotype import Genotype, K
 from .ops import OP_CLASSES, ChannelAttention, Upsampler, conv
 
@@ -69,9 +70,9 @@ class DeCoNASNet(nn.Module):
     def __init__(self, genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4):
         super().__init__()
         if scale not in SCALES:
-            raise ValueError(f"scale {scale} is not supported; expected one of {SCALES}")
+            raise UserError(f"scale {scale} is not supported; expected one of {SCALES}")
         if blocks < 1 or channels < 1:
-            raise ValueError("blocks and channels must be positive")
+            raise UserError(f"blocks ({blocks}) and channels ({channels}) must be positive")
         self.genotype, self.scale, self.channels, self.blocks = genotype, scale, channels, blocks
         c = channels
         self.sfe1 = conv(3, c, 3)  # x_grl, the global residual

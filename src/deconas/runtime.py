@@ -40,13 +40,20 @@ os.umask(_UMASK)
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: a crash leaves the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # disk full, permissions: nothing half-written, one clear line
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -63,7 +70,25 @@ def atomic_torch_save(path, obj) -> None:
 
 def torch_load(path, map_location="cpu"):
     """Resume states hold only tensors and plain containers: load them without executing code."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as e:  # truncated, corrupt or foreign files: say which, no traceback
+        raise UserError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:200]})") from None
+
+
+def read_jsonl(path) -> list:
+    """The records of a JSONL log; a torn last line (a killed writer) is skipped."""
+    out = []
+    if not Path(path).is_file():
+        return out
+    for ln in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
 
 
 def rng_state() -> dict:
@@ -112,5 +137,5 @@ class JsonlLog:
         """On resume, drop records written after the checkpoint (e.g. epoch > last saved)."""
         if not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get(key, -1) <= value]
-        atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
+        keep = [r for r in read_jsonl(self.path) if r.get(key, -1) <= value]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))

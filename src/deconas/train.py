@@ -32,7 +32,7 @@ from .errors import UserError
 from .genotype import Genotype, parse
 from .network import DeCoNASNet
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything,
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything,
                       set_rng_state, torch_load)
 
 
@@ -173,8 +173,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                 "data": prov}
         atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
-    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] \
-        if (out / "metrics.jsonl").exists() else []
+    records = read_jsonl(out / "metrics.jsonl")
     distributed.barrier()  # the writer has made the run folder
     net = model
     if world > 1:

@@ -13,5 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):  # CI has the data: its absence is a failure, not a skip
+            pytest.fail(f"shared data not found at {SHARED_DATA}")
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA

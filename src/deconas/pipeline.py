@@ -25,7 +25,7 @@ from pathlib import Path
 from . import config as config_mod
 from .arch import describe, format_table
 from .errors import UserError
-from .runtime import atomic_write_text
+from .runtime import atomic_write_text, read_jsonl
 
 
 def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
@@ -33,7 +33,7 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
 
     Built-in images are written as PNG; a user's files are linked (not copied)."""
     from .datasets import builtin_images, expand_sources, holdout_split
-    from .images import list_image_files, write_image
+    from .images import write_image
 
     marker = out / "data" / "split.json"
     if marker.is_file():
@@ -54,12 +54,15 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
                 write_image(tmp / sub / (Path(name).stem + ".png"), pixels)
         source = "built-in (scikit-image sample photographs)"
     else:
-        from .datasets import find_hr_folder
+        from .datasets import find_hr_folder, hr_files
 
-        files = []
+        files, seen = [], set()
         for d in expand_sources(train_dirs):
-            hr = find_hr_folder(d)
-            files += [(f"{hr.name}__{f.name}", f) for f in list_image_files(hr)]
+            prefix = d.resolve().name
+            while prefix in seen:  # two sources with one name (a/Set5, b/Set5)
+                prefix += "_"
+            seen.add(prefix)
+            files += [(f"{prefix}__{f.name}", f) for f in hr_files(find_hr_folder(d))]
         train, test = holdout_split(files, frac, seed)
         for sub, part in (("train", train), ("test", test)):
             for name, f in part:
@@ -79,17 +82,51 @@ def _stage_done(path: Path) -> bool:
     return path.is_file()
 
 
+def stage_configs(cfg: dict):
+    """The search and train configs a run config names, checked before any work starts."""
+    for key in ("search_config", "train_config"):
+        if not isinstance(cfg.get(key), str):
+            raise UserError(f"config: '{key}' must name a preset or a YAML file")
+    for key in ("search_overrides", "train_overrides"):
+        v = cfg.get(key) or []
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise UserError(f"config: '{key}' must be a list of KEY=VALUE strings")
+    seed = int(cfg.get("seed", 0))
+    s_cfg = config_mod.load(cfg["search_config"], cfg.get("search_overrides") or [])
+    t_cfg = config_mod.load(cfg["train_config"], cfg.get("train_overrides") or [])
+    for c in (s_cfg, t_cfg):  # one scale and one seed for the whole run
+        c["scale"], c["seed"] = int(cfg["scale"]), seed
+    config_mod.validate(s_cfg, ("model.channels", "model.blocks", "model.nodes", "search.epochs"))
+    from .train import TRAIN_KEYS
+
+    config_mod.validate(t_cfg, TRAIN_KEYS)
+    return s_cfg, t_cfg
+
+
+def _invalidate(out: Path, *paths: Path) -> None:
+    """An earlier stage is (re)running: what later stages made from its old output is stale."""
+    import shutil
+
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    for p in (out / "report.md",):
+        if p.exists():
+            p.unlink()
+
+
 def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_dir="runs/run", resume=False,
                  device=None, progress=True) -> dict:
     from .derive import derive
     from .search import run_search
     from .train import run_training
 
+    s_cfg, t_cfg = stage_configs(cfg)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not resume and not (out / "data" / "split.json").is_file():
-        raise UserError(f"{out} exists and is not a deconas run folder; pick another --out")
-    if (out / "report.md").is_file() and not resume:
-        raise UserError(f"{out} already holds a finished run; pass --resume to redo missing stages or pick another --out")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; pass --resume to continue the run there, or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
     times = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
@@ -113,18 +150,17 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     if not eval_dirs:
         raise UserError("nothing to evaluate on: set test_fraction > 0 or pass --benchmark DIR")
 
-    # Search: the space and the schedule come from the search preset, the scale and seed from here.
-    s_cfg = config_mod.load(cfg["search_config"], cfg.get("search_overrides") or [])
-    s_cfg["scale"], s_cfg["seed"] = scale, int(cfg.get("seed", 0))
     search_dir = out / "search"
     ckpt = search_dir / "checkpoint.pt"
     epochs = int(s_cfg["search"]["epochs"])
     last_epoch = _last_epoch(search_dir / "metrics.jsonl")
     if last_epoch < epochs:
+        _invalidate(out, search_dir / "best.json", search_dir / "candidates.csv", out / "train", out / "results.json")
         say(f"search ({s_cfg['model']}, {epochs} epochs) -> {search_dir}")
         timed("search", lambda: run_search(s_cfg, train_dir, val_dir, search_dir, resume=ckpt.is_file(),
                                            device=device, progress=progress))
     if not _stage_done(search_dir / "best.json"):
+        _invalidate(out, out / "train", out / "results.json")
         say("derive")
         timed("derive", lambda: derive(search_dir, cfg.get("derive_samples"), device=device, progress=progress))
     best = json.loads((search_dir / "best.json").read_text())
@@ -133,12 +169,11 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     genotype = parse(best["genotype"])
 
     # Train the best architecture from scratch. With FF bits, N must be the searched N.
-    t_cfg = config_mod.load(cfg["train_config"], cfg.get("train_overrides") or [])
-    t_cfg["scale"], t_cfg["seed"] = scale, int(cfg.get("seed", 0))
     if genotype.ff:
         t_cfg["model"]["blocks"] = len(genotype.gff)
     train_out = out / "train"
     if not _stage_done(train_out / "summary.json"):
+        _invalidate(out, out / "results.json")
         say(f"train {genotype} from scratch -> {train_out}")
         timed("train", lambda: run_training(t_cfg, genotype, train_dir, val_dir, train_out,
                                             resume=(train_out / "state.pt").is_file(), device=device,
@@ -159,10 +194,8 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
 
 
 def _last_epoch(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return int(json.loads(lines[-1])["epoch"]) if lines else 0
+    records = read_jsonl(path)
+    return int(records[-1]["epoch"]) if records else 0
 
 
 def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dict:
@@ -184,8 +217,10 @@ def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dic
 
 
 def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str:
-    m = t_cfg["model"]
-    info = describe(genotype, int(cfg["scale"]), int(m["channels"]), int(m["blocks"]))
+    from .checkpoint import read_meta
+
+    meta = read_meta(out / "train" / "best.safetensors")  # what was trained, whatever the config says now
+    info = describe(genotype, int(meta["scale"]), int(meta["channels"]), int(meta["blocks"]))
     summary_md = (out / "search" / "summary.md").read_text() if (out / "search" / "summary.md").is_file() else ""
     tr = json.loads((out / "train" / "summary.json").read_text())
     lines = [
@@ -217,13 +252,13 @@ def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str
 
 
 def cli_run(args) -> int:
-    cfg = config_mod.load(args.config, args.overrides)
-    for key in ("search_config", "train_config"):
-        if key not in cfg:
-            raise UserError(f"config {args.config}: missing '{key}' (a run config names a search and a train preset)")
     out = Path(args.out) if args.out else Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.resume and (out / "config.yaml").is_file():
+    if args.resume and (out / "config.yaml").is_file():  # the run's own config, plus any overrides
         cfg = config_mod.apply_overrides(config_mod.load(str(out / "config.yaml")), args.overrides)
+    else:
+        cfg = config_mod.load(args.config, args.overrides)
+    config_mod.validate(cfg, ("scale",))
+    stage_configs(cfg)
     for p in (args.train or []) + ([args.val] if args.val else []) + list(args.benchmark or []):
         if not Path(p).exists():
             raise UserError(f"{p}: no such folder")

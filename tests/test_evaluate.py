@@ -2,6 +2,7 @@
 saved images, greyscale handling, errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from deconas.metrics import psnr_y, ssim_y
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BENCH = DATA / "benchmark"
-needs_data = pytest.mark.skipif(not (BENCH / "Set5").is_dir() or not (BENCH / "Set14").is_dir(),
+# CI has the shared data beside the clone: there a missing folder fails the acceptance test.
+needs_data = pytest.mark.skipif(not os.environ.get("CI") and not ((BENCH / "Set5").is_dir() and (BENCH / "Set14").is_dir()),
                                 reason=f"benchmark images not found at {BENCH} (shared data beside the clone)")
 
 # SPEC section 4: the bicubic rows every paper reports (PSNR, SSIM) for Set5 and Set14

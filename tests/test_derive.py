@@ -57,3 +57,44 @@ def test_pareto_front_keeps_the_best_psnr_for_each_size():
     params = [10, 20, 30, 20, 5]
     psnr = [30.0, 31.0, 30.5, 30.0, 29.0]
     assert pareto_front(params, psnr) == [True, True, False, False, True]
+
+
+def test_score_turns_the_output_of_a_grey_image_grey_with_the_luma_weights():
+    import numpy as np
+    import torch
+
+    from deconas.derive import score
+    from deconas.inference import rgb_to_grey_uint8
+    from deconas.metrics import psnr_y
+
+    rng = np.random.default_rng(0)
+    out = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)  # unequal channels: mean != luma
+    hr = rng.integers(0, 256, (12, 12)).astype(np.uint8)
+    net = lambda lr, g: torch.from_numpy(out).permute(2, 0, 1)[None].float().div(255)
+    got = score(net, None, [(torch.zeros(1, 3, 6, 6), hr)], 2)
+    assert got == pytest.approx(psnr_y(rgb_to_grey_uint8(out), hr, 2), abs=1e-9)
+    mean = np.round(out.astype(np.float64).mean(2)).astype(np.uint8)
+    assert got != pytest.approx(psnr_y(mean, hr, 2), abs=1e-3)
+
+
+def test_derive_names_a_missing_or_damaged_checkpoint_or_data_json(run_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    for name, damage in (("data.json", None), ("data.json", "{oops"), ("data.json", "[]"),
+                         ("checkpoint.pt", None), ("checkpoint.pt", b"\x00" * 64), ("checkpoint.pt", {"epoch": 1})):
+        run = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(run_dir, run)
+        f = run / name
+        if damage is None:
+            f.unlink()
+        elif isinstance(damage, str):
+            f.write_text(damage)
+        elif isinstance(damage, bytes):
+            f.write_bytes(damage)
+        else:
+            torch.save(damage, f)
+        with pytest.raises(UserError) as e:
+            derive(run, samples=2, device="cpu", progress=False)
+        assert name in str(e.value) and "\n" not in str(e.value)

@@ -90,11 +90,134 @@ def test_batched_reward_psnr_matches_the_protocol_metric():
         assert got[i].item() == pytest.approx(psnr_y(to8(sr[i]), to8(hr[i]), 2), abs=1e-6)
 
 
-def test_cli_refuses_a_second_search_into_the_same_folder_and_a_resume_without_checkpoint(images, tmp_path, capsys):
+def _one_line_error(capsys) -> str:
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip() and not x.startswith("search x")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _tiny_cfg_file(tmp_path, **search):
+    import yaml
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text(yaml.safe_dump(tiny_config(**search)))
+    return str(f)
+
+
+def test_cli_refuses_a_second_search_into_the_same_folder(images, tmp_path, capsys):
+    out, cfg = tmp_path / "r", _tiny_cfg_file(tmp_path, epochs=1)
+    assert main(["search", "--config", cfg, "--train", str(images), "--out", str(out)]) == 0
+    assert (out / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(["search", "--config", cfg, "--train", str(images), "--out", str(out)]) == 2
+    assert "--resume" in _one_line_error(capsys)
+    assert (out / "checkpoint.pt").read_bytes() == before  # the first search is untouched
+
+
+def test_cli_refuses_a_resume_without_a_checkpoint(images, tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["search", "--train", str(images), "--out", str(out), "--resume"]) == 2
-    assert "no" in capsys.readouterr().err
-    assert main(["search", "--train", str(images), "--out", str(out), "search.no_such_key=1"]) == 2
+    assert main(["search", "--config", _tiny_cfg_file(tmp_path), "--train", str(images), "--out", str(out),
+                 "--resume"]) == 2
+    line = _one_line_error(capsys)
+    assert "--resume" in line and "checkpoint.pt" in line
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_cli_refuses_to_search_under_torchrun(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["search", "--config", _tiny_cfg_file(tmp_path), "--train", str(images),
+                 "--out", str(tmp_path / "r")]) == 2
+    line = _one_line_error(capsys)
+    assert "single-process" in line and "deconas train" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_other_images_and_keeps_absolute_paths(images, tmp_path, capsys, monkeypatch):
+    other = tiny_images(tmp_path / "other", seed=1)
+    monkeypatch.chdir(images.parent)  # a relative --train ...
+    out, cfg = tmp_path / "r", _tiny_cfg_file(tmp_path, epochs=1)
+    assert main(["search", "--config", cfg, "--train", images.name, "--out", str(out)]) == 0
+    prov = json.loads((out / "data.json").read_text())
+    assert prov["train_dir"] == [str(images.resolve())]  # ... is stored absolute
+    capsys.readouterr()
+    for extra in (["--train", str(other)], ["--val", str(other)]):
+        assert main(["search", "search.epochs=2", "--out", str(out), "--resume", *extra]) == 2
+        line = _one_line_error(capsys)
+        assert extra[0] in line and "differs" in line
+    monkeypatch.chdir(tmp_path)  # another working directory: same images by an absolute path, or none given
+    assert main(["search", "search.epochs=2", "--out", str(out), "--resume", "--train", str(images)]) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
+
+
+def test_a_damaged_checkpoint_or_data_json_is_a_one_line_error(images, tmp_path, capsys):
+    out, cfg = tmp_path / "r", _tiny_cfg_file(tmp_path, epochs=1)
+    run_search(tiny_config(epochs=1), images, None, out, progress=False)
+    resume = ["search", "--config", cfg, "--out", str(out), "--resume", "search.epochs=2"]
+    data = (out / "data.json").read_text()
+    for content in (None, "{not json", json.dumps({"train_dir": "built-in"})):
+        if content is None:
+            (out / "data.json").unlink()
+        else:
+            (out / "data.json").write_text(content)
+        assert main(resume) == 2
+        assert "data.json" in _one_line_error(capsys)
+    (out / "data.json").write_text(data)
+    good = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(good[: len(good) // 2])
+    assert main(resume) == 2
+    assert "checkpoint.pt" in _one_line_error(capsys)
+    torch.save({"epoch": 1}, out / "checkpoint.pt")
+    assert main(resume) == 2
+    assert "checkpoint.pt" in _one_line_error(capsys)
+
+
+def test_the_checkpoint_is_written_before_the_metrics_record(images, tmp_path, monkeypatch):
+    from deconas import search as search_mod
+
+    order = []
+    real_save, real_write = search_mod.atomic_torch_save, search_mod.JsonlLog.write
+    monkeypatch.setattr(search_mod, "atomic_torch_save", lambda *a, **k: (order.append("checkpoint"),
+                                                                          real_save(*a, **k))[1])
+    monkeypatch.setattr(search_mod.JsonlLog, "write", lambda self, rec: (order.append("metrics"),
+                                                                         real_write(self, rec))[1])
+    run_search(tiny_config(epochs=2), images, None, tmp_path / "r", progress=False)
+    assert order == ["checkpoint", "metrics"] * 2
+
+
+def _sampled_p_one_and_params(cfg, controller, n=40):
+    from deconas.search import build_supernet
+
+    supernet = build_supernet(cfg)
+    ops = [i for i, k in enumerate(controller.decision_names()) if not k.startswith(("lff.", "gff."))]
+    torch.manual_seed(123)
+    p, params = [], []
+    with torch.no_grad():
+        for _ in range(n):
+            smp = controller.sample()
+            p.append(smp.p_one[ops].mean().item())
+            params.append(supernet.num_params(smp.genotype))
+    return sum(p) / n, sum(params) / n
+
+
+def test_reinforce_with_a_large_size_penalty_moves_the_controller_to_smaller_networks(images, tmp_path):
+    """The sign of the policy gradient: with alpha = 50 the reward is dominated by -alpha *
+    params / params_max, so a few trained epochs must lower P(bit = 1) of the op decisions and
+    the size of the sampled networks (a flipped sign raises both)."""
+    from deconas.runtime import seed_everything
+    from deconas.search import build_controller
+
+    cfg = tiny_config(alpha=50.0, epochs=4, warmup_epochs=1, child_steps=1, controller_steps=10,
+                      controller_lr=5e-2)
+    run_search(cfg, images, None, tmp_path / "r", progress=False)
+    seed_everything(cfg["seed"])
+    fresh = build_controller(cfg)  # the controller the search started from
+    trained = build_controller(cfg)
+    trained.load_state_dict(_state(tmp_path / "r")["controller"])
+    p0, n0 = _sampled_p_one_and_params(cfg, fresh)
+    p1, n1 = _sampled_p_one_and_params(cfg, trained)
+    assert p1 < p0 - 0.03, (p0, p1)  # 0.50 -> 0.43 here; a flipped sign gives 0.71
+    assert n1 < n0, (n0, n1)
 
 
 def test_cli_search_runs_a_tiny_config(images, tmp_path):

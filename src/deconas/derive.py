@@ -31,8 +31,8 @@ from . import complexity
 from . import config as config_mod
 from .errors import UserError
 from .genotype import Genotype
-from .runtime import atomic_write, atomic_write_text, pick_device, seed_everything, torch_load
-from .search import CHECKPOINT, build_controller, build_supernet, reload_val_pairs
+from .runtime import atomic_write, atomic_write_text, pick_device, seed_everything
+from .search import CHECKPOINT, build_controller, build_supernet, read_checkpoint, read_data_json, reload_val_pairs
 
 
 def _centre_crop(hr: np.ndarray, lr: np.ndarray, size: int, scale: int):
@@ -55,13 +55,14 @@ def pareto_front(params: List[int], psnr: List[float]) -> List[bool]:
 @torch.no_grad()
 def score(supernet, genotype: Genotype, val, scale: int) -> float:
     """Mean PSNR on Y (border = scale) of the sampled architecture over the validation images."""
+    from .inference import rgb_to_grey_uint8
     from .metrics import psnr_y
 
     vals = []
     for lr_t, hr in val:
         sr = supernet(lr_t, genotype).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
-        if hr.ndim == 2:  # grey in, grey out: the three equal channels' mean
-            sr = np.round(sr.astype(np.float64).mean(2)).astype(np.uint8)
+        if hr.ndim == 2:  # grey in, grey out: BT.601 luma, as deconas upscale and eval do
+            sr = rgb_to_grey_uint8(sr)
         vals.append(psnr_y(sr, hr, scale))
     return float(np.mean(vals))
 
@@ -108,10 +109,15 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     if k < 1:
         raise UserError(f"--samples {k}: need at least 1")
     device = device if isinstance(device, torch.device) else pick_device(device)
-    st = torch_load(run / CHECKPOINT, map_location=device)
+    read_data_json(run)  # a damaged data.json is named before the (longer) checkpoint load
+    st = read_checkpoint(run / CHECKPOINT, device, keys=("controller", "supernet"))
     controller, supernet = build_controller(cfg).to(device), build_supernet(cfg).to(device)
-    controller.load_state_dict(st["controller"])
-    supernet.load_state_dict(st["supernet"])
+    try:
+        controller.load_state_dict(st["controller"])
+        supernet.load_state_dict(st["supernet"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{run / CHECKPOINT}: damaged or does not match {run / 'config.yaml'} "
+                        f"({type(e).__name__})") from None
     controller.eval(), supernet.eval()
 
     val = reload_val_pairs(run)

@@ -19,21 +19,31 @@ Each epoch:
 
 Reward PSNR: the supernet output is clamped to [0, 1] and rounded to 8-bit levels, then PSNR
 on Y (BT.601, as :mod:`deconas.metrics`) with ``scale`` pixels of border cropped, computed per
-patch in one batched torch expression and averaged over the patches.
+patch in one batched torch expression and averaged over the patches. A grey source image
+enters as three equal channels g, so its reward PSNR is measured on Y = 16 + 219/255 * g of
+those channels: errors are scaled by 219/255, which reads 20 * log10(255/219) = 1.32 dB higher
+than PSNR on the grey values themselves. The reward only compares architectures, so the
+offset does not matter there; ``deconas derive`` and ``deconas eval`` score a grey image on its
+one channel (the network's output turned grey with BT.601 luma weights,
+:func:`deconas.inference.rgb_to_grey_uint8`).
 
-Run folder: ``config.yaml``, ``data.json`` (where the images came from, which were held out),
-``metrics.jsonl`` (one record per epoch), ``checkpoint.pt`` (atomic, every epoch; holds the
-controller, supernet, both optimizers, baseline, epoch and every random stream, so
-``--resume`` continues exactly), ``search.log`` and TensorBoard events when
-``torch.utils.tensorboard`` imports.
+Run folder: ``config.yaml``, ``data.json`` (where the images came from, as absolute paths, and
+which were held out), ``checkpoint.pt`` (atomic, every epoch; holds the controller, supernet,
+both optimizers, baseline, epoch and every random stream, so ``--resume`` continues exactly),
+``metrics.jsonl`` (one record per epoch, appended *after* that epoch's checkpoint is saved, so
+the last record never names an epoch the checkpoint lacks; a resume drops records past the
+checkpoint's epoch), ``search.log`` and TensorBoard events when ``torch.utils.tensorboard`` imports.
 
-Data-parallel later: :meth:`Search.decide_architecture` is the one place an architecture
-is chosen (rank 0 would sample and broadcast it); only the writer (rank 0) touches files.
+Single process for now: ``deconas search`` refuses to run under torchrun (data-parallel
+training is ``deconas train`` under torchrun). :meth:`Search.decide_architecture` is the one
+place an architecture is chosen (rank 0 would sample and broadcast it) and ``Search(rank=...)``
+the hook; only the writer (rank 0) touches files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,10 +76,86 @@ def load_search_data(cfg: dict, train_dir=None, val_dir=None):
                           int(cfg.get("seed", 0)))
 
 
+def _abs(p) -> str:
+    return str(Path(p).resolve())
+
+
+def absolute_provenance(prov: dict) -> dict:
+    """``prov`` with its folders as absolute paths, so the run can be derived or resumed from
+    any working directory."""
+    out = dict(prov)
+    if out.get("train_dir") not in (None, "built-in"):
+        out["train_dir"] = [_abs(p) for p in out["train_dir"]]
+    if out.get("val_dir") is not None:
+        out["val_dir"] = _abs(out["val_dir"])
+    return out
+
+
+def read_data_json(run_dir) -> dict:
+    """A run's ``data.json``, checked: a missing or damaged file is a one-line :class:`UserError`."""
+    path = Path(run_dir) / "data.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is this the folder of a 'deconas search' run?")
+    try:
+        prov = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}); the file is damaged") from None
+    if not isinstance(prov, dict):
+        raise UserError(f"{path}: damaged (not a JSON object)")
+    missing = [k for k in ("train_dir", "val_dir", "val_images") if k not in prov]
+    if missing:
+        raise UserError(f"{path}: damaged (no {', '.join(missing)})")
+    if not (prov["train_dir"] == "built-in" or isinstance(prov["train_dir"], list)):
+        raise UserError(f"{path}: damaged (train_dir is {prov['train_dir']!r})")
+    return prov
+
+
+def read_checkpoint(path, device="cpu", keys=("epoch", "controller", "supernet")) -> dict:
+    """``checkpoint.pt`` of a search, checked: missing, unreadable or incomplete is a one-line
+    :class:`UserError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is this the folder of a 'deconas search' run?")
+    try:
+        st = torch_load(path, map_location=device)
+    except UserError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"{path}: unreadable ({type(e).__name__}); the checkpoint is damaged") from None
+    if not isinstance(st, dict):
+        raise UserError(f"{path}: damaged (not a search checkpoint)")
+    missing = [k for k in keys if k not in st]
+    if missing:
+        raise UserError(f"{path}: damaged or not a search checkpoint (no {', '.join(missing)})")
+    return st
+
+
+def _same_sources(given_train, given_val, prov: dict, where: Path) -> None:
+    """On resume, --train/--val may be repeated but must name the run's own images."""
+    if given_train is not None:
+        try:
+            from .datasets import expand_sources
+
+            now = [_abs(p) for p in expand_sources([given_train] if isinstance(given_train, (str, Path))
+                                                   else list(given_train))]
+        except UserError:
+            now = None
+        then = prov["train_dir"] if prov["train_dir"] == "built-in" else [_abs(p) for p in prov["train_dir"]]
+        if now != then:
+            raise UserError(f"--resume: --train differs from the run's training images "
+                            f"({'built-in' if then == 'built-in' else ', '.join(then)}, {where}); "
+                            f"leave --train out to continue with them")
+    if given_val is not None:
+        then = None if prov["val_dir"] is None else _abs(prov["val_dir"])
+        if _abs(given_val) != then:
+            raise UserError(f"--resume: --val {given_val} differs from the run's validation images "
+                            f"({then or 'held out of the training images'}, {where}); leave --val out")
+
+
 def reload_val_pairs(run_dir) -> list:
     """The validation pairs of a finished run, from its ``data.json`` and ``config.yaml``."""
     run = Path(run_dir)
-    prov = json.loads((run / "data.json").read_text())
+    prov = read_data_json(run)
     cfg = config_mod.load(str(run / "config.yaml"))
     train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
     _, val, _ = load_search_data(cfg, train, prov["val_dir"])
@@ -266,6 +352,10 @@ class Search:
         set_rng_state(st["rng"])
 
 
+_CHECKPOINT_KEYS = ("epoch", "controller", "supernet", "child_opt", "ctrl_opt", "baseline", "train_sampler",
+                    "val_sampler", "rng", "structure")
+
+
 def _structure(cfg: dict) -> dict:
     """The settings a checkpoint's tensors depend on; a resume must not change them."""
     return {"scale": int(cfg["scale"]), **{k: int(cfg["model"][k]) for k in ("channels", "blocks", "nodes")},
@@ -286,6 +376,16 @@ def _check_config(cfg: dict) -> None:
     for k in ("epochs", "child_steps", "controller_steps", "lr", "controller_lr"):
         if k not in cfg["search"]:
             raise UserError(f"config: search.{k} is missing")
+
+
+def _check_out(out: Path, resume: bool) -> Path:
+    """The run folder suits the request: a resume needs a checkpoint, a new search none."""
+    ckpt = out / CHECKPOINT
+    if resume and not ckpt.is_file():
+        raise UserError(f"--resume: no {ckpt} to continue from")
+    if not resume and ckpt.is_file():
+        raise UserError(f"{out} already holds a search; pass --resume to continue it or pick another --out")
+    return ckpt
 
 
 def _log_line(path: Path, text: str) -> None:
@@ -324,36 +424,37 @@ def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", r
 def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank) -> dict:
     out = Path(out_dir)
     device = device if isinstance(device, torch.device) else pick_device(device)
-    ckpt = out / CHECKPOINT
-    if resume and not ckpt.is_file():
-        raise UserError(f"--resume: no {ckpt} to continue from")
-    if not resume and ckpt.is_file():
-        raise UserError(f"{out} already holds a search; pass --resume to continue it or pick another --out")
+    ckpt = _check_out(out, resume)
     if cfg.get("deterministic", True):
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(int(cfg.get("seed", 0)))
     writer = rank == 0
     st = None
     if resume:
-        st = torch_load(ckpt, map_location=device)
+        st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS)
         if st["structure"] != _structure(cfg):
             raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
                             f"config's {_structure(cfg)}")
-        prov = json.loads((out / "data.json").read_text())
+        prov = read_data_json(out)
+        _same_sources(train_dir, val_dir, prov, out / "data.json")
         train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
         val_dir = prov["val_dir"]
     train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
     search = Search(cfg, train_pairs, val_pairs, device, rank)
     log = JsonlLog(out / "metrics.jsonl")
     if st is not None:
-        search.load_state_dict(st)
+        try:
+            search.load_state_dict(st)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise UserError(f"{ckpt}: damaged or from another search ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if writer:
             log.truncate_after("epoch", search.epoch)
             atomic_write_text(out / "config.yaml", config_mod.dump(cfg))  # records e.g. a longer search.epochs
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
-        atomic_write_text(out / "data.json", json.dumps(prov, indent=1))
+        atomic_write_text(out / "data.json", json.dumps(absolute_provenance(prov), indent=1))
     epochs = int(cfg["search"]["epochs"])
     per_epoch = int(cfg["search"]["child_steps"]) + int(cfg["search"]["controller_steps"])
     tb = _tensorboard(out) if writer and cfg.get("tensorboard", True) else None
@@ -369,9 +470,9 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     while search.epoch < epochs:
         rec = search.run_epoch(bar)
         rec["elapsed"] = round(elapsed0 + time.time() - t_start, 2)
-        if writer:
-            log.write(rec)
+        if writer:  # checkpoint first: metrics.jsonl never records an epoch that the checkpoint lacks
             atomic_torch_save(ckpt, {**search.state_dict(), "structure": _structure(cfg), "elapsed": rec["elapsed"]})
+            log.write(rec)
             line = (f"epoch {rec['epoch']}/{epochs}  loss {rec['child_loss']:.4f}  val PSNR {rec['val_psnr']:.3f}  "
                     f"reward {rec['reward']:.3f}  baseline {rec['baseline']:.3f}  entropy {rec['entropy']:.2f}  "
                     f"params {rec['params_mean']:,.0f}  greedy {rec['greedy']}")
@@ -396,6 +497,9 @@ def default_out() -> Path:
 
 
 def cli_search(args) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UserError("deconas search is single-process for now; run it without torchrun "
+                        "(data-parallel training is 'deconas train' under torchrun)")
     cfg = config_mod.load(args.config, args.overrides)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_DIR (the folder of the search to continue)")
@@ -405,6 +509,9 @@ def cli_search(args) -> int:
     for p in ([args.train] if isinstance(args.train, str) else (args.train or [])) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
+    _check_out(out, args.resume)  # before the banner: a refusal is one line
+    if args.resume:
+        _same_sources(args.train, args.val, read_data_json(out), out / "data.json")
     m = cfg["model"]
     print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
           f"alpha={cfg['search'].get('alpha')} ff={cfg['search'].get('ff')} -> {out}", file=sys.stderr)

@@ -144,6 +144,8 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
                         write_image(target, sr)
                     except OSError as e:
                         raise UserError(f"--save-images: cannot write {target} ({e.strerror or e})") from None
+                    except UserError as e:
+                        raise UserError(f"--save-images: {e}") from None
         finally:
             bar.close()
         if not per_image:
@@ -210,4 +212,6 @@ def cli_eval(args) -> int:
             atomic_write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
         except OSError as e:
             raise UserError(f"--json: cannot write {args.json} ({e.strerror or e})") from None
+        except UserError as e:  # atomic_write's own one-line message; name the option too
+            raise UserError(f"--json: {e}") from None
     return 0

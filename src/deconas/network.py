@@ -99,7 +99,3 @@ class DeCoNASNet(nn.Module):
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4) -> DeCoNASNet:
-    return DeCoNASNet(genotype, scale=scale, channels=channels, blocks=blocks)

@@ -56,9 +56,8 @@ class Upsampler(nn.Sequential):
     """Sub-pixel upsampling (ESPCN): conv C -> s*s*C then pixel shuffle; x4 as two x2 stages."""
 
     def __init__(self, channels: int, scale: int):
-        stages = [2, 2] if scale == 4 else [scale]
         layers = []
-        for s in stages:
+        for s in upsampler_stages(scale):
             layers += [conv(channels, s * s * channels, 3), nn.PixelShuffle(s)]
         super().__init__(*layers)
 

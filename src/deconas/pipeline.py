@@ -78,10 +78,6 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
     return split
 
 
-def _stage_done(path: Path) -> bool:
-    return path.is_file()
-
-
 def stage_configs(cfg: dict):
     """The search and train configs a run config names, checked before any work starts."""
     for key in ("search_config", "train_config"):
@@ -159,7 +155,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
         say(f"search ({s_cfg['model']}, {epochs} epochs) -> {search_dir}")
         timed("search", lambda: run_search(s_cfg, train_dir, val_dir, search_dir, resume=ckpt.is_file(),
                                            device=device, progress=progress))
-    if not _stage_done(search_dir / "best.json"):
+    if not (search_dir / "best.json").is_file():
         _invalidate(out, out / "train", out / "results.json")
         say("derive")
         timed("derive", lambda: derive(search_dir, cfg.get("derive_samples"), device=device, progress=progress))
@@ -172,7 +168,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     if genotype.ff:
         t_cfg["model"]["blocks"] = len(genotype.gff)
     train_out = out / "train"
-    if not _stage_done(train_out / "summary.json"):
+    if not (train_out / "summary.json").is_file():
         _invalidate(out, out / "results.json")
         say(f"train {genotype} from scratch -> {train_out}")
         timed("train", lambda: run_training(t_cfg, genotype, train_dir, val_dir, train_out,
@@ -181,7 +177,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
 
     # Evaluate the found network against bicubic on the held-out images (and any benchmarks).
     results_path = out / "results.json"
-    if not _stage_done(results_path):
+    if not results_path.is_file():
         say("evaluate")
         results = timed("evaluate", lambda: _evaluate(train_out / "best.safetensors", eval_dirs, scale, device,
                                                       out / "sr"))

@@ -159,3 +159,44 @@ def test_resume_refuses_another_network_or_other_images(images, tmp_path, capsys
     assert "leave --train out" in capsys.readouterr().err
     # Without --train it continues on the images it started with.
     assert main(["train", "--out", str(tmp_path), "--genotype", "7,6,4", "--resume", "train.steps=6"]) == 0
+
+
+def test_init_across_scales_loads_the_body_and_leaves_the_upsampler_fresh(images, tmp_path):
+    cfg = lambda s: config.load("train-cpu", TINY + ["train.steps=3", "train.epoch_steps=3", f"scale={s}"])
+    run_training(cfg(2), parse("7,6,4"), [images], out_dir=tmp_path / "x2", progress=False)
+    x2 = _weights(tmp_path / "x2" / "best.safetensors")
+    # lr=0: the x3 run's weights stay where --init put them, so they can be compared.
+    c3 = cfg(3)
+    c3["train"].update(lr=1e-12, lr_min=0.0)
+    run_training(c3, parse("7,6,4"), [images], out_dir=tmp_path / "x3", progress=False,
+                 init=tmp_path / "x2" / "best.safetensors")
+    x3 = _weights(tmp_path / "x3" / "best.safetensors")
+    body = [k for k in x3 if not k.startswith("upsample.")]
+    assert body and all(torch.allclose(x3[k], x2[k], atol=1e-9) for k in body)
+    # The x3 upsampler (4 -> 9*4 channels) has no x2 counterpart: it keeps a fresh init.
+    assert x3["upsample.0.weight"].shape != x2["upsample.0.weight"].shape
+    # The fresh init is seeded like any run's: the same as a scratch x3 run's.
+    run_training(c3, parse("7,6,4"), [images], out_dir=tmp_path / "scratch3", progress=False)
+    scratch = _weights(tmp_path / "scratch3" / "best.safetensors")
+    assert torch.allclose(x3["upsample.0.weight"], scratch["upsample.0.weight"], atol=1e-9)
+    assert not torch.allclose(x3["sfe2.weight"], scratch["sfe2.weight"])
+    # The chain is in the metadata: the x2 run, then the x3 run started from it.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "x3" / "best.safetensors"), "pt") as f:
+        hist = json.loads(f.metadata()["history"])
+    assert [h["scale"] for h in hist] == [2, 3] and hist[1]["init"] == "best.safetensors"
+    assert hist[0]["steps"] == 3 and hist[1]["steps"] == 3
+
+
+def test_init_from_another_genotype_or_width_is_one_line_and_exit_2(images, tmp_path, capsys):
+    cfg = config.load("train-cpu", TINY + ["train.steps=3", "train.epoch_steps=3"])
+    run_training(cfg, parse("7,6,4"), [images], out_dir=tmp_path / "a", progress=False)
+    ck = str(tmp_path / "a" / "best.safetensors")
+    base = ["train", "--config", "train-cpu", "--train", str(images), "--init", ck, *TINY, "train.steps=3"]
+    assert main(base + ["--genotype", "7,6,5", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "genotype 7,6,4 (this run: 7,6,5)" in err
+    assert main(base + ["--genotype", "7,6,4", "--out", str(tmp_path / "c"), "model.channels=5"]) == 2
+    assert "channels 4 (this run: 5)" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "best.safetensors").exists() and not (tmp_path / "c" / "best.safetensors").exists()

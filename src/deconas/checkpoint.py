@@ -82,3 +82,75 @@ def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASN
         raise UserError(f"checkpoint {path}: weights do not match its genotype ({str(e).splitlines()[0]})") from None
     meta.update(scale=net_scale, channels=channels, blocks=blocks, genotype=genotype)
     return model.to(pick_device(device) if not isinstance(device, torch.device) else device).eval(), meta
+
+
+def resolve_checkpoint(path, scale: int) -> Path:
+    """``'pretrained'`` -> the shipped network for ``scale`` (else the shipped x2, whose body
+    starts the other scales); anything else is a file path that must exist."""
+    if str(path) == "pretrained":
+        p = pretrained_path(scale)
+        return p if p.is_file() else pretrained_path(2)
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--init {path}: no such checkpoint file")
+    return p
+
+
+def check_init(path, genotype, scale: int, channels: int, blocks: int):
+    """(path, metadata) of an --init checkpoint, refused unless it is the same genotype, C and N."""
+    path = resolve_checkpoint(path, scale)
+    meta = read_meta(path)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"--init {path}: not a deconas network checkpoint (no '{FORMAT}' metadata)")
+    theirs = {"genotype": meta.get("genotype"), "channels": meta.get("channels"), "blocks": meta.get("blocks")}
+    ours = {"genotype": str(genotype), "channels": str(channels), "blocks": str(blocks)}
+    try:
+        theirs["genotype"] = str(parse(theirs["genotype"]))
+    except (GenotypeError, TypeError, ValueError):
+        pass  # reported as a mismatch below
+    diff = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ours if theirs[k] != ours[k]]
+    if diff:
+        raise UserError(f"--init {path}: a different network: {', '.join(diff)}; "
+                        f"--init needs the same genotype, C and N")
+    return path, meta
+
+
+def init_from(model: DeCoNASNet, path, scale: int) -> dict:
+    """Initialise ``model`` from a checkpoint: every tensor whose name and shape match is
+    copied, the rest keep their fresh initialisation (the upsampler and tail when the
+    checkpoint is of another scale). A checkpoint of another genotype, C or N is refused.
+
+    Returns the record of this start for the weights' metadata: the checkpoint, its own
+    history (the chain of earlier runs), and which tensors were loaded and left fresh."""
+    path, meta = check_init(path, model.genotype, scale, model.channels, model.blocks)
+    own = model.state_dict()
+    loaded, fresh = [], []
+    with safe_open(str(path), framework="pt") as f:
+        names = set(f.keys())
+        for k, v in own.items():
+            if k in names and tuple(f.get_slice(k).get_shape()) == tuple(v.shape):
+                t = f.get_tensor(k)
+                if t.dtype != v.dtype:
+                    raise UserError(f"--init {path}: tensor {k} is {t.dtype}, expected {v.dtype}")
+                with torch.no_grad():
+                    v.copy_(t)
+                loaded.append(k)
+            else:
+                fresh.append(k)
+    history = []
+    try:
+        history = json.loads(meta.get("history", "[]"))
+    except ValueError:
+        pass
+    if not history:  # a checkpoint from before histories were kept: describe it from its metadata
+        history = [{"run": path.name, "scale": int(meta.get("scale", 0) or 0), "steps": _int(meta.get("step"))}]
+    return {"checkpoint": str(path), "scale": int(meta.get("scale", 0) or 0), "step": _int(meta.get("step")),
+            "history": history, "loaded": loaded, "fresh": fresh,
+            "loaded_params": sum(own[k].numel() for k in loaded), "fresh_params": sum(own[k].numel() for k in fresh)}
+
+
+def _int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None

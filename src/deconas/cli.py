@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--init", metavar="CHECKPOINT", default=None,
+                   help="start from a checkpoint's weights ('pretrained' = the shipped network; same genotype, "
+                        "C and N): fine-tuning, another scale from the x2 body, or a warm restart")
     p.add_argument("--device", default=None)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=2e-4")
     p.set_defaults(handler="deconas.train:cli_train")

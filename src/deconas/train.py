@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import distributed
-from .checkpoint import save_model
+from .checkpoint import check_init, init_from, save_model
 from .datasets import expand_sources, load_train_val
 from .complexity import cost
 from .errors import UserError
@@ -114,7 +114,7 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
-                 resume: bool = False, device=None, progress: bool = True) -> dict:
+                 resume: bool = False, device=None, progress: bool = True, init=None) -> dict:
     """Train and return a summary dict (also written to ``out_dir/summary.json``)."""
     config_mod.validate(cfg, TRAIN_KEYS)
     out = Path(out_dir)
@@ -164,16 +164,37 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
             with open(out / "resume.log", "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step} of {total}\n")
+    init_rec = None
+    if init is not None and not resume:
+        init_rec = init_from(model, init, scale)
+        if writer:
+            print(f"init from {init_rec['checkpoint']} (x{init_rec['scale']}, step {init_rec['step']}): "
+                  f"loaded {len(init_rec['loaded'])} tensors ({init_rec['loaded_params']:,} params); "
+                  f"fresh {len(init_rec['fresh'])} ({init_rec['fresh_params']:,} params)"
+                  + (f": {', '.join(init_rec['fresh'])}" if init_rec["fresh"] else ""), file=sys.stderr)
+    if resume:
+        try:
+            init_rec = json.loads((out / "run.json").read_text()).get("init")
+        except (OSError, ValueError):
+            init_rec = None
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
         c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
         info = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"]),
                 "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
-                "data": prov}
+                "data": prov, "init": init_rec}
         atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
     records = read_jsonl(out / "metrics.jsonl")
+    # The weights' history: the runs they come from (through --init), then this one.
+    earlier = list(init_rec["history"]) if init_rec else []
+    data_names = "built-in" if prov["train_dir"] == "built-in" else [Path(p).name for p in prov["train_dir"]]
+
+    def history(at_step):
+        return earlier + [{"run": out.resolve().name, "scale": scale, "steps": at_step, "data": data_names,
+                           "init": Path(init_rec["checkpoint"]).name if init_rec else None,
+                           "lr": float(t["lr"]), "schedule": t.get("schedule", "step")}]
     distributed.barrier()  # the writer has made the run folder
     net = model
     if world > 1:
@@ -229,8 +250,8 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                 log.write(rec)
                 if psnr is not None and psnr > best:
                     best = psnr
-                    save_model(out / "best.safetensors", model, step=step, val_psnr=psnr)
-                save_model(out / "last.safetensors", model, step=step, val_psnr=psnr)
+                    save_model(out / "best.safetensors", model, step=step, val_psnr=psnr, history=history(step))
+                save_model(out / "last.safetensors", model, step=step, val_psnr=psnr, history=history(step))
                 atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                "samplers": samplers, "rng": rng_state(), "step": step,
                                                "best": best, "net": net_id})
@@ -243,7 +264,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     if not writer:
         return {}
     if not (out / "best.safetensors").exists():  # no validation data: the last weights are the result
-        save_model(out / "best.safetensors", model, step=step)
+        save_model(out / "best.safetensors", model, step=step, history=history(step))
     summary = {"steps": step, "best_val_psnr": best if best > -float("inf") else None,
                "last_val_psnr": records[-1]["val_psnr"] if records else None,
                "seconds_this_session": round(time.time() - t0, 1)}
@@ -293,12 +314,16 @@ def cli_train(args) -> int:
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
     _check_out(out, args.resume)
+    if args.init and args.resume:
+        raise UserError("--init starts a new run from a checkpoint; --resume continues one: give one of them")
+    if args.init:  # refused before any image is loaded
+        check_init(args.init, g, int(cfg["scale"]), int(cfg["model"]["channels"]), int(cfg["model"]["blocks"]))
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks
     if main_process:
         print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
               file=sys.stderr)
     try:
-        summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device)
+        summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device, init=args.init)
     finally:
         distributed.cleanup()
     if main_process:

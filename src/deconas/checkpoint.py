@@ -51,6 +51,47 @@ def read_meta(path) -> dict:
         raise UserError(f"checkpoint {path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
+# Bounds on what a checkpoint's metadata may ask for, far above any network of this space.
+MAX_CHANNELS, MAX_BLOCKS, MAX_NODES, MAX_PARAMS = 1024, 64, 32, 200_000_000
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+
+
+def check_bounds(what: str, genotype, scale: int, channels: int, blocks: int) -> None:
+    """Refuse sizes no real network has, before anything is built (one line, naming the value)."""
+    from .complexity import count_params
+
+    if scale not in (2, 3, 4):
+        raise UserError(f"{what}: scale {scale} is not 2, 3 or 4")
+    for name, v, hi in (("channels", channels, MAX_CHANNELS), ("blocks", blocks, MAX_BLOCKS),
+                        ("nodes", genotype.nodes, MAX_NODES)):
+        if not 1 <= v <= hi:
+            raise UserError(f"{what}: {name}={v} is outside 1..{hi}")
+    n = count_params(genotype, scale, channels, blocks)
+    if n > MAX_PARAMS:
+        raise UserError(f"{what}: the network it describes has {n:,} parameters (limit {MAX_PARAMS:,})")
+
+
+def check_header(path, model: torch.nn.Module) -> None:
+    """Every tensor the network has, with its shape and dtype, is in the file, and nothing else."""
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            for k, v in expected.items():
+                if k not in names:
+                    raise UserError(f"checkpoint {path}: tensor {k} is missing")
+                sl = f.get_slice(k)
+                shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
+                if shape != tuple(v.shape) or dtype != _DTYPES.get(v.dtype):
+                    raise UserError(f"checkpoint {path}: tensor {k} is {dtype} {list(shape)}, "
+                                    f"expected {_DTYPES.get(v.dtype)} {list(v.shape)}")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    extra = sorted(names - set(expected))
+    if extra:
+        raise UserError(f"checkpoint {path}: tensor {extra[0]} does not belong to its network")
+
+
 def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASNet, dict]:
     """Rebuild the network a checkpoint describes. ``path='pretrained'`` picks the shipped
     network for ``scale``. Returns (model in eval mode on ``device``, metadata)."""
@@ -68,6 +109,8 @@ def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASN
     meta = read_meta(path)
     if meta.get("format") != FORMAT:
         raise UserError(f"checkpoint {path}: not a deconas network checkpoint (no '{FORMAT}' metadata)")
+    if len(meta.get("genotype", "")) > 10_000:
+        raise UserError(f"checkpoint {path}: damaged metadata (a genotype of {len(meta['genotype']):,} characters)")
     try:
         genotype = parse(meta["genotype"])
         net_scale, channels, blocks = int(meta["scale"]), int(meta["channels"]), int(meta["blocks"])
@@ -75,7 +118,13 @@ def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASN
         raise UserError(f"checkpoint {path}: damaged metadata ({e})") from None
     if scale is not None and scale != net_scale:
         raise UserError(f"checkpoint {path} is a x{net_scale} network, but --scale {scale} was asked for")
-    model = DeCoNASNet(genotype, scale=net_scale, channels=channels, blocks=blocks)
+    check_bounds(f"checkpoint {path}", genotype, net_scale, channels, blocks)
+    # Built without memory (meta device) and checked against the file's header, tensor by
+    # tensor, before anything is allocated: a crafted header cannot make us build a giant network.
+    with torch.device("meta"):
+        model = DeCoNASNet(genotype, scale=net_scale, channels=channels, blocks=blocks)
+    check_header(path, model)
+    model = model.to_empty(device="cpu")
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, SafetensorError) as e:

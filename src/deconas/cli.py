@@ -14,6 +14,9 @@ import sys
 from . import __version__
 from .errors import UserError
 
+# Input pixels above which `upscale` refuses an image (about 8000x5000): checked from the header.
+DEFAULT_MAX_PIXELS = 40_000_000
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints usage on top by default)
@@ -106,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     _scale(p, default=None)
     p.add_argument("--tile", type=int, default=256, help="tile size in input pixels (0 = whole image; default 256)")
     p.add_argument("--ext", default=None, help="output format/extension, e.g. png (default: the input's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that already exist (default: skip them); inputs are never written")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse input images above N pixels (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--device", default=None)
     p.set_defaults(handler="deconas.upscale:cli_upscale")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -31,19 +32,61 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> dict:
+    return apply_overrides(_load_chain(name_or_path, ()), overrides or [])  # validates
+
+
+def _load_chain(name_or_path: str, seen: tuple) -> dict:
     path = resolve(name_or_path)
+    if path.resolve() in seen:
+        chain = " -> ".join(p.name for p in seen + (path.resolve(),))
+        raise UserError(f"config {path}: its base: chain is a cycle ({chain})")
     try:
+        if path.stat().st_size > 1_000_000:
+            raise UserError(f"config {path}: {path.stat().st_size:,} bytes is not a config file")
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"config {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"config {path}: unreadable ({e})") from None
     if not isinstance(cfg, dict):
         raise UserError(f"config {path}: expected a mapping of settings at the top level")
     base = cfg.pop("base", None)  # a config may extend a preset and change a few keys
-    if base:
-        merged = load(base)
+    check_keys(cfg, f"config {path}")
+    if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise UserError(f"config {path}: base: {base!r} must be the name of a preset or a YAML file")
+        merged = _load_chain(base if Path(base).is_absolute() or base in presets() else str(path.parent / base)
+                             if (path.parent / base).is_file() else base, seen + (path.resolve(),))
         _merge(merged, cfg)
         cfg = merged
-    return apply_overrides(cfg, overrides or [])  # validates
+    return cfg
+
+
+# Keys that are not single values: the `run` pipeline names the presets of its stages.
+RUN_KEYS = {"search_config": str, "train_config": str, "search_overrides": list, "train_overrides": list}
+
+
+def check_keys(cfg: dict, where: str) -> None:
+    """Every key is a known setting or section; a typo is refused with the nearest valid key."""
+    import difflib
+
+    known = set(SCHEMA) | set(RUN_KEYS)
+    sections = {k.split(".")[0] for k in SCHEMA if "." in k}
+
+    def walk(node, prefix=""):
+        if not isinstance(node, dict):
+            raise UserError(f"{where}: section {prefix[:-1]!r} must be a mapping of settings")
+        for k, v in node.items():
+            key = prefix + str(k)
+            if not prefix and key in sections:
+                walk(v, key + ".")
+            elif key not in known:
+                near = difflib.get_close_matches(key, sorted(known | sections), n=1)
+                raise UserError(f"{where}: unknown setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            elif isinstance(v, dict):
+                raise UserError(f"{where}: {key} is a single value, not a section")
+
+    walk(cfg)
 
 
 # The type and range of every known setting: a bad value is one clear line, before any work.
@@ -92,8 +135,36 @@ def _check_value(key: str, v) -> None:
     elif kind == "choice":
         if v not in arg:
             bad = "one of " + ", ".join(map(str, arg))
+    if not bad and key in MAXIMUM and v > MAXIMUM[key]:
+        bad = f"at most {MAXIMUM[key]}"
     if bad:
         raise UserError(f"config: {key}={v!r}: expected {bad}")
+
+
+# Upper bounds, far above any real run: a value past them is a typo, not a wish.
+MAXIMUM = {"model.channels": 1024, "model.blocks": 64, "model.nodes": 32, "data.lr_patch": 1024,
+           "data.batch": 4096, "search.val_patch": 1024, "search.val_batch": 4096, "search.lstm_size": 4096}
+
+
+def check_memory(cfg: dict) -> None:
+    """Refuse a training batch whose activations cannot fit in this machine's memory, before
+    any data is loaded. The estimate counts the feature maps a backward pass keeps (fp32):
+    a few maps of C channels per mix node and per block, at the LR patch size."""
+    m, d = cfg.get("model") or {}, cfg.get("data") or {}
+    try:
+        c, n, nodes = int(m["channels"]), int(m["blocks"]), int(m.get("nodes", 4))
+        b, p = int(d["batch"]), int(d["lr_patch"])
+        scale = int(cfg.get("scale", 2))
+    except (KeyError, TypeError, ValueError):
+        return
+    need = 4 * b * p * p * (c * (n * (nodes * 8 + 4) + 8) + 3 * scale * scale * (c + 2))
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > ram:
+        raise UserError(f"config: data.batch={b} x data.lr_patch={p} at C={c}, N={n} needs about "
+                        f"{need / 2 ** 30:.0f} GiB for one training step; this machine has {ram / 2 ** 30:.0f} GiB")
 
 
 def validate(cfg: dict, required: Iterable[str] = ()) -> dict:
@@ -111,6 +182,7 @@ def validate(cfg: dict, required: Iterable[str] = ()) -> dict:
                         pass
                 _check_value(key, v)
     walk(cfg)
+    check_memory(cfg)
     for key in required:
         node = cfg
         for part in key.split("."):

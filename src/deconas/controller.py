@@ -1,4 +1,5 @@
-"""The DeCoNAS controller (paper section II.C, SPEC section 3): a 2-layer LSTM that writes a genotype.
+"""The DeCoNAS controller (paper section II.C; docs/design.md, section 3): a 2-layer LSTM
+that writes a genotype.
 
 One LSTM step per (node, input) pair of the mix nodes, M(M+1)/2 steps, in genotype order.
 Each step emits K = 3 independent binary decisions (does op k read this input?) through

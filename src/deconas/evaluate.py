@@ -1,4 +1,4 @@
-"""``deconas eval``: the standard SR evaluation (SPEC section 4) on benchmark folders.
+"""``deconas eval``: the standard SR evaluation (docs/design.md, section 4) on benchmark folders.
 
 For every HR image: crop to a multiple of the scale, make LR with MATLAB bicubic (rounded to
 uint8), upscale it (bicubic or a network), and measure PSNR and SSIM on Y with ``scale``

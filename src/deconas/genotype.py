@@ -1,10 +1,10 @@
 """The DeCoNAS genotype: which inputs each operation of each mix node reads, plus the
 optional feature-fusion (FF) bits.
 
-Encoding (SPEC section 2): one integer per (node, input) pair, in the order node 0 input 0;
-node 1 inputs 0, 1; node 2 inputs 0..2; ... Input 0 is the block input ``x_in``, input
-j >= 1 is node j-1. Each integer holds K bits, most significant first: conv 3x3 = 4,
-separable = 2, dilated = 1. With FF search, M bits choose the LFF inputs among
+Encoding (docs/design.md, section 2): one integer per (node, input) pair, in the order
+node 0 input 0; node 1 inputs 0, 1; node 2 inputs 0..2; ... Input 0 is the block input
+``x_in``, input j >= 1 is node j-1. Each integer holds K bits, most significant first:
+conv 3x3 = 4, separable = 2, dilated = 1. With FF search, M bits choose the LFF inputs among
 ``x_in, node_0..node_{M-2}`` and N bits the GFF inputs among ``F0, B0..B_{N-2}``.
 
 String forms accepted by :func:`parse`:

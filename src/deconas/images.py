@@ -92,10 +92,14 @@ def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not come back half grey
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) on a few damaged files, e.g. corrupt EXIF; those are
-        # handled below or decode fine.  DecompressionBombWarning stays an error-free warning.
+        # handled below or decode fine.
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, before it is decoded
         with Image.open(path) as im:
             wide = _is_16bit_colour(im)
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:  # an animation or a multi-page file: said, not silently cut
+                log.warning("%s: %d frames; only the first is used", path, frames)
             im.load()  # Pillow decodes lazily: force the whole file through the decoder now
             try:
                 orientation = _ORIENT.get(im.getexif().get(0x0112, 1))
@@ -160,7 +164,7 @@ def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndar
         raise ImageError(f"{p}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{p}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
         msg = " ".join(str(e).split()) or type(e).__name__

@@ -1,4 +1,4 @@
-"""PSNR and SSIM on luma, exactly as SR papers compute them (SPEC section 4).
+"""PSNR and SSIM on luma, exactly as SR papers compute them (docs/design.md, section 4).
 
 * Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 from 0..255 RGB, not rounded; a greyscale
   image is measured on its grey level itself.
@@ -114,7 +114,7 @@ def ssim(y1: np.ndarray, y2: np.ndarray) -> float:
 
 
 def ssim_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
-    """SSIM between the Y channels with ``border`` pixels cropped (SPEC section 4)."""
+    """SSIM between the Y channels with ``border`` pixels cropped (docs/design.md, section 4)."""
     ys, yh = _y_pair(sr, hr, border)
     return ssim(ys, yh)
 

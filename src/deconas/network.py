@@ -1,4 +1,5 @@
-"""DeCoNASNet (paper Fig. 1-2, SPEC section 1): SFENet -> N densely connected DNBs -> GFF -> UPNet.
+"""DeCoNASNet (paper Fig. 1-2; docs/design.md, section 1): SFENet -> N densely connected
+DNBs -> GFF -> UPNet.
 
 The genotype fixes the graph when the module is built, so ``forward`` has no
 data-dependent control flow (the loops run over structure only) and traces/exports cleanly.

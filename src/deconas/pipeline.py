@@ -25,7 +25,7 @@ from pathlib import Path
 from . import config as config_mod
 from .arch import describe, format_table
 from .errors import UserError
-from .runtime import atomic_write_text, read_jsonl
+from .runtime import atomic_write_text, check_out_dir, read_jsonl
 
 
 def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
@@ -255,6 +255,7 @@ def cli_run(args) -> int:
         cfg = config_mod.load(args.config, args.overrides)
     config_mod.validate(cfg, ("scale",))
     stage_configs(cfg)
+    check_out_dir(out, "pipeline run")
     for p in (args.train or []) + ([args.val] if args.val else []) + list(args.benchmark or []):
         if not Path(p).exists():
             raise UserError(f"{p}: no such folder")

@@ -49,6 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers (safetensors) replace the file with a 0600 one
         os.replace(tmp, path)
     except OSError as e:  # disk full, permissions: nothing half-written, one clear line
         if os.path.exists(tmp):
@@ -58,6 +59,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# The file that marks each kind of run folder.
+RUN_MARKERS = {"training run": "state.pt", "search": "checkpoint.pt", "pipeline run": "times.json"}
+
+
+def check_out_dir(out: Path, kind: str, option: str = "--out") -> None:
+    """Before any data is loaded: ``out`` can be a run folder of this ``kind``. A file in the
+    way, a folder that cannot be written, or one holding another kind of run is one line.
+    Temporary files left by a killed writer (``.<name>.*.tmp``) are removed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out}: a file is in the way (it must be a folder)")
+    for other, marker in RUN_MARKERS.items():
+        if other != kind and (out / marker).is_file() and not (out / RUN_MARKERS[kind]).is_file():
+            raise UserError(f"{option} {out}: holds a {other}, not a {kind}; pick another folder")
+    probe_dir = out
+    while not probe_dir.exists():  # the nearest folder that exists is where it will be made
+        probe_dir = probe_dir.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deconas-probe.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{option} {out}: cannot write in {probe_dir} ({e.strerror or e})") from None
+    if out.is_dir() and int(os.environ.get("RANK", "0")) == 0:
+        for tmp in out.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -75,6 +107,10 @@ def torch_load(path, map_location="cpu"):
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except Exception as e:  # truncated, corrupt or foreign files: say which, no traceback
+        if "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
+            # Never suggest the unsafe loader: such a file can run code when unpickled.
+            raise UserError(f"{path}: refused: it holds Python objects other than tensors, which could run "
+                            f"code when loaded; deconas resume states hold only tensors and plain values") from None
         raise UserError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:200]})") from None
 
 

@@ -1,4 +1,4 @@
-"""``deconas search``: the DeCoNAS search loop (paper section II.D, SPEC section 3).
+"""``deconas search``: the DeCoNAS search loop (paper section II.D; docs/design.md, section 3).
 
 Each epoch:
 
@@ -59,7 +59,7 @@ from .controller import Controller, Sample
 from .errors import UserError
 from .genotype import Genotype
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pick_device, rng_state, seed_everything,
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, check_out_dir, pick_device, rng_state, seed_everything,
                       set_rng_state, torch_load)
 from .supernet import SuperNet
 
@@ -380,6 +380,7 @@ def _check_config(cfg: dict) -> None:
 
 def _check_out(out: Path, resume: bool) -> Path:
     """The run folder suits the request: a resume needs a checkpoint, a new search none."""
+    check_out_dir(out, "search")
     ckpt = out / CHECKPOINT
     if resume and not ckpt.is_file():
         raise UserError(f"--resume: no {ckpt} to continue from")

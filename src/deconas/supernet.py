@@ -1,4 +1,4 @@
-"""The shared-weight supernet of the search (ENAS weight sharing, SPEC section 3).
+"""The shared-weight supernet of the search (ENAS weight sharing; docs/design.md, section 3).
 
 One weight tensor per (block, mix node, op), sized for all of the node's possible inputs:
 node m of a DNB may read x_in and nodes 0..m-1, so its conv holds (m+1)*C input channels
@@ -7,8 +7,8 @@ Likewise the LFF 1x1 conv holds (M+1)*C inputs and the GFF 1x1 conv (N+1)*C. A s
 architecture concatenates only its selected inputs and uses the matching C-channel chunks
 of these weights (``F.conv2d`` with the sliced weight), so a forward pass computes exactly
 the sampled DeCoNASNet and nothing else. The stem, the dense block connections (fixed,
-SPEC section 1), channel attention, the GFF's 3x3 conv and the upsampler are ordinary
-layers shared by every architecture.
+docs/design.md, section 1), channel attention, the GFF's 3x3 conv and the upsampler are
+ordinary layers shared by every architecture.
 
 Slicing: the selected input indices are grouped into runs of consecutive indices; each run
 is one ``narrow`` (a view), and several runs are joined with one ``torch.cat``. Nothing is

@@ -32,7 +32,7 @@ from .errors import UserError
 from .genotype import Genotype, parse
 from .network import DeCoNASNet
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything,
+from .runtime import (JsonlLog, atomic_torch_save, check_out_dir, atomic_write_text, read_jsonl, rng_state, seed_everything,
                       set_rng_state, torch_load)
 
 
@@ -106,6 +106,7 @@ def _resume_sources(out: Path, train_dir, val_dir):
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    check_out_dir(out, "training run")
     state_path = out / "state.pt"
     if resume and not state_path.is_file():
         raise UserError(f"--resume: no {state_path} to resume from")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -53,6 +54,30 @@ def collect_inputs(inputs: List[str]) -> List[Path]:
     return files
 
 
+def earlier_outputs(files: List[Path], scale: int) -> List[Path]:
+    """Files that look like this command's own results for another input beside them
+    (``foo_x2.png`` next to ``foo.png``): a re-run into the input folder does not upscale them again."""
+    stems = {(f.parent.resolve(), f.stem) for f in files}
+    tag = f"_x{scale}"
+    return [f for f in files if f.stem.endswith(tag) and (f.parent.resolve(), f.stem[:-len(tag)]) in stems]
+
+
+def image_pixels(path: Path) -> int:
+    """Width x height from the file's header (nothing decoded); 0 when the header is unreadable
+    (the file is then skipped, with its reason, when it is read)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the decompression-bomb warning: the caller compares sizes itself
+            with Image.open(path) as im:
+                return im.size[0] * im.size[1]
+    except Exception:
+        return 0
+
+
 def output_paths(files: List[Path], outdir: Path, scale: int, ext) -> List[Path]:
     """``OUTDIR/<stem>_x{scale}<ext>`` for each input; two inputs mapping to one name is an error
     (rather than one silently overwriting the other)."""
@@ -86,21 +111,49 @@ def upscale_file(model, src: Path, dst: Path, scale: int, tile: int) -> None:
 def cli_upscale(args) -> int:
     if args.tile < 0:
         raise UserError(f"--tile {args.tile}: must be 0 (whole image) or a positive size in pixels")
+    if args.max_pixels < 1:
+        raise UserError(f"--max-pixels {args.max_pixels}: must be a positive number of input pixels")
     ext = normalize_ext(args.ext) if args.ext is not None else None
     files = collect_inputs(args.inputs)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"-o {outdir}: exists and is not a folder")
+    from PIL import Image
+
+    # Pillow's own bomb check (a warning, then an error at 2x) follows the limit asked for.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)
+    # Sizes come from the headers, before any image is decoded or any memory is spent on it.
+    for f in files:
+        n = image_pixels(f)
+        if n > args.max_pixels:
+            raise UserError(f"{f}: {n / 1e6:.1f} Mpx is above the limit of {args.max_pixels / 1e6:.1f} Mpx "
+                            f"per input image; raise it with --max-pixels if you have the memory")
 
     if args.checkpoint is None:
         model, meta = load_model("pretrained", scale=args.scale or 2, device=args.device)
     else:
         model, meta = load_model(args.checkpoint, scale=args.scale, device=args.device)
     scale = int(meta["scale"])
+    inputs = {f.resolve() for f in files}  # every file named or found: none of them is ever written
+    named = {Path(n).resolve() for n in args.inputs if Path(n).is_file()}
+    again = [f for f in earlier_outputs(files, scale) if f.resolve() not in named]
+    files = [f for f in files if f not in again]
     outs = output_paths(files, outdir, scale, ext)
+    work, skipped, onto_input = [], 0, 0
+    for src, dst in zip(files, outs):
+        if dst.resolve() in inputs:  # even with --overwrite: it may be the user's own file
+            log.warning("skipped %s: its output %s is one of the inputs and is left as it is", src, dst)
+            onto_input += 1
+        elif dst.exists() and not args.overwrite:
+            skipped += 1
+        else:
+            work.append((src, dst))
+    if again:
+        print(f"{len(again)} earlier result(s) in the inputs (like {again[0].name}) not upscaled again",
+              file=sys.stderr)
 
     failed: List[Tuple[Path, str]] = []
-    bar = tqdm(list(zip(files, outs)), desc="upscale", unit="img", disable=True if len(files) < 2 else None)
+    bar = tqdm(work, desc="upscale", unit="img", disable=True if len(work) < 2 else None)
     # While the bar is drawn, warnings go through tqdm.write so they do not break it.
     redirect = logging_redirect_tqdm(loggers=[log]) if not bar.disable else contextlib.nullcontext()
     with redirect, bar:
@@ -113,6 +166,13 @@ def cli_upscale(args) -> int:
             except torch.cuda.OutOfMemoryError:
                 raise UserError(f"{src}: out of accelerator memory; try a smaller --tile "
                                 f"(now {args.tile or 'whole image'})") from None
-    n = len(files)
-    print(f"upscaled {n - len(failed)} of {n} images; {len(failed)} failed")
+            except (MemoryError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and "alloc" not in str(e).lower() and "memory" not in str(e).lower():
+                    raise
+                raise UserError(f"{src}: out of memory; try a smaller --tile (now {args.tile or 'whole image'}) "
+                                f"or a lower --max-pixels") from None
+    n = len(work)
+    print(f"upscaled {n - len(failed)} of {n} images; {len(failed)} failed"
+          + (f"; {skipped} skipped (output exists; --overwrite replaces)" if skipped else "")
+          + (f"; {onto_input} skipped (output would replace an input)" if onto_input else ""))
     return 1 if failed else 0

@@ -1,0 +1,224 @@
+"""Hostile and careless input, run through the CLI: a correct result, or one line on stderr,
+exit code 2, no traceback, no user file changed, and no memory spent on it first."""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from deconas.checkpoint import save_model
+from deconas.cli import main
+from deconas.genotype import parse
+from deconas.network import DeCoNASNet
+
+from search_helpers import tiny_images
+
+TINY = ["model.channels=4", "model.blocks=1", "data.lr_patch=8", "data.batch=4", "data.val_fraction=0.34",
+        "train.warmup_steps=0", "plot=false", "train.steps=2", "train.epoch_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"
+    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
+    return path
+
+
+def digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def photo(path, h=20, w=24, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# 1. upscale never writes onto its inputs, and skips what it has already written.
+
+def test_upscale_into_its_input_folder_changes_no_file_and_does_not_upscale_results_again(tmp_path, ckpt):
+    photo(tmp_path / "foo.png", seed=0)
+    photo(tmp_path / "foo_x2.png", seed=1)  # the user's own file, named like a result
+    before = digest(tmp_path)
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--checkpoint", str(ckpt), "--overwrite"]) == 0
+    assert digest(tmp_path) == before  # no file replaced, no foo_x2_x2.png
+
+
+def test_existing_outputs_are_skipped_unless_overwrite_is_given(tmp_path, ckpt, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir(), out.mkdir()
+    photo(src / "a.png"), photo(src / "b.png", seed=2)
+    (out / "a_x2.png").write_bytes(b"mine")
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt)]) == 0
+    assert (out / "a_x2.png").read_bytes() == b"mine" and (out / "b_x2.png").is_file()
+    assert "1 skipped" in capsys.readouterr().out
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--overwrite"]) == 0
+    assert Image.open(out / "a_x2.png").size == (48, 40)
+
+
+# 2. A checkpoint is checked against its header before anything is allocated.
+
+def _crafted(path, meta, tensors=None):
+    base = {"format": "deconas-net-1", "genotype": "7,6,4,3,0,2,2,3,4,1", "scale": "2", "channels": "32",
+            "blocks": "4"}
+    save_file(tensors or {"x": torch.zeros(1)}, str(path), metadata={**base, **meta})
+    return path
+
+
+@pytest.mark.parametrize("meta,says", [
+    ({"channels": "20000", "blocks": "64"}, "channels=20000"),
+    ({"blocks": "100000"}, "blocks=100000"),
+    ({"scale": "8"}, "scale 8"),
+    ({"genotype": "1," * 20000 + "1"}, "damaged metadata"),
+    ({}, "tensor sfe1.weight is missing"),
+])
+def test_a_crafted_checkpoint_is_refused_in_one_line_before_memory_is_spent(tmp_path, meta, says, capsys):
+    bad = _crafted(tmp_path / "bad.safetensors", meta)
+    photo(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(bad)]) == 2
+    one_line_error(capsys, says)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_with_a_wrong_tensor_shape_names_that_tensor(tmp_path, ckpt, capsys):
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    t = load_file(str(ckpt))
+    t["tail.weight"] = torch.zeros(3, 8, 5, 5)
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    save_file(t, str(tmp_path / "bad.safetensors"), metadata=meta)
+    assert main(["eval", "--checkpoint", str(tmp_path / "bad.safetensors"), "--benchmark", str(tmp_path)]) == 2
+    one_line_error(capsys, "tensor tail.weight is F32 [3, 8, 5, 5], expected F32 [3, 8, 3, 3]")
+
+
+# 3. A huge image is refused from its header, naming --max-pixels.
+
+def test_a_small_file_of_a_huge_image_is_refused_naming_max_pixels(tmp_path, ckpt, capsys):
+    Image.new("L", (12000, 12000)).save(tmp_path / "bomb.png")  # 144 Mpx in about 140 KB
+    assert (tmp_path / "bomb.png").stat().st_size < 1_000_000
+    assert main(["upscale", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 2
+    one_line_error(capsys, "bomb.png", "144.0 Mpx", "--max-pixels")
+    photo(tmp_path / "small.png", 30, 40)
+    assert main(["upscale", str(tmp_path / "small.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt),
+                 "--max-pixels", "1000"]) == 2
+    one_line_error(capsys, "--max-pixels")
+
+
+# 4-5. Configs: cycles, wrong types, typos, sizes that cannot fit, a bad --out.
+
+@pytest.mark.parametrize("text,says", [
+    ("base: SELF\n", "cycle"),
+    ("base: 42\n", "base: 42"),
+    ("base: train-cpu\nmodel: {chanels: 8}\n", "did you mean 'model.channels'"),
+    ("base: train-cpu\ntrian: {steps: 3}\n", "did you mean 'train'"),
+    ("base: train-cpu\nmodel: 5\n", "section 'model'"),
+    ("base: train-cpu\ndata: {batch: 100000}\n", "data.batch=100000"),
+    ("base: train-cpu\ndata: {batch: 2000, lr_patch: 1000}\n", "GiB"),
+])
+def test_bad_config_files_are_one_line_before_any_work(tmp_path, text, says, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text.replace("SELF", str(cfg)))
+    assert main(["train", "--genotype", "7,6,4", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    one_line_error(capsys, says)
+    assert not (tmp_path / "r").exists()
+
+
+def test_search_with_absurd_nodes_is_one_line(tmp_path, capsys):
+    assert main(["search", "--out", str(tmp_path / "s"), "model.nodes=99"]) == 2
+    one_line_error(capsys, "model.nodes=99")
+
+
+def test_out_is_checked_before_data_is_loaded(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--genotype", "7,6,4", "--out", str(tmp_path / "file")]) == 2
+    one_line_error(capsys, "a file is in the way")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "checkpoint.pt").write_bytes(b"")
+    assert main(["train", "--genotype", "7,6,4", "--out", str(tmp_path / "s")]) == 2
+    one_line_error(capsys, "holds a search")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_folder_is_refused_before_data_is_loaded(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["train", "--genotype", "7,6,4", "--out", str(ro / "run")]) == 2
+        one_line_error(capsys, "cannot write")
+    finally:
+        ro.chmod(0o755)
+
+
+# 6. The minor ones.
+
+def test_resume_removes_temporary_files_of_a_killed_writer_and_results_are_ordinary_files(tmp_path):
+    imgs = tiny_images(tmp_path / "imgs")
+    out = tmp_path / "run"
+    base = ["train", "--genotype", "7,6,4", "--train", str(imgs), "--out", str(out), *TINY]
+    assert main(base) == 0
+    (out / ".state.pt.abc123.tmp").write_bytes(b"half")
+    assert main(base + ["--resume", "train.steps=4"]) == 0
+    assert not list(out.glob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if p.is_file()}
+    assert modes["best.safetensors"] == modes["last.safetensors"] == modes["config.yaml"] == 0o666 & ~umask
+
+
+def test_an_animated_gif_says_that_only_its_first_frame_is_used(tmp_path, ckpt, caplog):
+    frames = [Image.new("RGB", (16, 12), (i * 60, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert main(["upscale", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
+    assert any("3 frames; only the first is used" in r.getMessage() for r in caplog.records)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_an_unsafe_resume_state_is_refused_without_pointing_at_the_unsafe_loader(tmp_path, capsys):
+    imgs = tiny_images(tmp_path / "imgs")
+    out = tmp_path / "run"
+    base = ["train", "--genotype", "7,6,4", "--train", str(imgs), "--out", str(out), *TINY]
+    assert main(base) == 0
+    torch.save({"model": Payload()}, out / "state.pt")
+    capsys.readouterr()
+    assert main(base + ["--resume"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()[-1]  # after the "training ..." banner
+    assert "refused" in err and "Traceback" not in captured.err
+    assert "weights_only" not in err and "this must never run" not in captured.out
+
+
+def test_crafted_checkpoint_stays_within_a_memory_limit(tmp_path):
+    """Under `ulimit -v` of 3 GB the 188-byte checkpoint asking for C=20000, N=64 is one line."""
+    bad = _crafted(tmp_path / "bad.safetensors", {"channels": "20000", "blocks": "64"})
+    photo(tmp_path / "a.png")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+            "from deconas.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
+                        "--checkpoint", str(bad)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

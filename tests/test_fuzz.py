@@ -1,0 +1,159 @@
+"""Fuzzing the entry points that read user files and strings: random bytes and random
+mutations of valid PNG, JPEG, safetensors, YAML and genotype strings either work or raise the
+project's own error (UserError: one line, exit 2 at the CLI). Nothing else escapes, and every
+call runs under an address-space limit of 2 GiB above what the process already holds."""
+
+import contextlib
+import io
+import resource
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from deconas import config
+from deconas.checkpoint import load_model, save_model
+from deconas.cli import main
+from deconas.errors import UserError
+from deconas.genotype import parse
+from deconas.images import read_image
+from deconas.network import DeCoNASNet
+
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@contextlib.contextmanager
+def memory_bound(extra=2 << 30):
+    """Soft RLIMIT_AS at the current virtual size + ``extra``; an allocation past it fails."""
+    vm = next(int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmSize"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = vm + extra if hard == resource.RLIM_INFINITY else min(vm + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def works_or_user_error(fn, *args):
+    with memory_bound():
+        try:
+            return fn(*args)
+        except UserError as e:
+            assert str(e) and "\n" not in str(e)
+            return None
+
+
+def mutate(data: bytes, draw_ops) -> bytes:
+    b = bytearray(data)
+    for kind, pos, val in draw_ops:
+        if not b:
+            break
+        i = pos % len(b)
+        if kind == "flip":
+            b[i] = val
+        elif kind == "cut":
+            del b[i:]
+        elif kind == "insert":
+            b[i:i] = bytes([val]) * (1 + val % 64)
+        else:  # a run of 0xFF: huge sizes in headers
+            b[i:i + 4] = b"\xff\xff\xff\x7f"
+    return bytes(b)
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "big"]), st.integers(0, 1 << 20),
+                         st.integers(0, 255)), min_size=1, max_size=4)
+
+
+def _image_bytes(fmt):
+    a = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, fmt)
+    return buf.getvalue()
+
+
+PNG, JPEG = _image_bytes("PNG"), _image_bytes("JPEG")
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=2048), st.builds(mutate, st.sampled_from([PNG, JPEG]), OPS)))
+def test_image_reader_works_or_says_why(tmp_path, data):
+    p = tmp_path / "x.png"
+    p.write_bytes(data)
+    out = works_or_user_error(read_image, p)
+    if out is not None:
+        pixels, alpha = out
+        assert pixels.dtype == np.uint8 and pixels.size > 0
+
+
+@pytest.fixture(scope="module")
+def ckpt_bytes(tmp_path_factory):
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("ck") / "n.safetensors"
+    save_model(p, DeCoNASNet(parse("7,6,4"), scale=2, channels=4, blocks=1))
+    return p.read_bytes()
+
+
+@FUZZ
+@given(ops=OPS, header_only=st.booleans())
+def test_checkpoint_loader_works_or_says_why(tmp_path, ckpt_bytes, ops, header_only):
+    head = 8 + int.from_bytes(ckpt_bytes[:8], "little")
+    data = mutate(ckpt_bytes[:head], ops) + ckpt_bytes[head:] if header_only else mutate(ckpt_bytes, ops)
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(data)
+    out = works_or_user_error(load_model, p)
+    if out is not None:
+        assert isinstance(out[0], DeCoNASNet)
+
+
+@FUZZ
+@given(meta_key=st.sampled_from(["genotype", "scale", "channels", "blocks"]),
+       value=st.one_of(st.integers(-10 ** 6, 10 ** 9).map(str), st.text(max_size=40)))
+def test_checkpoint_metadata_values_are_bounded(tmp_path, ckpt_bytes, meta_key, value):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "src.safetensors"
+    src.write_bytes(ckpt_bytes)
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+    meta[meta_key] = value
+    save_file(load_file(str(src)), str(tmp_path / "m.safetensors"), metadata=meta)
+    works_or_user_error(load_model, tmp_path / "m.safetensors")
+
+
+PRESET = (config.PRESET_DIR / "train-cpu.yaml").read_text()
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=300),
+                      st.builds(lambda t, ops: mutate(t.encode(), ops).decode("utf-8", "replace"),
+                                st.just(PRESET), OPS)))
+def test_config_loader_works_or_says_why(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    out = works_or_user_error(config.load, str(p))
+    if out is not None:
+        assert isinstance(out, dict)
+
+
+@FUZZ
+@given(s=st.one_of(st.text(alphabet="0123456789, -+_.xX\n", max_size=80), st.text(max_size=40)))
+def test_genotype_strings_work_or_say_why(s):
+    g = works_or_user_error(parse, s)
+    if g is not None:
+        assert parse(str(g)) == g  # what parses, prints back to itself
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(s=st.text(alphabet="0123456789,", min_size=1, max_size=60))
+def test_arch_cli_exits_0_or_2(s, capsys):
+    with memory_bound():
+        rc = main(["arch", s])
+    assert rc in (0, 2)
+    if rc == 2:
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -17,3 +17,16 @@ def shared_data():
             pytest.fail(f"shared data not found at {SHARED_DATA}")
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random x2 network (C=8, N=1) as a checkpoint file: for the CLI and file handling."""
+    from deconas.checkpoint import save_model
+    from deconas.genotype import parse
+    from deconas.network import DeCoNASNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"
+    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
+    return path

@@ -2,7 +2,6 @@
 exit code 2, no traceback, no user file changed, and no memory spent on it first."""
 
 import hashlib
-import json
 import os
 import stat
 import subprocess
@@ -15,23 +14,12 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from deconas.checkpoint import save_model
 from deconas.cli import main
-from deconas.genotype import parse
-from deconas.network import DeCoNASNet
 
 from search_helpers import tiny_images
 
 TINY = ["model.channels=4", "model.blocks=1", "data.lr_patch=8", "data.batch=4", "data.val_fraction=0.34",
         "train.warmup_steps=0", "plot=false", "train.steps=2", "train.epoch_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"
-    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
-    return path
 
 
 def digest(folder: Path) -> dict:

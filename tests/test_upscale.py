@@ -5,23 +5,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from deconas import checkpoint
-from deconas.checkpoint import save_model
 from deconas.cli import main
-from deconas.genotype import parse
 from deconas.imresize import bicubic_up
-from deconas.network import DeCoNASNet
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"
-    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
-    return path
 
 
 def rng_image(shape, seed=0):

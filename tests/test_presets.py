@@ -1,0 +1,33 @@
+"""Every shipped preset loads (with its base: chain), validates, and builds its network."""
+
+import pytest
+import torch
+
+from deconas import config
+from deconas.genotype import PAPER_GENOTYPE, all_ones, parse
+from deconas.network import DeCoNASNet
+from deconas.pipeline import stage_configs
+
+
+def _build(cfg):
+    m = cfg["model"]
+    g = parse(PAPER_GENOTYPE) if "nodes" not in m else all_ones(int(m["nodes"]))
+    with torch.device("meta"):  # shapes only: the paper-size networks cost no memory here
+        net = DeCoNASNet(g, scale=int(cfg["scale"]), channels=int(m["channels"]), blocks=int(m["blocks"]))
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", config.presets())
+def test_every_preset_loads_validates_and_builds(name):
+    cfg = config.load(name)
+    if "search_config" in cfg:  # a `run` preset names its stages' presets
+        for stage in stage_configs(cfg):
+            _build(stage)
+    else:
+        _build(cfg)
+
+
+def test_the_shipped_network_presets_are_the_paper_genotype_at_their_scale():
+    for s in (2, 3, 4):
+        cfg = config.load(f"pretrained-x{s}")
+        assert cfg["scale"] == s and cfg["model"]["channels"] == 32 and cfg["model"]["blocks"] == 4

@@ -152,6 +152,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"deconas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        # The last net under every command: memory that ran out (a memory limit, a huge input)
+        # is one line, not a traceback. Other RuntimeErrors are bugs and keep their traceback.
+        text = str(e)
+        if not isinstance(e, MemoryError) and "alloc" not in text.lower() and "out of memory" not in text.lower():
+            raise
+        print(f"deconas {args.command}: error: out of memory ({' '.join(text.split())[:160] or 'MemoryError'}); "
+              f"try smaller inputs, a smaller --tile or data.batch", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,3 +31,9 @@ def test_the_shipped_network_presets_are_the_paper_genotype_at_their_scale():
     for s in (2, 3, 4):
         cfg = config.load(f"pretrained-x{s}")
         assert cfg["scale"] == s and cfg["model"]["channels"] == 32 and cfg["model"]["blocks"] == 4
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeypatch):
+    (tmp_path / "pretrained-x3").mkdir()  # e.g. the run folder of that preset
+    monkeypatch.chdir(tmp_path)
+    assert config.load("pretrained-x3")["scale"] == 3

@@ -21,7 +21,8 @@ def presets() -> list:
 
 def resolve(name_or_path: str) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    # A folder that happens to share a preset's name (a run folder) is not a config file.
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise UserError(f"config file {name_or_path} does not exist")
         return p

@@ -34,10 +34,16 @@ both optimizers, baseline, epoch and every random stream, so ``--resume`` contin
 the last record never names an epoch the checkpoint lacks; a resume drops records past the
 checkpoint's epoch), ``search.log`` and TensorBoard events when ``torch.utils.tensorboard`` imports.
 
-Single process for now: ``deconas search`` refuses to run under torchrun (data-parallel
-training is ``deconas train`` under torchrun). :meth:`Search.decide_architecture` is the one
-place an architecture is chosen (rank 0 would sample and broadcast it) and ``Search(rank=...)``
-the hook; only the writer (rank 0) touches files.
+Under torchrun (``torchrun --nproc_per_node P -m deconas.cli search ...``) every rank samples
+its own architecture from the same controller, on its own patches and random stream: a child
+step trains P architectures, the supernet's gradients averaged over the ranks
+(:func:`deconas.distributed.all_reduce_grads`, a missing gradient counting as zeros). A
+controller step scores P architectures on the same reward batch; the rewards and genotypes are
+gathered and every rank makes the same REINFORCE update with the batch of P (teacher-forced
+log-probabilities of all P samples), so the controllers stay bitwise equal; the baseline moves
+once per step with the batch's mean reward. With P = 1 all of this is the single-process loop,
+bit for bit. Rank 0 writes the files; the checkpoint holds every rank's random streams, and a
+resume must use the same number of processes (docs/search.md, "The search under torchrun").
 """
 
 from __future__ import annotations
@@ -55,11 +61,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import config as config_mod
+from . import distributed
 from .controller import Controller, Sample
 from .errors import UserError
 from .genotype import Genotype
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, check_out_dir, pick_device, rng_state, seed_everything,
+from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, check_out_dir, rng_state, seed_everything,
                       set_rng_state, torch_load)
 from .supernet import SuperNet
 
@@ -197,17 +204,23 @@ def build_supernet(cfg: dict) -> SuperNet:
 class Search:
     """State and steps of one search; :func:`run_search` drives it epoch by epoch."""
 
-    def __init__(self, cfg: dict, train_pairs, val_pairs, device, rank: int = 0):
+    def __init__(self, cfg: dict, train_pairs, val_pairs, device, rank: int = 0, world: Optional[int] = None):
         self.cfg, self.s, self.device, self.rank = cfg, cfg["search"], device, rank
+        self.world = distributed.world_size() if world is None else int(world)
         self.is_writer = rank == 0
         d, seed = cfg["data"], int(cfg.get("seed", 0))
         self.scale = int(cfg["scale"])
+        # Built from the same seed on every rank: identical initial weights everywhere.
         self.controller = build_controller(cfg).to(device)
         self.supernet = build_supernet(cfg).to(device)
+        if rank > 0:  # then each rank its own stream (rank 0 keeps the single-process one)
+            seed_everything(seed + 7919 * rank)
         self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s["lr"]))
         self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s["controller_lr"]))
+        # Own training patches per rank; the reward patches are the same on every rank, so the
+        # P rewards of one controller step compare architectures on the same images.
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
-                                          int(d["lr_patch"]), int(d["batch"]), seed=seed,
+                                          int(d["lr_patch"]), int(d["batch"]), seed=seed + 7919 * rank,
                                           augment=bool(d.get("augment", True)))
         vp = int(self.s.get("val_patch", 48))
         try:
@@ -225,8 +238,8 @@ class Search:
 
     # -- the one place where a step's architecture is decided ---------------------
     def decide_architecture(self, with_grad: bool = False) -> Sample:
-        """Sample this step's architecture from the controller. Under data parallelism rank 0
-        samples and broadcasts the genotype; every rank then runs the same child."""
+        """Sample this step's architecture from the controller. Under data parallelism every
+        rank samples its own (its own random stream), so a step covers P architectures."""
         if with_grad:
             return self.controller.sample()
         with torch.no_grad():
@@ -248,6 +261,8 @@ class Search:
         loss = F.l1_loss(self.supernet(lr, sample.genotype), hr)
         self.child_opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            distributed.all_reduce_grads(self.supernet.parameters())
         clip = float(self.s.get("grad_clip", 0) or 0)
         if clip:
             torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
@@ -265,8 +280,22 @@ class Search:
             self._val = self.val_sampler.sample()
         return self._val
 
+    def _gather_step(self, g: Genotype, values) -> list:
+        """Every rank's (genotype, psnr, reward, entropy, params) of this controller step, in
+        rank order, in one collective (the genotype travels as its integers and bits)."""
+        code = list(g.cell) + (list(g.lff) + list(g.gff) if g.ff else [])
+        rows = distributed.gather_floats([float(v) for v in values] + [float(c) for c in code])
+        nc, nl = len(g.cell), (len(g.lff) if g.ff else 0)
+        out = []
+        for r in rows:
+            c = [int(v) for v in r[len(values):]]
+            gen = Genotype(tuple(c[:nc]), tuple(c[nc:nc + nl]), tuple(c[nc + nl:])) if g.ff else Genotype(tuple(c))
+            out.append((gen, *r[:len(values)]))
+        return out
+
     def controller_step(self, train: bool) -> dict:
-        sample = self.decide_architecture(with_grad=train)
+        batch = self.world > 1
+        sample = self.decide_architecture(with_grad=train and not batch)
         lr, hr = self.val_batch()
         with torch.no_grad():
             psnr = psnr_y_batch(self.supernet(lr.to(self.device), sample.genotype), hr.to(self.device),
@@ -274,17 +303,36 @@ class Search:
         n = self.params(sample.genotype)
         entropy = float(sample.entropy.detach())
         reward = psnr - self.alpha * n / self.params_max + float(self.s.get("entropy_weight", 0.0)) * entropy
+        decay = float(self.s.get("baseline_decay", 0.99))
+        if not batch:
+            if self.baseline is None:
+                self.baseline = reward
+            advantage = reward - self.baseline
+            if train:
+                loss = -sample.log_prob * advantage
+                self.ctrl_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.ctrl_opt.step()
+            self.baseline = decay * self.baseline + (1 - decay) * reward
+            return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample,
+                    "batch": [(psnr, reward, entropy, n)]}
+        rows = self._gather_step(sample.genotype, (psnr, reward, entropy, n))
+        rewards = [r[2] for r in rows]
+        mean_reward = sum(rewards) / len(rewards)
         if self.baseline is None:
-            self.baseline = reward
-        advantage = reward - self.baseline
+            self.baseline = mean_reward
         if train:
-            loss = -sample.log_prob * advantage
+            # The same loss on every rank, from the gathered genotypes and rewards (teacher
+            # forcing recomputes each sample's log-probability): the same update everywhere,
+            # by construction, with no gradient all-reduce.
+            loss = sum(-self.controller.evaluate(g).log_prob * (rw - self.baseline)
+                       for g, _, rw, _, _ in rows) / len(rows)
             self.ctrl_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.ctrl_opt.step()
-        decay = float(self.s.get("baseline_decay", 0.99))
-        self.baseline = decay * self.baseline + (1 - decay) * reward
-        return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample}
+        self.baseline = decay * self.baseline + (1 - decay) * mean_reward
+        return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample,
+                "batch": [(p, rw, e, int(k)) for _, p, rw, e, k in rows], "genotypes": [r[0] for r in rows]}
 
     def run_epoch(self, bar=None) -> dict:
         """One epoch of child steps then controller steps; returns its metrics record."""
@@ -315,20 +363,30 @@ class Search:
             if bar is not None:
                 bar.update(1)
         self.epoch += 1
-        ctrl_params = [st["params"] for st in steps]
+        if self.world > 1:  # every rank's child steps and P(bit = 1) sums, for the record
+            parts = distributed.all_gather((losses, child_params, p_sum, n_samples))
+            losses = [x for part in parts for x in part[0]]
+            child_params = [x for part in parts for x in part[1]]
+            p_sum, n_samples = sum(part[2] for part in parts), sum(part[3] for part in parts)
+            if not distributed.same_on_every_rank(list(self.controller.state_dict().values())
+                                                  + list(self.supernet.state_dict().values())):
+                raise RuntimeError("the ranks' controllers or supernets differ; the backend's all-reduce "
+                                   "did not give every rank the same result")
+        batch = [b for st in steps for b in st["batch"]]
+        ctrl_params = [b[3] for b in batch]
         mean = lambda xs: float(np.mean(xs)) if len(xs) else None
         p_one = (p_sum / max(n_samples, 1)).tolist() if n_samples else []
         greedy = self.controller.greedy().genotype
         return {
             "epoch": self.epoch, "lr": lr_now, "controller_trained": train_ctrl,
-            "child_loss": mean(losses), "val_psnr": mean([st["psnr"] for st in steps]),
-            "reward": mean([st["reward"] for st in steps]), "baseline": self.baseline,
-            "entropy": mean([st["entropy"] for st in steps]),
+            "child_loss": mean(losses), "val_psnr": mean([b[0] for b in batch]),
+            "reward": mean([b[1] for b in batch]), "baseline": self.baseline,
+            "entropy": mean([b[2] for b in batch]),
             "params_mean": mean(child_params + ctrl_params), "child_params_mean": mean(child_params),
             "controller_params_mean": mean(ctrl_params), "params_max": self.params_max,
             "greedy": str(greedy), "greedy_params": self.params(greedy),
             "p_one": dict(zip(self.controller.decision_names(), [round(p, 4) for p in p_one])),
-            "seconds": round(time.time() - t0, 2),
+            "seconds": round(time.time() - t0, 2), "world_size": self.world,
         }
 
     # -- checkpoint -----------------------------------------------------------------
@@ -339,7 +397,16 @@ class Search:
                 "train_sampler": self.train_sampler.state_dict(), "val_sampler": self.val_sampler.state_dict(),
                 "val_batch": list(self._val) if self._val is not None else None, "rng": rng_state()}
 
+    def rank_streams(self) -> dict:
+        """This rank's random streams (each rank has its own): the checkpoint keeps all of them."""
+        return {"rng": rng_state(), "train_sampler": self.train_sampler.state_dict(),
+                "val_sampler": self.val_sampler.state_dict()}
+
     def load_state_dict(self, st: dict) -> None:
+        """``st``'s top-level streams are rank 0's; ``st["ranks"][r]`` (several processes) rank r's."""
+        ranks = st.get("ranks")
+        if ranks is not None:
+            st = {**st, **ranks[self.rank]}
         self.epoch = int(st["epoch"])
         self.controller.load_state_dict(st["controller"])
         self.supernet.load_state_dict(st["supernet"])
@@ -403,7 +470,7 @@ def _tensorboard(out: Path):
 
 
 def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", resume: bool = False,
-               device=None, progress: bool = True, rank: int = 0) -> dict:
+               device=None, progress: bool = True, rank: Optional[int] = None) -> dict:
     """Run (or continue, ``resume=True``) a search into ``out_dir``; returns the last epoch's record.
 
     ``train_dir``: a folder, several, a folder of image folders, or None (built-in images).
@@ -411,6 +478,8 @@ def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", r
     ``cfg["threads"]`` > 0 sets torch's intra-op threads for the search (restored afterwards):
     the CPU preset's small convolutions run fastest on one thread, and on a busy machine
     several threads per process slow everyone down many times over.
+    Under torchrun every process calls this with the same arguments (it joins the process
+    group); ``rank`` defaults to the process's rank (0 without torchrun).
     """
     _check_config(cfg)
     threads, before = int(cfg.get("threads", 0) or 0), torch.get_num_threads()
@@ -424,7 +493,9 @@ def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", r
 
 def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank) -> dict:
     out = Path(out_dir)
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device if isinstance(device, torch.device) else distributed.setup(device)
+    world = distributed.world_size()
+    rank = distributed.rank() if rank is None else int(rank)
     ckpt = _check_out(out, resume)
     if cfg.get("deterministic", True):
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -433,6 +504,10 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     st = None
     if resume:
         st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS)
+        then = int(st.get("world_size", 1))  # checkpoints from before torchrun: one process
+        if then != world:
+            raise UserError(f"{ckpt} was written by {then} process{'es' if then > 1 else ''}; resume it with "
+                            f"as many (this run has {world}): each process's random streams are in it")
         if st["structure"] != _structure(cfg):
             raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
                             f"config's {_structure(cfg)}")
@@ -441,7 +516,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
         val_dir = prov["val_dir"]
     train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
-    search = Search(cfg, train_pairs, val_pairs, device, rank)
+    search = Search(cfg, train_pairs, val_pairs, device, rank, world)
     log = JsonlLog(out / "metrics.jsonl")
     if st is not None:
         try:
@@ -449,6 +524,8 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise UserError(f"{ckpt}: damaged or from another search ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    distributed.barrier()  # every rank has checked the folder (and read the checkpoint) before any write
+    if st is not None:
         if writer:
             log.truncate_after("epoch", search.epoch)
             atomic_write_text(out / "config.yaml", config_mod.dump(cfg))  # records e.g. a longer search.epochs
@@ -471,8 +548,11 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     while search.epoch < epochs:
         rec = search.run_epoch(bar)
         rec["elapsed"] = round(elapsed0 + time.time() - t_start, 2)
+        streams = distributed.all_gather(search.rank_streams()) if world > 1 else None
         if writer:  # checkpoint first: metrics.jsonl never records an epoch that the checkpoint lacks
-            atomic_torch_save(ckpt, {**search.state_dict(), "structure": _structure(cfg), "elapsed": rec["elapsed"]})
+            extra = {"ranks": streams} if streams is not None else {}
+            atomic_torch_save(ckpt, {**search.state_dict(), "structure": _structure(cfg), "elapsed": rec["elapsed"],
+                                     "world_size": world, **extra})
             log.write(rec)
             line = (f"epoch {rec['epoch']}/{epochs}  loss {rec['child_loss']:.4f}  val PSNR {rec['val_psnr']:.3f}  "
                     f"reward {rec['reward']:.3f}  baseline {rec['baseline']:.3f}  entropy {rec['entropy']:.2f}  "
@@ -487,6 +567,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     bar.close()
     if tb is not None:
         tb.close()
+    distributed.barrier()  # the writer's last files are in place before any process returns
     if rec is None and (out / "metrics.jsonl").is_file():  # already finished: report the last record
         lines = (out / "metrics.jsonl").read_text().splitlines()
         rec = json.loads(lines[-1]) if lines else None
@@ -498,9 +579,21 @@ def default_out() -> Path:
 
 
 def cli_search(args) -> int:
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        raise UserError("deconas search is single-process for now; run it without torchrun "
-                        "(data-parallel training is 'deconas train' under torchrun)")
+    """Under torchrun every process runs this; rank 0 speaks (an error is one line, from rank 0)."""
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    try:
+        return _cli_search(args, main_process)
+    except UserError:
+        if main_process:
+            raise
+        return 2  # the same error on every rank: rank 0 says it
+    finally:
+        distributed.cleanup()
+
+
+def _cli_search(args, main_process: bool) -> int:
+    if args.out is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UserError("under torchrun, give --out RUN_DIR (every process must write to the same run)")
     cfg = config_mod.load(args.config, args.overrides)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_DIR (the folder of the search to continue)")
@@ -514,8 +607,12 @@ def cli_search(args) -> int:
     if args.resume:
         _same_sources(args.train, args.val, read_data_json(out), out / "data.json")
     m = cfg["model"]
-    print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
-          f"alpha={cfg['search'].get('alpha')} ff={cfg['search'].get('ff')} -> {out}", file=sys.stderr)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if main_process:
+        print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
+              f"alpha={cfg['search'].get('alpha')} ff={cfg['search'].get('ff')}"
+              f"{f' processes={world}' if world > 1 else ''} -> {out}", file=sys.stderr)
     rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
-    print(json.dumps({k: rec.get(k) for k in ("epoch", "val_psnr", "params_mean", "greedy", "elapsed")}))
+    if main_process:
+        print(json.dumps({k: rec.get(k) for k in ("epoch", "val_psnr", "params_mean", "greedy", "elapsed")}))
     return 0

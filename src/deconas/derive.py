@@ -13,6 +13,11 @@ folder:
   the controller maximised) is recorded beside it under ``reward_best``;
 * ``summary.md``: Table I style best and mean PSNR and parameters (also printed);
 * ``scatter.png``: PSNR versus parameters like the paper's Fig. 4, Pareto front marked.
+
+Under torchrun (``torchrun --nproc_per_node P -m deconas.cli derive RUN_DIR``) every rank draws
+the same K samples (same controller, same seed); the distinct architectures are dealt out
+round-robin, each rank scores its share, the scores are gathered and rank 0 writes the files:
+the same files as one process, about P times sooner.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from tqdm import tqdm
 
 from . import complexity
 from . import config as config_mod
+from . import distributed
 from .errors import UserError
 from .genotype import Genotype
-from .runtime import atomic_write, atomic_write_text, pick_device, seed_everything
+from .runtime import atomic_write, atomic_write_text, seed_everything
 from .search import CHECKPOINT, build_controller, build_supernet, read_checkpoint, read_data_json, reload_val_pairs
 
 
@@ -98,7 +104,8 @@ def setting_name(cfg: dict) -> str:
 
 def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool = True) -> dict:
     """Sample, score and rank architectures of a finished (or interrupted) search; returns
-    the content of ``best.json`` plus the summary figures."""
+    the content of ``best.json`` plus the summary figures. Under torchrun every process calls
+    it; the scoring is spread over the ranks, rank 0 writes, every rank returns the result."""
     run = Path(run_dir)
     for f in ("config.yaml", CHECKPOINT, "data.json"):
         if not (run / f).is_file():
@@ -108,7 +115,8 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     k = int(samples if samples is not None else s.get("derive_samples", 100))
     if k < 1:
         raise UserError(f"--samples {k}: need at least 1")
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device if isinstance(device, torch.device) else distributed.setup(device)
+    rank, world = distributed.rank(), distributed.world_size()
     read_data_json(run)  # a damaged data.json is named before the (longer) checkpoint load
     st = read_checkpoint(run / CHECKPOINT, device, keys=("controller", "supernet"))
     controller, supernet = build_controller(cfg).to(device), build_supernet(cfg).to(device)
@@ -134,14 +142,18 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     alpha, ff = float(s.get("alpha", 0.0)), bool(s.get("ff", False))
     m = cfg["model"]
     pmax = supernet.max_params(ff)
-    scores = {}
+    with torch.no_grad():  # scoring draws no random numbers: sampling first gives the same K samples
+        smps = [controller.sample() for _ in range(k)]
+    # A policy that has converged repeats itself: score each architecture once, this rank its share.
+    unique = list(dict.fromkeys(smp.genotype for smp in smps))
+    mine = list(range(rank, len(unique), world))
+    scored = [(i, score(supernet, unique[i], prepared, scale))
+              for i in tqdm(mine, desc="derive", unit="arch", disable=not progress or rank != 0, file=sys.stderr,
+                            dynamic_ncols=True)]
+    scores = {unique[i]: v for part in distributed.all_gather(scored) for i, v in part}
     rows = []
-    for _ in tqdm(range(k), desc="derive", unit="arch", disable=not progress, file=sys.stderr, dynamic_ncols=True):
-        with torch.no_grad():
-            smp = controller.sample()
+    for smp in smps:
         g = smp.genotype
-        if g not in scores:  # a policy that has converged repeats itself: score each architecture once
-            scores[g] = score(supernet, g, prepared, scale)
         c = complexity.cost(g, scale, int(m["channels"]), int(m["blocks"]))
         rows.append({"genotype": str(g), "params": c.params, "mult_adds": c.mult_adds, "val_psnr": scores[g],
                      "reward": scores[g] - alpha * c.params / pmax, "log_prob": float(smp.log_prob),
@@ -163,6 +175,7 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
             "val_crop": size or None, "psnr_protocol": "Y (BT.601), border = scale, 8-bit outputs"}
 
     fields = ["genotype", "params", "mult_adds", "val_psnr", "reward", "log_prob", "pareto"]
+    writer = rank == 0
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
@@ -171,8 +184,9 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
             for r in rows:
                 w.writerow({**r, "val_psnr": f"{r['val_psnr']:.4f}", "reward": f"{r['reward']:.4f}",
                             "log_prob": f"{r['log_prob']:.4f}", "mult_adds": f"{r['mult_adds']:.0f}"})
-    atomic_write(run / "candidates.csv", write_csv)
-    atomic_write_text(run / "best.json", json.dumps(best, indent=2))
+    if writer:
+        atomic_write(run / "candidates.csv", write_csv)
+        atomic_write_text(run / "best.json", json.dumps(best, indent=2))
 
     mean_psnr = float(np.mean([r["val_psnr"] for r in rows]))
     mean_params = float(np.mean([r["params"] for r in rows]))
@@ -189,15 +203,28 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
           f"Reward-best: `{best['reward_best']['genotype']}` ({best['reward_best']['params']:,} parameters, "
           f"{best['reward_best']['val_psnr']:.3f} dB).\n"
           f"{sum(front)} of {k} samples on the Pareto front; {len(scores)} distinct architectures.\n")
-    atomic_write_text(run / "summary.md", md)
-    _plot(rows, front, best_row, run / "scatter.png",
-          f"{name}: {k} samples, x{scale} C={m['channels']} N={m['blocks']} M={m['nodes']}")
+    if writer:
+        atomic_write_text(run / "summary.md", md)
+        _plot(rows, front, best_row, run / "scatter.png",
+              f"{name}: {k} samples, x{scale} C={m['channels']} N={m['blocks']} M={m['nodes']}")
+    distributed.barrier()  # the files are in place before any process returns
     return {**best, "mean_psnr": mean_psnr, "mean_params": mean_params, "pareto_count": int(sum(front)),
             "summary_md": md}
 
 
 def cli_derive(args) -> int:
-    res = derive(args.run_dir, args.samples, args.device)
-    print(res["summary_md"])
-    print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
+    import os
+
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun, rank 0 speaks
+    try:
+        res = derive(args.run_dir, args.samples, args.device)
+    except UserError:
+        if main_process:
+            raise
+        return 2  # the same error on every rank: rank 0 says it
+    finally:
+        distributed.cleanup()
+    if main_process:
+        print(res["summary_md"])
+        print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
     return 0

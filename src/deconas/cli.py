@@ -28,6 +28,11 @@ def _scale(p, required=False, default=None):
                    help="upscaling factor" + (f" (default {default})" if default else ""))
 
 
+def _backend(p):
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="where the network runs: auto = ONNX Runtime on the CPU, torch on CUDA (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="deconas", description="DeCoNAS: neural architecture search for single-image "
                  "super-resolution. Search, derive, train, evaluate, upscale.")
@@ -60,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true", help="x8 flips/rotations (checkpoints only)")
     p.add_argument("--tile", type=int, default=0, help="tile size in LR pixels for large images (0 = whole image)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    _backend(p)
     p.set_defaults(handler="deconas.evaluate:cli_eval")
 
     p = sub.add_parser("search", help="run the DeCoNAS search (controller + shared-weight supernet)",
@@ -107,14 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
     _scale(p, default=None)
-    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels (0 = whole image; default 256)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size in input pixels (0 = whole image; default: whole up to 512x512, "
+                        "else tiles whose windows are at most 512x512)")
     p.add_argument("--ext", default=None, help="output format/extension, e.g. png (default: the input's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that already exist (default: skip them); inputs are never written")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse input images above N pixels (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--device", default=None)
+    _backend(p)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
     p.set_defaults(handler="deconas.upscale:cli_upscale")
+
+    p = sub.add_parser("export", help="write a network as an ONNX graph (dynamic batch, height, width)",
+                       description="Export a checkpoint (default: the shipped network for --scale) to ONNX, "
+                       "fp32, with genotype, scale, C, N and receptive radius in the graph's metadata.")
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
+    _scale(p, default=None)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
+    p.set_defaults(handler="deconas.export:cli_export")
+
+    p = sub.add_parser("study", help="searched against random architectures, each trained standalone",
+                       description="Train the --top K best derived architectures of a search and K uniform "
+                       "random ones matched in parameters, each from scratch with one recipe; report "
+                       "Kendall tau of shared-weight against standalone PSNR and searched against random.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
+    p.add_argument("--top", type=int, default=None, help="searched architectures (default: study.top, 8)")
+    p.add_argument("--random", type=int, default=None, help="random architectures (default: study.random, 8)")
+    p.add_argument("--config", default="study-cpu", help="training recipe and study settings (default: study-cpu)")
+    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
+    p.add_argument("--out", metavar="DIR", default=None, help="study folder (default: RUN_DIR/study)")
+    p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
+    p.set_defaults(handler="deconas.study:cli_study")
 
     p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
                        description="Search, derive the best architecture, train it from scratch and evaluate "

@@ -202,7 +202,11 @@ def cli_eval(args) -> int:
         method = "pretrained" if args.checkpoint == "pretrained" else Path(args.checkpoint).name
         if args.self_ensemble:
             method += " (self-ensemble)"
-        upscale_fn = lambda lr: upscale_array(model, lr, tile=args.tile, self_ensemble=args.self_ensemble)  # noqa: E731
+        from .backend import make_backend
+
+        # One backend for every image: an ONNX Runtime session is made (and the graph cached) once.
+        run = make_backend(model, getattr(args, "backend", "torch"), device=device)
+        upscale_fn = lambda lr: upscale_array(run, lr, tile=args.tile, self_ensemble=args.self_ensemble)  # noqa: E731
 
     result = evaluate(upscale_fn, args.benchmark, scale, save_dir=args.save_images, progress=True)
     result["method"] = method

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backend import LUMA, make_backend, spans, upscale_uint8
 from .network import DeCoNASNet
 from .ops import OP_CLASSES
 
@@ -34,8 +35,6 @@ from .ops import OP_CLASSES
 OP_RADIUS = (1, 1, 3)
 # For networks that are not DeCoNASNet (so the radius is unknown): a generous margin.
 DEFAULT_OVERLAP = 24
-# BT.601 luma, as PIL's RGB -> L: what a greyscale result is read back with.
-LUMA = (0.299, 0.587, 0.114)
 
 
 def rgb_to_grey_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -94,19 +93,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:
-    """(core start, core end, window start, window end) along one axis.
-
-    Cores are nearly equal (a thin last tile would have poor attention statistics); windows add
-    ``overlap`` on both sides and are shifted inward at the borders to keep one size.
-    """
-    n = max(1, math.ceil(size / tile))
-    cuts = [round(i * size / n) for i in range(n + 1)]
-    out = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        want = min(size, (b - a) + 2 * overlap)
-        w0 = min(max(0, a - overlap), size - want)
-        out.append((a, b, w0, w0 + want))
-    return out
+    """(core start, core end, window start, window end) along one axis: :func:`deconas.backend.spans`
+    (one tiling rule for the tensor and the streaming paths)."""
+    return spans(size, tile, overlap)
 
 
 def _scale_of(model: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
@@ -191,24 +180,28 @@ def upscale_tensor(model: nn.Module, lr: torch.Tensor, tile: int = 0, overlap: O
         model.train(was_training)
 
 
-def upscale_array(model: nn.Module, lr: np.ndarray, tile: int = 0, self_ensemble: bool = False,
-                  device=None) -> np.ndarray:
+def upscale_array(model, lr: np.ndarray, tile: Optional[int] = 0, self_ensemble: bool = False,
+                  device=None, backend: str = "torch", overlap: Optional[int] = None,
+                  batch: Optional[int] = None) -> np.ndarray:
     """Super-resolve a uint8 image (H, W) or (H, W, 3); returns uint8 in the same layout.
 
     A greyscale image goes in as three equal channels and comes back as the BT.601 luma of the
     (nearly grey) output, which is what converting the RGB result to grey would give.
-    ``device``: move the model there first (default: leave it where it is).
+
+    ``model``: a torch module, or a backend from :func:`deconas.backend.make_backend` (reuse one
+    for many images: making an ONNX Runtime session costs a fraction of a second). ``backend``:
+    ``torch`` (default: the network as it is now, e.g. during training), ``onnxruntime`` or
+    ``auto`` (ONNX Runtime on the CPU, torch on CUDA; the exported graph is cached by the weights'
+    hash). ``tile``: core size in LR pixels, 0 = whole image, None = whole up to 512x512 else
+    windows of at most that. Tiles are rounded into a preallocated uint8 result as they come, so
+    no full-size float image is held. ``device``: move a torch model there first.
     """
     if lr.dtype != np.uint8 or not (lr.ndim == 2 or (lr.ndim == 3 and lr.shape[2] == 3)):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got {lr.dtype} {lr.shape}")
-    if device is not None:
-        model = model.to(device)
-    grey = lr.ndim == 2
-    x = torch.from_numpy(np.ascontiguousarray(lr)).float().div_(255)
-    x = x.expand(3, *x.shape) if grey else x.permute(2, 0, 1)
-    y = upscale_tensor(model, x.unsqueeze(0).contiguous(), tile=tile, self_ensemble=self_ensemble)[0]
-    if grey:
-        y = sum(w * y[c] for c, w in enumerate(LUMA))
-    else:
-        y = y.permute(1, 2, 0)
-    return y.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()  # out of place: y is an inference tensor
+    run = make_backend(model, backend, device=device)
+    if overlap is None and getattr(run, "radius", None) is None:
+        overlap = DEFAULT_OVERLAP
+    if not run.scale:  # a module without a scale attribute: learn it from a tiny input
+        run(np.zeros((1, 3, 4, 4), np.float32))
+    return upscale_uint8(run, np.ascontiguousarray(lr), tile=tile, overlap=overlap, batch=batch,
+                         self_ensemble=self_ensemble)

@@ -10,9 +10,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from .errors import UserError
+
+
+class _LazyTorch:
+    """``torch``, imported on first use: image files are written through this module, and the
+    ONNX Runtime upscaling path never needs torch (its import costs seconds and ~220 MB)."""
+
+    def __getattr__(self, name):
+        import torch as _torch
+
+        globals()["torch"] = _torch
+        return getattr(_torch, name)
+
+
+torch = _LazyTorch()
 
 
 def pick_device(name: str | None = None) -> torch.device:

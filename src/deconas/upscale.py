@@ -10,18 +10,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .checkpoint import load_model
+from .backend import TorchBackend, onnxruntime_for_checkpoint, resolve_backend, upscale_uint8
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_image, write_image
-from .imresize import bicubic_up
-from .inference import upscale_array
+
+# torch is imported only where the network runs with torch or is exported: with ONNX Runtime and
+# a cached graph a run never loads it (start-up time and about 220 MB of memory).
 
 log = logging.getLogger("deconas")
 
@@ -94,11 +95,21 @@ def output_paths(files: List[Path], outdir: Path, scale: int, ext) -> List[Path]
     return outs
 
 
-def upscale_file(model, src: Path, dst: Path, scale: int, tile: int) -> None:
+def upscale_file(run, src: Path, dst: Path, scale: int, tile: Optional[int]) -> int:
+    """Upscale one file with backend ``run``; returns the output's pixel count."""
     # warn=False: the alpha channel is not set aside here, it is upscaled and kept
-    pixels, alpha = read_image(src, warn=False)
-    sr = upscale_array(model, pixels, tile=tile)
+    try:
+        pixels, alpha = read_image(src, warn=False)
+    except ImageError as e:
+        if "too large to decode safely" in str(e):  # Pillow's bomb check: the same limit as the headers'
+            raise UserError(f"{src}: above Pillow's decompression-bomb limit; raise --max-pixels "
+                            f"if you trust the file and have the memory") from None
+        raise
+    sr = upscale_uint8(run, pixels, tile=tile)
+    del pixels
     if alpha is not None:
+        from .imresize import bicubic_up
+
         # Alpha is a mask, not a photo: bicubic keeps its edges predictable. write_image drops
         # it (with a warning naming the file) for formats without alpha, such as JPEG.
         alpha = bicubic_up(alpha, scale)
@@ -106,10 +117,54 @@ def upscale_file(model, src: Path, dst: Path, scale: int, tile: int) -> None:
         write_image(dst, sr, alpha)
     except OSError as e:  # the output folder, not this image, is the problem: stop here
         raise UserError(f"cannot write {dst}: {e.strerror or e}") from None
+    return sr.shape[0] * sr.shape[1]
+
+
+def _weights_dir() -> Path:
+    # checkpoint.py imports torch; its WEIGHTS_DIR is used when it is loaded (tests point it elsewhere)
+    ck = sys.modules.get("deconas.checkpoint")
+    return Path(ck.WEIGHTS_DIR) if ck is not None else Path(__file__).parent / "weights"
+
+
+def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, device=None,
+                 threads: Optional[int] = None):
+    """(backend callable, scale) for ``checkpoint`` (None = the shipped network for ``scale``).
+
+    ONNX Runtime uses the cached graph of the checkpoint file, exported (with torch) only on the
+    first use. Every other case, and a shipped scale that does not exist, goes through
+    :func:`deconas.checkpoint.load_model`, which checks the file and says what is wrong."""
+    kind = resolve_backend(backend, device)
+    path = _weights_dir() / f"deconas_x{scale or 2}.safetensors" if checkpoint is None else Path(checkpoint)
+    name, want = ("pretrained", scale or 2) if checkpoint is None else (checkpoint, scale)
+
+    def load(dev=None):
+        from .checkpoint import load_model
+
+        return load_model(name, scale=want, device=dev)
+
+    if kind == "onnxruntime" and path.is_file():
+        run = onnxruntime_for_checkpoint(path, lambda: load("cpu")[0], threads=threads)
+        if want is not None and run.scale != want:
+            raise UserError(f"checkpoint {path} is a x{run.scale} network, but --scale {want} was asked for")
+        return run, run.scale
+    if kind == "torch" and threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model, meta = load(device)
+    return TorchBackend(model), int(meta["scale"])
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    # torch (RuntimeError) and ONNX Runtime (its own exception types) both say it in words
+    return "alloc" in text or "out of memory" in text
 
 
 def cli_upscale(args) -> int:
-    if args.tile < 0:
+    if args.tile is not None and args.tile < 0:
         raise UserError(f"--tile {args.tile}: must be 0 (whole image) or a positive size in pixels")
     if args.max_pixels < 1:
         raise UserError(f"--max-pixels {args.max_pixels}: must be a positive number of input pixels")
@@ -129,11 +184,13 @@ def cli_upscale(args) -> int:
             raise UserError(f"{f}: {n / 1e6:.1f} Mpx is above the limit of {args.max_pixels / 1e6:.1f} Mpx "
                             f"per input image; raise it with --max-pixels if you have the memory")
 
-    if args.checkpoint is None:
-        model, meta = load_model("pretrained", scale=args.scale or 2, device=args.device)
-    else:
-        model, meta = load_model(args.checkpoint, scale=args.scale, device=args.device)
-    scale = int(meta["scale"])
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be a positive number of threads")
+    if args.device is not None:
+        from .runtime import pick_device
+
+        pick_device(args.device)  # a bad name is one line here, before any network is loaded
+    run, scale = open_network(args.checkpoint, args.scale, args.backend, args.device, args.threads)
     inputs = {f.resolve() for f in files}  # every file named or found: none of them is ever written
     named = {Path(n).resolve() for n in args.inputs if Path(n).is_file()}
     again = [f for f in earlier_outputs(files, scale) if f.resolve() not in named]
@@ -153,24 +210,32 @@ def cli_upscale(args) -> int:
               file=sys.stderr)
 
     failed: List[Tuple[Path, str]] = []
-    bar = tqdm(work, desc="upscale", unit="img", disable=True if len(work) < 2 else None)
+    bar = tqdm(work, desc="upscale", unit="img", disable=True if len(work) < 2 else None,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     # While the bar is drawn, warnings go through tqdm.write so they do not break it.
     redirect = logging_redirect_tqdm(loggers=[log]) if not bar.disable else contextlib.nullcontext()
+    t0, done, out_px = time.perf_counter(), 0, 0
+    tile_said = args.tile or "automatic"
     with redirect, bar:
         for src, dst in bar:
             try:
-                upscale_file(model, src, dst, scale, args.tile)
+                out_px += upscale_file(run, src, dst, scale, args.tile)
+                done += 1
             except ImageError as e:
                 failed.append((src, str(e)))
                 log.warning("skipped %s", e)
-            except torch.cuda.OutOfMemoryError:
-                raise UserError(f"{src}: out of accelerator memory; try a smaller --tile "
-                                f"(now {args.tile or 'whole image'})") from None
-            except (MemoryError, RuntimeError) as e:
-                if isinstance(e, RuntimeError) and "alloc" not in str(e).lower() and "memory" not in str(e).lower():
+            except UserError:
+                raise
+            except Exception as e:
+                if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's, without importing torch
+                    raise UserError(f"{src}: out of accelerator memory; try a smaller --tile "
+                                    f"(now {tile_said})") from None
+                if not _out_of_memory(e):
                     raise
-                raise UserError(f"{src}: out of memory; try a smaller --tile (now {args.tile or 'whole image'}) "
+                raise UserError(f"{src}: out of memory; try a smaller --tile (now {tile_said}) "
                                 f"or a lower --max-pixels") from None
+            el = max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{done / el:.2f} img/s, {out_px / 1e6 / el:.2f} Mpx/s out", refresh=False)
     n = len(work)
     print(f"upscaled {n - len(failed)} of {n} images; {len(failed)} failed"
           + (f"; {skipped} skipped (output exists; --overwrite replaces)" if skipped else "")

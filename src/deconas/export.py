@@ -1,0 +1,101 @@
+"""``deconas export``: a checkpoint as an ONNX graph with dynamic batch, height and width.
+
+The exporter is torch's TorchScript-based one (``dynamo=False``): it ships with every torch
+this project supports, needs nothing else installed, and exports DeCoNASNet (no data-dependent
+control flow) in about a second. torch >= 2.9 defaults to the torch.export-based exporter,
+which needs the separate onnxscript package and brings nothing here.
+
+The graph's metadata (ONNX ``metadata_props``) carries what deconas needs to run it without
+the checkpoint: genotype, scale, channels (C), blocks (N), nodes (M), receptive_radius (the
+tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from .backend import DEFAULT_OPSET, OPSETS, file_digest
+from .errors import UserError
+
+FORMAT = "deconas-onnx-1"
+INPUT, OUTPUT = "lr", "sr"
+
+
+def _metadata(model, source: Optional[str]) -> dict:
+    from . import __version__
+    from .inference import receptive_radius
+
+    meta = {"format": FORMAT, "deconas_version": __version__, "genotype": str(model.genotype),
+            "scale": str(model.scale), "channels": str(model.channels), "blocks": str(model.blocks),
+            "nodes": str(model.genotype.nodes), "receptive_radius": str(receptive_radius(model)),
+            "input": "LR RGB in [0, 1], (batch, 3, height, width) float32",
+            "output": "SR RGB, not clamped, (batch, 3, scale*height, scale*width) float32"}
+    if source:
+        meta["checkpoint_sha256"] = source
+    return meta
+
+
+def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> bytes:
+    """The serialized ONNX graph of a DeCoNASNet (fp32, dynamic batch/height/width)."""
+    import onnx
+    import torch
+
+    if opset not in OPSETS:
+        raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
+    model = model.float().eval().cpu()
+    buf = io.BytesIO()
+    # Any size: with dynamic axes the graph does not depend on the example's.
+    example = torch.rand(1, 3, 20, 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
+        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
+                          input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
+                          dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"},
+                                        OUTPUT: {0: "batch", 2: "out_height", 3: "out_width"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    for k, v in _metadata(model, source).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "deconas"
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> Path:
+    """Write the ONNX graph of ``model`` to ``path`` atomically."""
+    from .runtime import atomic_write
+
+    data = onnx_bytes(model, opset=opset, source=source)
+    path = Path(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path
+
+
+def cli_export(args) -> int:
+    from .checkpoint import load_model, pretrained_path
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"-o {out}: the output must be a .onnx file")
+    if out.is_dir():
+        raise UserError(f"-o {out}: is a folder")
+    if args.opset not in OPSETS:
+        raise UserError(f"--opset {args.opset}: use {OPSETS.start}..{OPSETS.stop - 1} "
+                        f"(torch's TorchScript exporter; default {DEFAULT_OPSET})")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"-o {out}: exists; pass --overwrite to replace it")
+    src = pretrained_path(args.scale or 2) if args.checkpoint is None else Path(args.checkpoint)
+    model, meta = load_model("pretrained" if args.checkpoint is None else args.checkpoint,
+                             scale=args.scale or (2 if args.checkpoint is None else None), device="cpu")
+    if src.resolve() == out.resolve():
+        raise UserError(f"-o {out}: is the checkpoint itself")
+    export_onnx(model, out, opset=args.opset, source=file_digest(src))
+    from .inference import receptive_radius
+
+    print(f"wrote {out} (x{meta['scale']}, {meta['genotype']}, C={meta['channels']}, N={meta['blocks']}, "
+          f"receptive radius {receptive_radius(model)}, opset {args.opset}; "
+          f"input '{INPUT}' (batch, 3, height, width) float32 in [0, 1])")
+    return 0

@@ -136,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
     p.set_defaults(handler="deconas.export:cli_export")
 
+    p = sub.add_parser("study", help="searched against random architectures, each trained standalone",
+                       description="Train the --top K best derived architectures of a search and K uniform "
+                       "random ones matched in parameters, each from scratch with one recipe; report "
+                       "Kendall tau of shared-weight against standalone PSNR and searched against random.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
+    p.add_argument("--top", type=int, default=None, help="searched architectures (default: study.top, 8)")
+    p.add_argument("--random", type=int, default=None, help="random architectures (default: study.random, 8)")
+    p.add_argument("--config", default="study-cpu", help="training recipe and study settings (default: study-cpu)")
+    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
+    p.add_argument("--out", metavar="DIR", default=None, help="study folder (default: RUN_DIR/study)")
+    p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
+    p.set_defaults(handler="deconas.study:cli_study")
+
     p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
                        description="Search, derive the best architecture, train it from scratch and evaluate "
                        "it against bicubic, into one run folder with a Markdown report. With no arguments it "

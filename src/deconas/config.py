@@ -113,6 +113,9 @@ SCHEMA = {
     "search.val_resample": ("choice", ("step", "epoch", "run")), "search.derive_samples": ("int", 1),
     "search.derive_max_images": ("int", 0), "search.derive_max_size": ("int", 0),
     "test_fraction": ("fraction", None), "derive_samples": ("int", 1),
+    "study.top": ("int", 1), "study.random": ("int", 0), "study.param_tolerance": ("fraction", None),
+    "study.jobs": ("int", 1), "study.threads": ("int", 1), "study.shared_max_images": ("int", 0),
+    "study.shared_max_size": ("int", 0), "study.noise_batches": ("int", 2),
 }
 
 

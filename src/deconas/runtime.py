@@ -75,7 +75,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
 
 
 # The file that marks each kind of run folder.
-RUN_MARKERS = {"training run": "state.pt", "search": "checkpoint.pt", "pipeline run": "times.json"}
+RUN_MARKERS = {"training run": "state.pt", "search": "checkpoint.pt", "pipeline run": "times.json", "study": "plan.json"}
 
 
 def check_out_dir(out: Path, kind: str, option: str = "--out") -> None:

@@ -115,8 +115,12 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
-                 resume: bool = False, device=None, progress: bool = True, init=None) -> dict:
-    """Train and return a summary dict (also written to ``out_dir/summary.json``)."""
+                 resume: bool = False, device=None, progress: bool = True, init=None,
+                 split_seed=None) -> dict:
+    """Train and return a summary dict (also written to ``out_dir/summary.json``).
+
+    ``split_seed``: the seed of the held-out validation split when it is not ``cfg["seed"]``
+    (``deconas study`` trains with a seed per pair on the search's own split)."""
     config_mod.validate(cfg, TRAIN_KEYS)
     out = Path(out_dir)
     scale = int(cfg["scale"])
@@ -137,7 +141,8 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
     train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d.get("val_fraction", 0.0),
-                                                  d.get("val_max", 0), seed, require_val=False)
+                                                  d.get("val_max", 0), seed if split_seed is None else int(split_seed),
+                                                  require_val=False)
     # Each rank draws its own patches: its own random stream.
     sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
                            seed=seed + 7919 * rank, augment=bool(d.get("augment", True)))

@@ -1,0 +1,487 @@
+"""``deconas study``: does the search find better networks than chance?
+
+The question every NAS reader asks first (Yu et al., ICLR 2020; Li and Talwalkar, 2019): under
+the same budget, are the searched architectures better than random ones, and does the
+shared-weight ranking that picked them track their standalone quality at all? On the search
+run's own data split:
+
+1. **Searched**: every distinct architecture of ``deconas derive``'s ``candidates.csv``,
+   re-scored with the shared weights on the validation images (``study.shared_max_images``,
+   ``study.shared_max_size``: by default every held-out image, whole), and the ``--top`` K best.
+2. **Random**: for each searched architecture one drawn uniformly from the space (every op bit
+   a fair coin) and kept only when its parameter count is within ``study.param_tolerance``
+   (10%) of its partner's: rejection sampling, so the two groups are compared at matched size.
+3. Every architecture is trained **standalone from scratch** with one recipe (the config's
+   ``train`` section) and one seed per pair, and scored on the held-out validation images (and
+   on ``--benchmark`` folders when given) with the last weights of the schedule.
+4. ``study.json`` (one row per architecture: genotype, group, pair, params, shared_psnr,
+   standalone_psnr, seed, ...), ``study.csv``, ``ranking.png`` (standalone against
+   shared-weight PSNR, Kendall tau) and ``matched.png`` (searched against random, pair by pair).
+
+The reward noise is measured too (``reward_noise`` in study.json): the std of one
+architecture's reward PSNR over fresh reward batches of the search's size, against the spread
+of the architectures' mean rewards. When the first is not small against the second, a reward
+batch cannot rank architectures.
+
+Resumable per architecture: each trains in its own folder ``arch/<pair>-<group>/`` with the
+checkpoints of ``deconas train``; a rerun with ``--resume`` skips finished ones and continues
+unfinished ones. ``study.jobs`` architectures train at once, each in its own process with
+``study.threads`` torch threads (2 x 1 fills a 2-core machine best).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import config as config_mod
+from .errors import UserError
+from .genotype import K, Genotype, num_pairs
+from .runtime import atomic_write, atomic_write_text, check_out_dir, seed_everything
+
+PLAN = "plan.json"
+RESULT = "study.json"
+ROW = "row.json"  # an architecture's finished row, in its own folder
+
+
+# ----------------------------------------------------------------------------- the architectures
+def uniform_genotype(nodes: int, rng: np.random.Generator) -> Genotype:
+    """An architecture drawn uniformly from the (FF0) space: every op bit a fair coin."""
+    return Genotype(tuple(int(v) for v in rng.integers(0, 2 ** K, num_pairs(nodes))))
+
+
+def matched_random(target_params: int, count_params, nodes: int, rng: np.random.Generator,
+                   tolerance: float, exclude=(), max_draws: int = 200_000) -> tuple:
+    """(genotype, draws): the first uniform draw whose parameter count is within ``tolerance``
+    (a fraction) of ``target_params`` and that is not in ``exclude``."""
+    for i in range(1, max_draws + 1):
+        g = uniform_genotype(nodes, rng)
+        if g not in exclude and abs(count_params(g) - target_params) <= tolerance * target_params:
+            return g, i
+    raise UserError(f"no uniformly drawn architecture within {tolerance:.0%} of {target_params:,} parameters "
+                    f"in {max_draws:,} draws; raise study.param_tolerance")
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two sequences (ties counted as neither concordant nor discordant)."""
+    from scipy.stats import kendalltau
+
+    if len(x) < 2:
+        return float("nan")
+    return float(kendalltau(x, y).statistic)
+
+
+def _candidates(run: Path) -> List[Genotype]:
+    from .genotype import parse
+
+    path = run / "candidates.csv"
+    if not path.is_file():
+        raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
+    try:
+        with open(path, newline="") as f:
+            names = [r["genotype"] for r in csv.DictReader(f)]
+        gs = [parse(n) for n in names]
+    except (KeyError, ValueError, UserError) as e:
+        raise UserError(f"{path}: damaged ({e})") from None
+    seen, out = set(), []
+    for g in gs:
+        if g not in seen:
+            seen.add(g)
+            out.append(g)
+    if not out:
+        raise UserError(f"{path}: no architectures")
+    return out
+
+
+class SharedScorer:
+    """The search's shared weights, to score any architecture of its space on its validation split."""
+
+    def __init__(self, run: Path, max_images: int = 0, max_size: int = 0, device="cpu"):
+        from .derive import _centre_crop
+        from .search import CHECKPOINT, build_supernet, read_checkpoint, reload_val_pairs
+
+        self.cfg = config_mod.load(str(run / "config.yaml"))
+        self.scale = int(self.cfg["scale"])
+        st = read_checkpoint(run / CHECKPOINT, device, keys=("supernet",))
+        self.supernet = build_supernet(self.cfg).to(device)
+        try:
+            self.supernet.load_state_dict(st["supernet"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{run / CHECKPOINT}: does not match {run / 'config.yaml'} ({type(e).__name__})") from None
+        self.supernet.eval()
+        val = reload_val_pairs(run)
+        self.val = val[:max_images] if max_images else val
+        self.prepared = []
+        for _, hr, lr in self.val:
+            if max_size:
+                hr, lr = _centre_crop(hr, lr, max_size, self.scale)
+            x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
+            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device)
+            self.prepared.append((t, hr))
+
+    def psnr(self, g: Genotype) -> float:
+        from .derive import score
+
+        return score(self.supernet, g, self.prepared, self.scale)
+
+    @torch.no_grad()
+    def reward_noise(self, genotypes: Sequence[Genotype], batches: int, seed: int) -> dict:
+        """Reward PSNR of each architecture on ``batches`` fresh reward batches (the search's
+        ``val_batch`` patches of ``val_patch`` pixels, as ``val_resample: step`` draws them)."""
+        from .patches import PatchSampler
+        from .search import psnr_y_batch
+
+        s = self.cfg["search"]
+        vp, vb = int(s.get("val_patch", 48)), int(s.get("val_batch", 10))
+        sampler = PatchSampler([(hr, lr) for _, hr, lr in self.val], self.scale, vp, vb, seed=seed, augment=False)
+        draws = [sampler.sample() for _ in range(batches)]
+        table = np.array([[psnr_y_batch(self.supernet(lr, g), hr, self.scale).mean().item() for lr, hr in draws]
+                          for g in genotypes])  # (architectures, batches)
+        within = float(np.mean(table.std(axis=1, ddof=1)))  # noise of one architecture's reward
+        between = float(np.std(table.mean(axis=1), ddof=1))  # spread of the architectures' means
+        # How often one batch orders a pair of architectures as their means do.
+        means = table.mean(axis=1)
+        agree, pairs = 0, 0
+        for i in range(len(genotypes)):
+            for j in range(i + 1, len(genotypes)):
+                if means[i] == means[j]:
+                    continue
+                pairs += 1
+                agree += float(np.mean(np.sign(table[i] - table[j]) == np.sign(means[i] - means[j])))
+        return {"architectures": len(genotypes), "batches": batches, "val_patch": vp, "val_batch": vb,
+                "within_std_db": within, "between_std_db": between,
+                "noise_to_spread": within / between if between > 0 else float("inf"),
+                "pair_order_agreement": agree / pairs if pairs else float("nan")}
+
+
+def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", progress: bool = True) -> dict:
+    """Choose the architectures (searched and matched random) and score them with the shared weights."""
+    from tqdm import tqdm
+
+    from .complexity import count_params
+    from .genotype import parse
+
+    st = cfg["study"]
+    scorer = SharedScorer(run, int(st["shared_max_images"]), int(st["shared_max_size"]), device)
+    scfg = scorer.cfg
+    m, scale = scfg["model"], scorer.scale
+    C, N, M = int(m["channels"]), int(m["blocks"]), int(m["nodes"])
+    if bool(scfg["search"].get("ff", False)):
+        raise UserError(f"{run}: the study handles FF0 searches (search.ff: false) for now")
+    params = lambda g: count_params(g, scale, C, N)  # noqa: E731
+    cands = _candidates(run)
+    shared = {}
+    for g in tqdm(cands, desc="shared-weight PSNR", unit="arch", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True):
+        shared[g] = scorer.psnr(g)
+    ranked = sorted(cands, key=lambda g: -shared[g])
+    if top > len(ranked):
+        raise UserError(f"--top {top}: {run / 'candidates.csv'} holds only {len(ranked)} distinct architectures")
+    searched = ranked[:top]
+    rng = np.random.default_rng(int(cfg.get("seed", 0)) + 12345)
+    tol = float(st["param_tolerance"])
+    rows = []
+    base_seed = int(cfg.get("seed", 0))
+    for i, g in enumerate(searched):
+        rows.append({"genotype": str(g), "group": "searched", "pair": i, "params": params(g),
+                     "shared_psnr": shared[g], "seed": base_seed + i, "draws": None})
+    taken = set(cands)  # a random architecture is one the search did not sample
+    for i in range(n_random):
+        partner = rows[i % top]
+        g, draws = matched_random(partner["params"], params, M, rng, tol, exclude=taken)
+        taken.add(g)
+        shared[g] = scorer.psnr(g)
+        rows.append({"genotype": str(g), "group": "random", "pair": partner["pair"], "params": params(g),
+                     "shared_psnr": shared[g], "seed": partner["seed"], "draws": draws})
+    noise_set = [parse(r["genotype"]) for r in rows]
+    noise = scorer.reward_noise(noise_set, int(st["noise_batches"]), seed=base_seed + 1)
+    # The spread of the shared-weight PSNR on the whole validation split, for comparison.
+    noise["shared_between_std_db"] = float(np.std([r["shared_psnr"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0
+    return {"run": str(run.resolve()), "scale": scale, "channels": C, "blocks": N, "nodes": M,
+            "candidates": len(cands), "shared_protocol": {
+                "images": len(scorer.prepared), "max_size": int(st["shared_max_size"]) or None,
+                "psnr": "Y (BT.601), border = scale, 8-bit outputs, shared weights"},
+            "candidate_shared_psnr": {str(g): shared[g] for g in cands},
+            "reward_noise": noise, "rows": rows}
+
+
+# ----------------------------------------------------------------------------- standalone training
+def _train_cfg(cfg: dict, scfg: dict, seed: int) -> dict:
+    """The study's recipe on the search's network size, scale and validation split."""
+    t = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("study",)})
+    t["scale"] = int(scfg["scale"])
+    t["seed"] = int(seed)
+    t["model"] = {"channels": int(scfg["model"]["channels"]), "blocks": int(scfg["model"]["blocks"])}
+    t["data"]["val_fraction"] = scfg["data"].get("val_fraction", 0.1)
+    t["data"]["val_max"] = scfg["data"].get("val_max", 0)
+    return t
+
+
+def _train_one(job: dict) -> dict:
+    """Train (or finish training) one architecture and score it; runs in a worker process."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(max(1, int(job["threads"])))
+    from .checkpoint import load_model
+    from .genotype import parse
+    from .inference import upscale_array
+    from .train import run_training
+
+    out = Path(job["out"])
+    row_path = out / ROW
+    if row_path.is_file():
+        return json.loads(row_path.read_text())
+    g = parse(job["row"]["genotype"])
+    t0 = time.time()
+    if not (out / "summary.json").is_file():
+        import contextlib
+
+        out.mkdir(parents=True, exist_ok=True)
+        # The training's epoch lines go to the architecture's own log, not between the study's bar.
+        with open(out / "train.log", "a") as logf, contextlib.redirect_stdout(logf):
+            run_training(job["cfg"], g, job["train_dir"], job["val_dir"], out, resume=(out / "state.pt").is_file(),
+                         device="cpu", progress=False, split_seed=job["split_seed"])
+    run = json.loads((out / "run.json").read_text())
+    if run["data"]["val_images"] != job["val_images"]:
+        raise UserError(f"{out}: trained on another validation split than the search's")
+    summary = json.loads((out / "summary.json").read_text())
+    row = dict(job["row"])
+    row["standalone_psnr"] = summary["last_val_psnr"]
+    row["best_val_psnr"] = summary["best_val_psnr"]
+    row["steps"] = summary["steps"]
+    if job["benchmarks"]:
+        from .evaluate import evaluate
+
+        model, _ = load_model(out / "last.safetensors")
+        res = evaluate(lambda lr: upscale_array(model, lr), job["benchmarks"], int(job["cfg"]["scale"]),
+                       progress=False)
+        row["benchmarks"] = {d["name"]: {"psnr": d["psnr"], "ssim": d["ssim"]} for d in res["datasets"]}
+    row["train_seconds"] = round(time.time() - t0, 1)
+    atomic_write_text(row_path, json.dumps(row, indent=1))
+    return row
+
+
+# ----------------------------------------------------------------------------- report
+def summarize(rows: List[dict]) -> dict:
+    """Kendall tau and the searched-against-random figures, recomputed from the rows."""
+    done = [r for r in rows if r.get("standalone_psnr") is not None]
+    out = {"trained": len(done), "kendall_tau": kendall_tau([r["shared_psnr"] for r in done],
+                                                            [r["standalone_psnr"] for r in done])}
+    for grp in ("searched", "random"):
+        rs = [r for r in done if r["group"] == grp]
+        v = [r["standalone_psnr"] for r in rs]
+        out[grp] = {"n": len(rs), "mean_psnr": float(np.mean(v)) if v else None,
+                    "std_psnr": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                    "best_psnr": float(max(v)) if v else None,
+                    "mean_params": float(np.mean([r["params"] for r in rs])) if rs else None,
+                    "kendall_tau": kendall_tau([r["shared_psnr"] for r in rs], v)}
+    s, r = out["searched"], out["random"]
+    if s["mean_params"] and r["mean_params"]:
+        out["mean_params_ratio"] = r["mean_params"] / s["mean_params"]
+    pairs = {}
+    for row in done:
+        pairs.setdefault(row["pair"], {})[row["group"]] = row["standalone_psnr"]
+    diffs = [p["searched"] - p["random"] for p in pairs.values() if len(p) == 2]
+    out["pairs"] = len(diffs)
+    out["searched_wins"] = int(sum(d > 0 for d in diffs))
+    out["mean_pair_gain_db"] = float(np.mean(diffs)) if diffs else None
+    return out
+
+
+def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.get("standalone_psnr") is not None]
+    if not done:
+        return
+    colors = {"searched": "tab:red", "random": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for grp, c in colors.items():
+        rs = [r for r in done if r["group"] == grp]
+        ax.scatter([r["shared_psnr"] for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, label=grp)
+    ax.set_xlabel("shared-weight PSNR (dB, validation)")
+    ax.set_ylabel("standalone PSNR (dB, validation)")
+    ax.set_title(f"{title}\nKendall tau = {summ['kendall_tau']:.2f} over {len(done)} architectures", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out / "ranking.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    by_pair = {}
+    for r in done:
+        by_pair.setdefault(r["pair"], {})[r["group"]] = r
+    for p in by_pair.values():
+        if len(p) == 2:
+            a, b = p["searched"], p["random"]
+            ax.plot([a["params"] / 1e3, b["params"] / 1e3], [a["standalone_psnr"], b["standalone_psnr"]],
+                    color="0.7", lw=0.8, zorder=1)
+    for grp, c in colors.items():
+        rs = [r for r in done if r["group"] == grp]
+        m = summ[grp]["mean_psnr"]
+        ax.scatter([r["params"] / 1e3 for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, zorder=2,
+                   label=f"{grp} (mean {m:.3f} dB)" if m is not None else grp)
+    ax.set_xlabel("parameters (K)")
+    ax.set_ylabel("standalone PSNR (dB, validation)")
+    ax.set_title(f"{title}\nsearched against random at matched parameters (pairs joined)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out / "matched.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+CSV_FIELDS = ["genotype", "group", "pair", "params", "shared_psnr", "standalone_psnr", "best_val_psnr", "seed",
+              "draws", "steps"]
+
+
+def write_results(out: Path, plan: dict, rows: List[dict], cfg: dict) -> dict:
+    summ = summarize(rows)
+    doc = {k: v for k, v in plan.items() if k not in ("rows", "candidate_shared_psnr")}
+    doc.update({"recipe": {"train": cfg["train"], "data": cfg["data"]}, "summary": summ, "rows": rows})
+    atomic_write_text(out / RESULT, json.dumps(doc, indent=1))
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+    atomic_write(out / "study.csv", write_csv)
+    _plots(rows, summ, out, f"x{plan['scale']} C={plan['channels']} N={plan['blocks']} M={plan['nodes']}")
+    return doc
+
+
+def format_summary(doc: dict) -> str:
+    s = doc["summary"]
+    n = doc["reward_noise"]
+
+    def f(v, d=3):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    lines = [f"study of {doc['run']}: {s['trained']} architectures trained standalone",
+             f"Kendall tau (shared-weight vs standalone PSNR): {f(s['kendall_tau'], 3)}"]
+    for g in ("searched", "random"):
+        x = s[g]
+        lines.append(f"  {g:8s} n={x['n']}  mean {f(x['mean_psnr'])} dB  std {f(x['std_psnr'])}  "
+                     f"best {f(x['best_psnr'])}  mean params {f(x['mean_params'], 0)}  tau {f(x['kendall_tau'], 2)}")
+    lines.append(f"  pairs: searched better in {s['searched_wins']} of {s['pairs']} "
+                 f"(mean gain {f(s['mean_pair_gain_db'])} dB)")
+    lines.append(f"reward noise: one architecture's std over {n['batches']} reward batches {n['within_std_db']:.3f} dB "
+                 f"against a spread of {n['between_std_db']:.3f} dB between architectures "
+                 f"(ratio {n['noise_to_spread']:.2f}; one batch orders a pair as the means do "
+                 f"{n['pair_order_agreement']:.0%} of the time)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the driver
+def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_random: Optional[int] = None,
+              benchmarks: Sequence = (), resume: bool = False, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from .search import read_data_json
+
+    run = Path(run_dir)
+    for f in ("config.yaml", "checkpoint.pt", "data.json"):
+        if not (run / f).is_file():
+            raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
+    out = Path(out_dir) if out_dir is not None else run / "study"
+    check_out_dir(out, "study")
+    if resume and not (out / PLAN).is_file():
+        raise UserError(f"--resume: no {out / PLAN} to continue from")
+    if not resume and (out / PLAN).is_file():
+        raise UserError(f"{out} already holds a study; pass --resume to continue it or pick another --out")
+    for b in benchmarks:
+        if not Path(b).is_dir():
+            raise UserError(f"--benchmark {b}: not a folder")
+    st = cfg["study"]
+    seed_everything(int(cfg.get("seed", 0)))
+    if resume:
+        try:
+            plan = json.loads((out / PLAN).read_text())
+            plan["rows"]
+        except (OSError, ValueError, KeyError):
+            raise UserError(f"{out / PLAN}: damaged; start the study again in another --out") from None
+    else:
+        top = int(top if top is not None else st["top"])
+        n_random = int(n_random if n_random is not None else st["random"])
+        if top < 1 or n_random < 0:
+            raise UserError(f"--top {top} / --random {n_random}: need at least 1 searched architecture")
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(st["threads"]) * int(st["jobs"])))
+        try:
+            plan = plan_study(run, cfg, top, n_random, progress=progress)
+        finally:
+            torch.set_num_threads(threads_before)
+        plan["benchmarks"] = [str(Path(b).resolve()) for b in benchmarks]
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+        atomic_write_text(out / PLAN, json.dumps(plan, indent=1))
+    if resume and (out / "config.yaml").is_file():
+        cfg = config_mod.load(str(out / "config.yaml"))  # the recipe the study started with
+        st = cfg["study"]
+    prov = read_data_json(run)
+    scfg = config_mod.load(str(run / "config.yaml"))
+    train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
+    jobs = []
+    for r in plan["rows"]:
+        name = f"{r['pair']:02d}-{r['group']}"
+        jobs.append({"row": r, "out": str(out / "arch" / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
+                     "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
+                     "split_seed": int(scfg.get("seed", 0)), "threads": int(st["threads"]),
+                     "benchmarks": plan.get("benchmarks", [])})
+    done: Dict[int, dict] = {}
+    for i, j in enumerate(jobs):
+        p = Path(j["out"]) / ROW
+        if p.is_file():
+            try:
+                done[i] = json.loads(p.read_text())
+            except ValueError:
+                p.unlink()  # a torn row is recomputed from the finished training
+    rows = lambda: [done.get(i, j["row"]) for i, j in enumerate(jobs)]  # noqa: E731
+    todo = [i for i in range(len(jobs)) if i not in done]
+    bar = tqdm(total=len(jobs), initial=len(done), desc="study", unit="arch", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    n_jobs = max(1, int(st["jobs"]))
+    if todo and n_jobs == 1:
+        for i in todo:
+            done[i] = _train_one(jobs[i])
+            bar.update(1)
+            write_results(out, plan, rows(), cfg)
+    elif todo:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, jobs[i]): i for i in todo}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                done[i] = fut.result()
+                bar.update(1)
+                r = done[i]
+                bar.set_postfix_str(f"{r['group']} {r['genotype']} {r['standalone_psnr']:.3f} dB")
+                write_results(out, plan, rows(), cfg)
+    bar.close()
+    return write_results(out, plan, rows(), cfg)
+
+
+def cli_study(args) -> int:
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.jobs is not None:
+        cfg["study"]["jobs"] = int(args.jobs)
+    doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)
+    print(format_summary(doc))
+    return 0

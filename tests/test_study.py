@@ -1,0 +1,170 @@
+"""study: searched against matched random architectures, trained standalone, ranked."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from deconas import config
+from deconas.cli import main
+from deconas.complexity import count_params
+from deconas.derive import derive
+from deconas.genotype import parse
+from deconas.inference import upscale_array
+from deconas.metrics import psnr_y
+from deconas.search import CHECKPOINT, build_supernet, reload_val_pairs, run_search
+from deconas.study import kendall_tau, matched_random, run_study, summarize, uniform_genotype
+
+from search_helpers import tiny_config, tiny_images
+
+
+def tiny_study_config(**study):
+    cfg = config.load("study-cpu", ["train.steps=6", "train.epoch_steps=3", "train.warmup_steps=0",
+                                    "data.lr_patch=8", "data.batch=2", "study.noise_batches=3", "study.jobs=1",
+                                    "study.param_tolerance=0.2"])
+    cfg["study"].update(study)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    run_search(tiny_config(), tiny_images(root / "imgs", n=6, size=48), None, root / "run", progress=False)
+    derive(root / "run", samples=6, device="cpu", progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def study(search_run):
+    doc = run_study(search_run, tiny_study_config(), search_run / "study", top=2, n_random=2, progress=False)
+    return search_run / "study", doc
+
+
+def _tau_by_hand(x, y):
+    """Kendall tau-b from its definition (concordant minus discordant pairs, tie-corrected)."""
+    n, c, d, tx, ty = len(x), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            if a == 0 and b == 0:
+                continue
+            if a == 0:
+                tx += 1
+            elif b == 0:
+                ty += 1
+            elif a == b:
+                c += 1
+            else:
+                d += 1
+    return (c - d) / np.sqrt((c + d + tx) * (c + d + ty))
+
+
+def test_kendall_tau_matches_its_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.normal(size=9), rng.normal(size=9)
+        y[:3] = y[0]  # ties
+        assert kendall_tau(x, y) == pytest.approx(_tau_by_hand(x, y), abs=1e-12)
+
+
+def test_uniform_architectures_set_every_op_bit_half_the_time():
+    rng = np.random.default_rng(1)
+    bits = np.array([[int(b) for b in uniform_genotype(4, rng).bits().split()] for _ in range(2000)])
+    assert bits.shape == (2000, 30)
+    # 2000 fair coins per bit: 4.5 sigma is 0.05.
+    assert np.all(np.abs(bits.mean(0) - 0.5) < 0.05)
+
+
+def test_matched_random_architectures_are_within_the_tolerance():
+    rng = np.random.default_rng(2)
+    params = lambda g: count_params(g, 2, 16, 3)  # noqa: E731
+    for target in (40_000, 60_000, 90_000):
+        g, draws = matched_random(target, params, 4, rng, 0.1)
+        assert abs(params(g) - target) <= 0.1 * target and draws >= 1
+
+
+def test_study_trains_searched_and_matched_random_architectures(study, search_run):
+    out, doc = study
+    rows = doc["rows"]
+    assert [r["group"] for r in rows] == ["searched", "searched", "random", "random"]
+    plan = json.loads((out / "plan.json").read_text())
+    # Searched = the best two of the candidates by shared-weight PSNR.
+    ranked = sorted(plan["candidate_shared_psnr"].items(), key=lambda kv: -kv[1])
+    assert [r["genotype"] for r in rows[:2]] == [g for g, _ in ranked[:2]]
+    cfg = config.load(str(search_run / "config.yaml"))
+    for r in rows:
+        g = parse(r["genotype"])
+        net_params = sum(p.numel() for p in __import__("deconas.network", fromlist=["x"]).DeCoNASNet(
+            g, scale=2, channels=cfg["model"]["channels"], blocks=cfg["model"]["blocks"]).parameters())
+        assert r["params"] == net_params
+        assert np.isfinite(r["standalone_psnr"]) and r["standalone_psnr"] > 5 and r["steps"] == 6
+        assert (out / "arch" / f"{r['pair']:02d}-{r['group']}" / "last.safetensors").is_file()
+    for r in rows[2:]:  # matched to its partner, same seed, not an architecture the search sampled
+        partner = rows[r["pair"]]
+        assert abs(r["params"] - partner["params"]) <= 0.2 * partner["params"]
+        assert r["seed"] == partner["seed"]
+        assert r["genotype"] not in plan["candidate_shared_psnr"]
+    for f in ("study.json", "study.csv", "ranking.png", "matched.png", "config.yaml"):
+        assert (out / f).is_file()
+    on_disk = json.loads((out / "study.json").read_text())
+    assert on_disk["summary"]["kendall_tau"] == pytest.approx(
+        _tau_by_hand([r["shared_psnr"] for r in rows], [r["standalone_psnr"] for r in rows]), abs=1e-12)
+    s = summarize(rows)
+    assert s["searched"]["mean_psnr"] == pytest.approx(np.mean([r["standalone_psnr"] for r in rows[:2]]))
+    assert s["random"]["best_psnr"] == max(r["standalone_psnr"] for r in rows[2:])
+    n = on_disk["reward_noise"]
+    assert n["within_std_db"] > 0 and n["batches"] == 3 and 0 <= n["pair_order_agreement"] <= 1
+
+
+def test_shared_psnr_is_the_extracted_networks_psnr(study, search_run):
+    """The shared-weight score against a second route: the standalone network copied out of the
+    supernet, run through the inference path of deconas eval."""
+    _, doc = study
+    cfg = config.load(str(search_run / "config.yaml"))
+    sn = build_supernet(cfg)
+    sn.load_state_dict(torch.load(search_run / CHECKPOINT, weights_only=True)["supernet"])
+    val = reload_val_pairs(search_run)
+    for r in doc["rows"][::3]:
+        net = sn.extract_standalone(parse(r["genotype"])).eval()
+        ref = np.mean([psnr_y(upscale_array(net, lr), hr, 2) for _, hr, lr in val])
+        assert r["shared_psnr"] == pytest.approx(ref, abs=1e-3)
+
+
+def test_study_resume_retrains_only_what_is_missing(study, search_run):
+    import shutil
+
+    out, doc = study
+    keep = out / "arch" / "00-searched" / "row.json"
+    before = keep.stat().st_mtime_ns
+    shutil.rmtree(out / "arch" / "01-random")
+    again = run_study(search_run, tiny_study_config(), out, resume=True, progress=False)
+    assert keep.stat().st_mtime_ns == before
+    assert [r["genotype"] for r in again["rows"]] == [r["genotype"] for r in doc["rows"]]
+    # Deterministic training: the retrained architecture lands on the same PSNR.
+    assert again["rows"][3]["standalone_psnr"] == pytest.approx(doc["rows"][3]["standalone_psnr"], abs=1e-9)
+
+
+def test_study_in_two_processes_gives_the_same_rows(study, search_run, tmp_path):
+    _, doc = study
+    two = run_study(search_run, tiny_study_config(jobs=2), tmp_path / "s2", top=2, n_random=2, progress=False)
+    assert [r["standalone_psnr"] for r in two["rows"]] == pytest.approx([r["standalone_psnr"] for r in doc["rows"]],
+                                                                        abs=1e-9)
+
+
+def test_study_cli_refusals_are_one_line(search_run, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.yaml", CHECKPOINT, "data.json"):
+        (bare / f).write_bytes((search_run / f).read_bytes())
+    assert main(["study", str(bare)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "candidates.csv" in err[0] and "deconas derive" in err[0]
+    assert main(["study", str(search_run / "study")]) == 2  # not a search run
+    assert "deconas search" in capsys.readouterr().err
+    assert main(["study", str(search_run), "--out", str(search_run / "study")]) == 2  # a study is there
+    assert "--resume" in capsys.readouterr().err
+    assert main(["study", str(search_run), "study.top=0"]) == 2
+    assert "study.top" in capsys.readouterr().err

@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +9,11 @@ import torch
 
 # The suite shares 2 cores; one intra-op thread per test process keeps timings stable.
 torch.set_num_threads(int(os.environ.get("DECONAS_TEST_THREADS", "1")))
+
+# ONNX graphs that upscale/eval cache go to a folder of this test session, never the user's
+# cache (subprocesses inherit it); removed at exit.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deconas-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -128,7 +128,7 @@ def test_paper_network_with_four_blocks_sees_37_lr_pixels():
 
 
 def test_tile_cores_cover_the_axis_once_and_windows_keep_one_size():
-    for size, tile, overlap in [(100, 32, 5), (7, 3, 10), (257, 256, 37), (64, 64, 3)]:
+    for size, tile, overlap in [(100, 32, 5), (7, 3, 10), (257, 256, 37), (64, 64, 3), (1000, 438, 37)]:
         spans = _spans(size, tile, overlap)
         assert spans[0][0] == 0 and spans[-1][1] == size
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
@@ -137,7 +137,10 @@ def test_tile_cores_cover_the_axis_once_and_windows_keep_one_size():
             assert 0 <= w0 <= a and b <= w1 <= size
             # full context on each side unless the image border comes first
             assert a - w0 >= min(overlap, a) and w1 - b >= min(overlap, size - b)
-            assert w1 - w0 == min(size, (b - a) + 2 * overlap)  # shifted inward at a border, not cut
+        # one window size for every tile (so they batch): the largest core plus the overlap, shifted
+        # inward at a border, not cut
+        biggest = max(b - a for a, b, _, _ in spans)
+        assert {w1 - w0 for _, _, w0, w1 in spans} == {min(size, biggest + 2 * overlap)}
 
 
 def test_self_ensemble_of_a_flip_equivariant_upscaler_changes_nothing():
@@ -186,3 +189,99 @@ def test_rejects_arrays_that_are_not_8_bit_images():
         upscale_array(Nearest(), np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError):
         upscale_array(Nearest(), np.zeros((4, 4, 4), np.uint8))
+
+
+# The streaming uint8 path (upscale_array) and the backends.
+
+def rounded(y):
+    """The independent expectation: a float result clamped, scaled and rounded as a whole."""
+    return y[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def to_uint8_image(t):
+    return t[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def test_streamed_tiles_give_the_rounded_whole_image_result():
+    torch.manual_seed(4)
+    net = without_attention(tiny_net(PAPER_GENOTYPE, blocks=1))  # tiling is exact without attention
+    img = to_uint8_image(torch.rand(1, 3, 45, 38))
+    whole = rounded(upscale_tensor(net, torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255))
+    for tile, batch in [(0, None), (16, 1), (16, None), (20, 3)]:  # whole, one by one, batched
+        out = upscale_array(net, img, tile=tile, batch=batch)
+        assert out.shape == (90, 76, 3) and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - whole).max() <= 1 and (out == whole).mean() > 0.999
+
+
+def test_streamed_self_ensemble_matches_the_tensor_self_ensemble():
+    net = without_attention(tiny_net(blocks=1, seed=5))
+    img = to_uint8_image(torch.rand(1, 3, 21, 30))
+    expected = rounded(upscale_tensor(net, torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255,
+                                      self_ensemble=True))
+    for tile in (0, 12):
+        out = upscale_array(net, img, tile=tile, self_ensemble=True)
+        assert np.abs(out.astype(int) - expected).max() <= 1 and (out == expected).mean() > 0.999
+
+
+class NumpyNearest:
+    """A backend (numpy in, numpy out) that records the windows it is given."""
+
+    scale, radius = 2, 3
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, x):
+        self.shapes.append(x.shape)
+        return x.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def test_streaming_holds_no_full_size_float_image():
+    import tracemalloc
+
+    img = np.random.default_rng(0).integers(0, 256, (800, 600, 3), dtype=np.uint8)
+    run = NumpyNearest()
+    tracemalloc.start()
+    out = upscale_array(run, img, tile=100, batch=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(out, img.repeat(2, 0).repeat(2, 1))
+    # the uint8 result is 2.9 MB; a float32 result alone would be 11.5 MB
+    assert peak < out.nbytes + 2_000_000, peak
+    assert max(s[2] * s[3] for s in run.shapes) == 106 * 106  # windows, never the image
+
+
+def test_default_tiling_runs_small_images_whole_and_large_ones_in_bounded_windows():
+    from deconas.backend import WINDOW_PIXELS
+
+    run = NumpyNearest()
+    upscale_array(run, np.zeros((512, 512, 3), np.uint8), tile=None)
+    assert run.shapes == [(1, 3, 512, 512)]  # one window: no overlap to pay for
+    run.shapes.clear()
+    upscale_array(run, np.zeros((1500, 1000), np.uint8), tile=None)
+    assert len(run.shapes) > 4 and all(s[2] * s[3] <= WINDOW_PIXELS for s in run.shapes)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from deconas.checkpoint import load_model
+
+    return load_model("pretrained", scale=2)[0]
+
+
+def test_onnxruntime_and_torch_agree_on_at_least_99_9_percent_of_pixels(shipped, astronaut_lr):
+    lr = to_uint8_image(astronaut_lr[0][..., 40:136, 60:180])  # 96 x 120 of the photo
+    a = upscale_array(shipped, lr, tile=0, backend="torch")
+    b = upscale_array(shipped, lr, tile=0, backend="onnxruntime")
+    assert a.shape == b.shape == (192, 240, 3)
+    assert (a == b).mean() >= 0.999 and np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_tiled_onnxruntime_is_within_0_01_db_of_whole_image_torch_on_a_photo(astronaut_lr, tmp_path):
+    lr, hr = astronaut_lr
+    net = photo_net()
+    hr8 = to_uint8_image(hr)
+    whole = upscale_array(net, to_uint8_image(lr), tile=0, backend="torch")
+    tiled = upscale_array(net, to_uint8_image(lr), tile=128, backend="onnxruntime")  # 2 x 2 tiles
+    p = lambda a: psnr(torch.from_numpy(a).float() / 255, torch.from_numpy(hr8).float() / 255)  # noqa: E731
+    assert p(whole) > 25 and abs(p(tiled) - p(whole)) < 0.01

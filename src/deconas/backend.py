@@ -330,8 +330,9 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
-def cache_path(digest: str, opset: int = DEFAULT_OPSET) -> Path:
-    return cache_dir() / f"{digest[:40]}-opset{opset}-v{EXPORT_VERSION}.onnx"
+def cache_path(digest: str, opset: int = DEFAULT_OPSET, kind: str = "ckpt") -> Path:
+    """``kind`` ``ckpt``: ``digest`` is the checkpoint file's; ``model``: the weights' (model_digest)."""
+    return cache_dir() / f"{kind}-{digest[:40]}-opset{opset}-v{EXPORT_VERSION}.onnx"
 
 
 def _open_cached(path: Path, threads) -> Optional[OnnxRuntimeBackend]:
@@ -363,7 +364,7 @@ def _export_into_cache(model, path: Path, opset: int, source: Optional[str], thr
 
 def onnxruntime_for_model(model, threads: Optional[int] = None, opset: int = DEFAULT_OPSET) -> OnnxRuntimeBackend:
     """An ONNX Runtime backend for a DeCoNASNet object, through the cache (keyed by its weights)."""
-    path = cache_path("model-" + model_digest(model), opset)
+    path = cache_path(model_digest(model), opset, kind="model")
     return _open_cached(path, threads) or _export_into_cache(model, path, opset, None, threads)
 
 
@@ -372,17 +373,17 @@ def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Option
     """An ONNX Runtime backend for a checkpoint file, keyed by the file's SHA-256. ``load()``
     builds the torch network, and is only called (importing torch) when the graph is not cached."""
     digest = file_digest(path)
-    cached = cache_path("ckpt-" + digest, opset)
+    cached = cache_path(digest, opset)
     return _open_cached(cached, threads) or _export_into_cache(load(), cached, opset, digest, threads)
 
 
 def make_backend(model, backend: str = "auto", device=None, threads: Optional[int] = None) -> Backend:
     """A backend for a network object: a DeCoNASNet runs on ONNX Runtime where ``backend``
-    resolves to it; anything else (any torch module) runs with torch."""
+    resolves to it; any other torch module runs with torch; a backend is returned as it is."""
+    if isinstance(model, (OnnxRuntimeBackend, TorchBackend)) or not hasattr(model, "parameters"):
+        return model  # already a backend (any callable on arrays with a scale)
     from .network import DeCoNASNet
 
-    if isinstance(model, (OnnxRuntimeBackend, TorchBackend)):
-        return model
     kind = resolve_backend(backend, device if device is not None else _model_device_name(model))
     if kind == "onnxruntime":
         if not isinstance(model, DeCoNASNet):

@@ -115,7 +115,7 @@ SCHEMA = {
     "test_fraction": ("fraction", None), "derive_samples": ("int", 1),
     "study.top": ("int", 1), "study.random": ("int", 0), "study.param_tolerance": ("fraction", None),
     "study.jobs": ("int", 1), "study.threads": ("int", 1), "study.shared_max_images": ("int", 0),
-    "study.shared_max_size": ("int", 0), "study.noise_batches": ("int", 2),
+    "study.shared_max_size": ("int", 0), "study.noise_batches": ("int", 2), "study.screen": ("int", 0),
 }
 
 

@@ -5,9 +5,10 @@ the same budget, are the searched architectures better than random ones, and doe
 shared-weight ranking that picked them track their standalone quality at all? On the search
 run's own data split:
 
-1. **Searched**: every distinct architecture of ``deconas derive``'s ``candidates.csv``,
-   re-scored with the shared weights on the validation images (``study.shared_max_images``,
-   ``study.shared_max_size``: by default every held-out image, whole), and the ``--top`` K best.
+1. **Searched**: the distinct architectures of ``deconas derive``'s ``candidates.csv``; the
+   best ``study.screen`` x K by derive's quick score are re-scored with the shared weights on
+   the validation images (``study.shared_max_images``, ``study.shared_max_size``: by default
+   every held-out image, whole), and the ``--top`` K best of those are kept.
 2. **Random**: for each searched architecture one drawn uniformly from the space (every op bit
    a fair coin) and kept only when its parameter count is within ``study.param_tolerance``
    (10%) of its partner's: rejection sampling, so the two groups are compared at matched size.
@@ -80,7 +81,8 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(x, y).statistic)
 
 
-def _candidates(run: Path) -> List[Genotype]:
+def _candidates(run: Path) -> List[tuple]:
+    """The distinct architectures of ``candidates.csv`` with derive's score, best first."""
     from .genotype import parse
 
     path = run / "candidates.csv"
@@ -88,18 +90,15 @@ def _candidates(run: Path) -> List[Genotype]:
         raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
     try:
         with open(path, newline="") as f:
-            names = [r["genotype"] for r in csv.DictReader(f)]
-        gs = [parse(n) for n in names]
+            rows = [(parse(r["genotype"]), float(r["val_psnr"])) for r in csv.DictReader(f)]
     except (KeyError, ValueError, UserError) as e:
         raise UserError(f"{path}: damaged ({e})") from None
-    seen, out = set(), []
-    for g in gs:
-        if g not in seen:
-            seen.add(g)
-            out.append(g)
-    if not out:
+    best = {}
+    for g, v in rows:
+        best.setdefault(g, v)
+    if not best:
         raise UserError(f"{path}: no architectures")
-    return out
+    return sorted(best.items(), key=lambda kv: -kv[1])
 
 
 class SharedScorer:
@@ -178,14 +177,17 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
     if bool(scfg["search"].get("ff", False)):
         raise UserError(f"{run}: the study handles FF0 searches (search.ff: false) for now")
     params = lambda g: count_params(g, scale, C, N)  # noqa: E731
-    cands = _candidates(run)
+    derived = _candidates(run)
+    if top > len(derived):
+        raise UserError(f"--top {top}: {run / 'candidates.csv'} holds only {len(derived)} distinct architectures")
+    # Two stages: derive's quick score screens, the study's (all images, whole) ranks the best few.
+    screen = int(st["screen"])
+    cands = [g for g, _ in (derived[:screen * top] if screen else derived)]
     shared = {}
     for g in tqdm(cands, desc="shared-weight PSNR", unit="arch", disable=not progress, file=sys.stderr,
                   dynamic_ncols=True):
         shared[g] = scorer.psnr(g)
     ranked = sorted(cands, key=lambda g: -shared[g])
-    if top > len(ranked):
-        raise UserError(f"--top {top}: {run / 'candidates.csv'} holds only {len(ranked)} distinct architectures")
     searched = ranked[:top]
     rng = np.random.default_rng(int(cfg.get("seed", 0)) + 12345)
     tol = float(st["param_tolerance"])
@@ -194,7 +196,7 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
     for i, g in enumerate(searched):
         rows.append({"genotype": str(g), "group": "searched", "pair": i, "params": params(g),
                      "shared_psnr": shared[g], "seed": base_seed + i, "draws": None})
-    taken = set(cands)  # a random architecture is one the search did not sample
+    taken = {g for g, _ in derived}  # a random architecture is one the search did not sample
     for i in range(n_random):
         partner = rows[i % top]
         g, draws = matched_random(partner["params"], params, M, rng, tol, exclude=taken)
@@ -207,7 +209,7 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
     # The spread of the shared-weight PSNR on the whole validation split, for comparison.
     noise["shared_between_std_db"] = float(np.std([r["shared_psnr"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0
     return {"run": str(run.resolve()), "scale": scale, "channels": C, "blocks": N, "nodes": M,
-            "candidates": len(cands), "shared_protocol": {
+            "candidates": len(derived), "rescored": len(cands), "shared_protocol": {
                 "images": len(scorer.prepared), "max_size": int(st["shared_max_size"]) or None,
                 "psnr": "Y (BT.601), border = scale, 8-bit outputs, shared weights"},
             "candidate_shared_psnr": {str(g): shared[g] for g in cands},

@@ -1,79 +1,195 @@
-"""Time of upscaling one image, whole vs tiled.
+"""Upscaling speed against the roofline, and peak memory, as a user runs ``deconas upscale``.
 
-A DeCoNASNet of the paper genotype (random weights: speed does not depend on them) upscales a
---size LR image (skimage's astronaut, 512x512 by default) by x2. Each setting is run
-``--repeats`` times, the settings interleaved so machine load hits them alike; the median is
-printed (wall clock and this process's CPU time: on a shared machine the CPU time is the
-steadier figure), with the tiled output's PSNR against the whole-image output.
+The roofline is the network's Mult-Adds at the dense 3x3 convolution rate torch reaches on this
+machine (64 -> 64 channels, 256x256, batch 1, torch's default threads), measured in this process
+between the timed runs; a ratio of 1.0 means the network ran as fast as one big dense conv.
 
-    python benchmarks/bench_upscale.py                          # C=32, N=4, 512x512, x2, median of 3
-    python benchmarks/bench_upscale.py --threads 1 --tiles 0 64 128 256 --device cuda
+    python benchmarks/bench_upscale.py                 # 6 photos of 512x512 at x2 through the CLI
+    python benchmarks/bench_upscale.py --memory 3000x2000 6000x4000   # peak RSS of one image each
+    python benchmarks/bench_upscale.py --windows 256 330 512 --backends onnxruntime torch
+
+CLI runs are subprocesses (wall time includes process start, reading and writing PNG), with
+the shipped x2 network and the CLI's defaults. ``cold``: an empty ONNX cache (the graph is
+exported first); ``warm``: the cache the cold run left. The machine's load average is printed
+beside every figure: on a shared machine wall times are upper bounds, the ratio to the roofline
+measured in the same run is the figure to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from skimage import data
+from PIL import Image
 
-from deconas.genotype import PAPER_GENOTYPE, parse
-from deconas.inference import receptive_radius, upscale_tensor
-from deconas.network import DeCoNASNet
+from deconas.complexity import cost
+from deconas.genotype import parse
+
+GENOTYPE, C, N = "7,6,4,3,0,2,2,3,4,1", 32, 4  # the shipped network
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+
+
+def conv_rate(repeats: int = 5) -> float:
+    """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256 (best of ``repeats``)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    x = torch.rand(1, 64, 256, 256)
+    best = float("inf")
+    with torch.inference_mode():
+        conv(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t)
+    return 64 * 64 * 9 * 256 * 256 / best
+
+
+def macs(h: int, w: int, scale: int = 2) -> float:
+    """Mult-Adds of the shipped network for an h x w LR input."""
+    return cost(parse(GENOTYPE), scale, C, N, hr_size=(scale * h, scale * w)).mult_adds
+
+
+def photos(folder: Path, n: int, h: int, w: int) -> list:
+    """``n`` different photographs (scikit-image's), resized to w x h RGB PNGs."""
+    from skimage import data
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+             "motorcycle_left", "cat", "retina"]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        a = getattr(data, names[i % len(names)])()
+        im = Image.fromarray(a).convert("RGB").resize((w, h), Image.BICUBIC)
+        p = folder / f"photo{i}.png"
+        im.save(p)
+        out.append(p)
+    return out
+
+
+def run_cli(argv, env) -> tuple:
+    """(wall seconds, peak RSS in MB) of one ``deconas`` subprocess."""
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "deconas.cli", *argv], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    err = p.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"deconas {' '.join(argv)} failed: {err.strip()[-400:]}")
+    return wall, ru.ru_maxrss / 1024
+
+
+def bench_cli(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-upscale-"))
+    h = w = args.size
+    photos(tmp / "in", args.images, h, w)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+    work = args.images * macs(h, w)
+    extra = args.extra or []
+    print(f"{args.images} photos of {w}x{h} at x2, shipped network ({GENOTYPE}, C={C}, N={N}); "
+          f"{work / 1e9:.0f} G Mult-Adds; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"command: deconas upscale DIR -o OUT --scale 2 {' '.join(extra)}")
+    rates, rows = [conv_rate()], []
+    for rep in range(args.repeats):
+        for kind in args.kinds:
+            if kind == "cold":
+                subprocess.run(["rm", "-rf", str(tmp / "cache")], check=True)
+            out = tmp / f"out-{kind}-{rep}"
+            before = load()
+            wall, rss = run_cli(["upscale", str(tmp / "in"), "-o", str(out), "--scale", "2", *extra], env)
+            rate = conv_rate()
+            rates.append(rate)
+            # each run against the roofline measured right after it
+            rows.append((kind, wall, wall / (work / rate), rss, before))
+            print(f"  {kind:>5}: {wall:6.2f} s wall = {wall / (work / rate):.2f}x the roofline "
+                  f"({rate / 1e9:.1f} GMAC/s -> {work / rate:.2f} s); peak RSS {rss:.0f} MB; load {before}",
+                  flush=True)
+    for kind in args.kinds:
+        r = [x[2] for x in rows if x[0] == kind]
+        print(f"{kind}: median {statistics.median(r):.2f}x, best {min(r):.2f}x the roofline "
+              f"(roofline median {statistics.median(rates) / 1e9:.1f} GMAC/s)")
+
+
+def bench_memory(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-upscale-mem-"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+    for spec in args.memory:
+        w, h = (int(v) for v in spec.lower().split("x"))
+        src = photos(tmp / f"in-{spec}", 1, h, w)[0]
+        for kind in ("cold", "warm"):
+            if kind == "cold":
+                subprocess.run(["rm", "-rf", str(tmp / "cache")], check=True)
+            before = load()
+            wall, rss = run_cli(["upscale", str(src), "-o", str(tmp / f"out-{spec}-{kind}"), "--scale", "2",
+                                 "--overwrite", *(args.extra or [])], env)
+            print(f"{w}x{h} at x2 ({kind} cache): peak RSS {rss:.0f} MB, {wall:.1f} s wall; load {before}",
+                  flush=True)
+
+
+def bench_windows(args) -> None:
+    """The network alone on one window of each size, per backend (and batched windows)."""
+    from deconas.backend import OnnxRuntimeBackend, TorchBackend, onnxruntime_for_checkpoint
+    from deconas.checkpoint import load_model, pretrained_path
+
+    model = load_model("pretrained", scale=2)[0]
+    runs = {}
+    for b in args.backends:
+        if b == "torch":
+            runs["torch"] = TorchBackend(model)
+        else:
+            ort_run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: model)  # the user cache
+            runs["onnxruntime"] = ort_run
+            if args.spin:  # the settings the backend turns off, for comparison
+                src = ort_run.source
+                runs["ort-spin"] = OnnxRuntimeBackend(src, spinning=True)
+                runs["ort-arena"] = OnnxRuntimeBackend(src, arena=True)
+    rng = np.random.default_rng(0)
+    print(f"network alone, {torch.get_num_threads()} threads; best of {args.repeats}")
+    for side in args.windows:
+        for batch in args.batches:
+            x = rng.random((batch, 3, side, side), dtype=np.float32)
+            for name, run in runs.items():
+                run(x[:1, :, :16, :16])
+                best = float("inf")
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    run(x)
+                    best = min(best, time.perf_counter() - t)
+                rate = conv_rate(3)
+                ratio = best / (batch * macs(side, side) / rate)
+                print(f"  {name:>12} {batch} x {side}x{side}: {best:6.2f} s = {ratio:.2f}x the roofline "
+                      f"({rate / 1e9:.1f} GMAC/s); load {load()}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--channels", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=4)
-    ap.add_argument("--size", type=int, default=512, help="LR side in pixels")
-    ap.add_argument("--scale", type=int, default=2)
-    ap.add_argument("--tiles", type=int, nargs="+", default=[0, 128, 256], help="0 = whole image")
+    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--size", type=int, default=512, help="side of each photo in LR pixels")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--kinds", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    ap.add_argument("--memory", nargs="+", metavar="WxH", help="peak RSS of one WxH image at x2 instead")
+    ap.add_argument("--windows", type=int, nargs="+", help="time the network alone on these window sides")
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1])
+    ap.add_argument("--spin", action="store_true", help="also time ONNX Runtime with spinning threads and with its arena")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, help="more options for deconas upscale")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    torch.manual_seed(0)
-    dev = torch.device(args.device)
-    net = DeCoNASNet(parse(PAPER_GENOTYPE), scale=args.scale, channels=args.channels, blocks=args.blocks).to(dev).eval()
-    photo = torch.from_numpy(np.ascontiguousarray(data.astronaut())).permute(2, 0, 1)[None].float() / 255
-    lr = torch.nn.functional.interpolate(photo, size=(args.size, args.size), mode="bilinear", align_corners=False)
-
-    def once(tile):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t, c = time.perf_counter(), time.process_time()
-        y = upscale_tensor(net, lr, tile=tile)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t, time.process_time() - c), y
-
-    once(min(t for t in args.tiles if t > 0) if any(args.tiles) else 0)  # warm-up (allocator, kernels)
-    times = {t: [] for t in args.tiles}  # (wall, CPU time of this process) per run
-    outs = {}
-    for _ in range(args.repeats):
-        for tile in args.tiles:
-            s, outs[tile] = once(tile)
-            times[tile].append(s)
-
-    print(f"paper genotype C={args.channels} N={args.blocks} x{args.scale}, {args.size}x{args.size} LR, "
-          f"overlap {receptive_radius(net)} px, {torch.get_num_threads()} threads, {args.device}; "
-          f"median of {args.repeats}")
-    whole = outs.get(0)
-    for tile in args.tiles:
-        wall = statistics.median(w for w, _ in times[tile])
-        cpu = statistics.median(c for _, c in times[tile])
-        line = f"  {'whole image' if tile == 0 else f'tile {tile}':>12}: {wall:7.2f} s wall, {cpu:7.2f} s CPU"
-        if whole is not None and tile:
-            mse = ((outs[tile] - whole) ** 2).mean().item()
-            line += f"   vs whole: {10 * np.log10(1 / mse) if mse else float('inf'):.1f} dB"
-        print(line)
+    if args.memory:
+        bench_memory(args)
+    elif args.windows:
+        bench_windows(args)
+    else:
+        bench_cli(args)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (21+ needs th
 
 # The window (tile + overlap) area above which an image is tiled by default, in LR pixels.
 # Measured with benchmarks/bench_upscale.py on 2 cores (docs/upscale.md): ONNX Runtime's time per
-# pixel is flat from 256x256 windows up, so the limit is set by memory (about 2.3 kB per window
-# pixel for the C=32 network without the arena) and by the overlap: a 512x512 image runs whole
-# (no overlap cost); a large one runs in windows of at most 512x512.
+# pixel is nearly flat from 256x256 windows up, so the limit is set by memory (about 2.7 kB per
+# window pixel for the C=32 network) and by the overlap: a 512x512 image runs whole (no overlap
+# cost); a large one runs in windows of at most 512x512.
 WINDOW_PIXELS = 512 * 512
 
 # BT.601 luma, as PIL's RGB -> L: what a greyscale result is read back with.
@@ -197,7 +197,10 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model: Union[str, os.PathLike, bytes], threads: Optional[int] = None):
+    def __init__(self, model: Union[str, os.PathLike, bytes], threads: Optional[int] = None,
+                 spinning: bool = False, arena: bool = False):
+        """``spinning``: idle threads spin; ``arena``: the memory arena is kept between runs (both
+        off by default; the benchmark compares them)."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -205,22 +208,29 @@ class OnnxRuntimeBackend:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No arena: it keeps the largest window's peak, rounded up to powers of two (1.4 GB for a
-        # 512x512 window against 0.66 GB without), for the whole run. Measured: no slower.
-        so.enable_cpu_mem_arena = False
+        # The arena is shrunk after every run (RunOptions below): without an arena each new input
+        # shape runs about 2x slower the first time (every image of a folder of photos is a new
+        # shape); with one that is never shrunk, a 512x512 window's peak (rounded up to powers of
+        # two) stays held for the whole job. Measured in docs/upscale.md.
+        so.enable_cpu_mem_arena = True
         # Idle threads sleep rather than spin: on a shared machine spinning steals the cores the
         # other threads need; measured no slower on 2 cores (docs/upscale.md).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         so.log_severity_level = 3  # ORT's own warnings are about graph details, not the user's input
         src = model if isinstance(model, bytes) else str(model)
+        self.source = src
         self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        self.run_options = ort.RunOptions()
+        if not arena:  # hand the arena's chunks back after each run: memory is one window's, not the peak's
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
         self.scale = int(self.meta["scale"])
         self.radius = int(self.meta["receptive_radius"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)},
+                                self.run_options)[0]
 
 
 class TorchBackend:
@@ -374,7 +384,32 @@ def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Option
     builds the torch network, and is only called (importing torch) when the graph is not cached."""
     digest = file_digest(path)
     cached = cache_path(digest, opset)
-    return _open_cached(cached, threads) or _export_into_cache(load(), cached, opset, digest, threads)
+    hit = _open_cached(cached, threads)
+    if hit is not None:
+        return hit
+    if _export_in_child(path, cached, opset, digest):
+        return OnnxRuntimeBackend(cached, threads)
+    return _export_into_cache(load(), cached, opset, digest, threads)
+
+
+def _export_in_child(path, cached: Path, opset: int, digest: str) -> bool:
+    """Export into the cache in a child process, so that this one never loads torch (its ~220 MB
+    would count against an upscaling job's memory). False when the cache cannot be written
+    (the caller then exports in memory); a bad checkpoint is the child's one-line error."""
+    import subprocess
+
+    code = "import sys; from deconas.export import cache_worker; sys.exit(cache_worker(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(cached), str(opset), digest],
+                       capture_output=True, text=True)
+    if r.returncode == 0 and cached.is_file():
+        return True
+    lines = r.stderr.strip().splitlines()
+    if r.returncode == 2 and lines:  # the checkpoint's own error, said once
+        raise UserError(lines[-1])
+    if r.returncode not in (0, 3):
+        log.warning("exporting the ONNX graph in a child process failed (%s); exporting here",
+                    lines[-1][:160] if lines else f"exit code {r.returncode}")
+    return False
 
 
 def make_backend(model, backend: str = "auto", device=None, threads: Optional[int] = None) -> Backend:

@@ -99,3 +99,27 @@ def cli_export(args) -> int:
           f"receptive radius {receptive_radius(model)}, opset {args.opset}; "
           f"input '{INPUT}' (batch, 3, height, width) float32 in [0, 1])")
     return 0
+
+
+def cache_worker(argv) -> int:
+    """``CHECKPOINT CACHE_FILE OPSET SHA256``: load and export (run by the backend in a child
+    process). Exit 2 with the error line for a bad checkpoint, 3 when the file cannot be written."""
+    import sys
+
+    from .checkpoint import load_model
+
+    path, out, opset, digest = argv
+    try:
+        model = load_model(path, device="cpu")[0]
+    except UserError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"checkpoint {path}: out of memory while loading it", file=sys.stderr)
+        return 2
+    try:
+        export_onnx(model, out, opset=int(opset), source=digest)
+    except UserError as e:
+        print(e, file=sys.stderr)
+        return 3
+    return 0

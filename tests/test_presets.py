@@ -4,23 +4,29 @@ import pytest
 import torch
 
 from deconas import config
-from deconas.genotype import PAPER_GENOTYPE, all_ones, parse
+from deconas.complexity import count_params
+from deconas.genotype import PAPER_GENOTYPE, parse
 from deconas.network import DeCoNASNet
+from deconas.supernet import SuperNet
 from deconas.pipeline import stage_configs
 
 
 def _build(cfg):
+    """The paper's network at the preset's size, and the supernet of its search space."""
     m = cfg["model"]
-    g = parse(PAPER_GENOTYPE) if "nodes" not in m else all_ones(int(m["nodes"]))
     with torch.device("meta"):  # shapes only: the paper-size networks cost no memory here
-        net = DeCoNASNet(g, scale=int(cfg["scale"]), channels=int(m["channels"]), blocks=int(m["blocks"]))
-    assert sum(p.numel() for p in net.parameters()) > 0
+        net = DeCoNASNet(parse(PAPER_GENOTYPE), scale=cfg["scale"], channels=m["channels"], blocks=m["blocks"])
+        sup = SuperNet(scale=cfg["scale"], channels=m["channels"], blocks=m["blocks"], nodes=m["nodes"])
+    assert sum(p.numel() for p in net.parameters()) == count_params(parse(PAPER_GENOTYPE), cfg["scale"],
+                                                                   m["channels"], m["blocks"])
+    # The supernet holds every op's weights for every input: exactly the largest network of its space.
+    assert sum(p.numel() for p in sup.parameters()) == sup.max_params()
 
 
 @pytest.mark.parametrize("name", config.presets())
 def test_every_preset_loads_validates_and_builds(name):
     cfg = config.load(name)
-    if "search_config" in cfg:  # a `run` preset names its stages' presets
+    if cfg["search_config"] is not None:  # a `run` preset names its stages' presets
         for stage in stage_configs(cfg):
             _build(stage)
     else:

@@ -29,12 +29,14 @@ def images(tmp_path_factory):
 
 
 def test_step_schedule_halves_every_lr_step():
-    t = {"lr": 1e-4, "schedule": "step", "lr_step": 200, "lr_gamma": 0.5, "steps": 1000}
+    t = {**config.load("train-paper")["train"], "lr": 1e-4, "schedule": "step", "lr_step": 200, "lr_gamma": 0.5,
+         "steps": 1000, "warmup_steps": 0}
     assert [learning_rate(s, t) for s in (0, 199, 200, 399, 400)] == [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
 
 
 def test_cosine_schedule_runs_from_lr_to_floor_after_warmup():
-    t = {"lr": 1e-3, "schedule": "cosine", "lr_min": 1e-5, "steps": 100, "warmup_steps": 10}
+    t = {**config.load("train-paper")["train"], "lr": 1e-3, "schedule": "cosine", "lr_min": 1e-5, "steps": 100,
+         "warmup_steps": 10}
     assert learning_rate(0, t) == pytest.approx(1e-4)
     assert learning_rate(9, t) == pytest.approx(1e-3)
     assert learning_rate(50, t) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))

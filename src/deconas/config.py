@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -33,7 +35,8 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> dict:
-    return apply_overrides(_load_chain(name_or_path, ()), overrides or [])  # validates
+    """The config with every default filled in, the overrides applied, and every value checked."""
+    return apply_overrides(complete(_load_chain(name_or_path, ())), overrides or [])  # validates
 
 
 def _load_chain(name_or_path: str, seen: tuple) -> dict:
@@ -63,15 +66,192 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
     return cfg
 
 
-# Keys that are not single values: the `run` pipeline names the presets of its stages.
-RUN_KEYS = {"search_config": str, "train_config": str, "search_overrides": list, "train_overrides": list}
+# ----------------------------------------------------------------------------- the schema
+# Every setting is declared once, here: its section, type, default, allowed range and a line
+# of documentation. Loading a config fills in every default (so code indexes keys directly and
+# never supplies a default of its own), a preset only lists what it changes, and docs/config.md
+# is generated from these classes (``python -m deconas.config > docs/config.md``; a test keeps
+# it up to date). The defaults are the paper's: its search (section III.A) and its training.
+
+
+def setting(default, kind: str, arg=None, maximum=None, doc: str = ""):
+    """One setting. ``kind``: int or float (``arg`` = minimum), float? (a float or null),
+    fraction ([0, 1)), bool, choice (``arg`` = the choices), name? (a preset or YAML file, or
+    null), list (of KEY=VALUE strings)."""
+    meta = {"kind": kind, "arg": arg, "max": maximum, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Common:
+    """Top-level settings of every config."""
+    scale: int = setting(2, "choice", (2, 3, 4), doc="upscaling factor s")
+    seed: int = setting(0, "int", 0, doc="seed of every random stream (weights, patches, data split, controller)")
+    threads: int = setting(0, "int", 0, doc="torch intra-op threads of a search (0 = torch's default)")
+    deterministic: bool = setting(False, "bool", doc="deterministic torch algorithms (bit-identical reruns and resumes, slower on GPU)")
+    plot: bool = setting(True, "bool", doc="training: write curves.png every epoch")
+    tensorboard: bool = setting(True, "bool", doc="search: write TensorBoard scalars to RUN/tb (when tensorboard is installed)")
+
+
+@dataclass
+class Run:
+    """Top-level settings of a `deconas run` config (search -> derive -> train -> evaluate)."""
+    test_fraction: float = setting(0.0, "fraction", doc="images held out of search and training for the final evaluation")
+    derive_samples: int = setting(100, "int", 1, doc="architectures sampled from the trained controller")
+    search_config: Optional[str] = setting(None, "name?", doc="the search stage's preset or YAML file (a run config must name it)")
+    search_overrides: list = setting([], "list", doc="KEY=VALUE overrides of the search stage's config")
+    train_config: Optional[str] = setting(None, "name?", doc="the training stage's preset or YAML file (a run config must name it)")
+    train_overrides: list = setting([], "list", doc="KEY=VALUE overrides of the training stage's config")
+
+
+@dataclass
+class Model:
+    """The network: DeCoNASNet of a genotype, or the supernet of a search space."""
+    channels: int = setting(64, "int", 1, 1024, doc="C, feature channels")
+    blocks: int = setting(4, "int", 1, 64, doc="N, densely connected network blocks (DNBs)")
+    nodes: int = setting(4, "int", 1, 32, doc="M, mix nodes per DNB (search; training takes M from the genotype)")
+
+
+@dataclass
+class Data:
+    """Training patches and the validation split."""
+    lr_patch: int = setting(64, "int", 1, 1024, doc="LR patch size; the HR patch is scale x lr_patch")
+    batch: int = setting(16, "int", 1, 4096, doc="patches per step")
+    augment: bool = setting(True, "bool", doc="random horizontal flips and 90-degree rotations")
+    val_fraction: float = setting(0.1, "fraction", doc="share of --train held out for validation when no --val is given")
+    val_max: int = setting(0, "int", 0, doc="validate on at most this many images (0 = all)")
+
+
+@dataclass
+class Search:
+    """The ENAS-style search: shared-weight child steps, then controller (REINFORCE) steps, per epoch."""
+    epochs: int = setting(200, "int", 1, doc="search epochs")
+    child_steps: int = setting(1000, "int", 1, doc="supernet steps per epoch, one sampled architecture each")
+    controller_steps: int = setting(100, "int", 0, doc="controller updates per epoch")
+    warmup_epochs: int = setting(5, "int", 0, doc="epochs without controller updates (the first update is in epoch warmup_epochs + 1)")
+    lr: float = setting(1e-4, "float", 1e-12, doc="supernet Adam learning rate")
+    lr_step_epochs: int = setting(50, "int", 1, doc="multiply the supernet learning rate by lr_gamma every this many epochs")
+    lr_gamma: float = setting(0.5, "float", 1e-12, doc="the supernet learning rate's step factor")
+    grad_clip: float = setting(0.0, "float", 0, doc="supernet gradient-norm clip (0 = off)")
+    controller_lr: float = setting(3e-4, "float", 1e-12, doc="controller Adam learning rate")
+    alpha: float = setting(2.0, "float", 0, doc="CB penalty weight: reward = PSNR - alpha x params / params_max (2 = CB1, 0 = CB0)")
+    ff: bool = setting(False, "bool", doc="search the GFF inputs too (FF1); false = FF0")
+    entropy_weight: float = setting(1e-4, "float", 0, doc="weight of the policy's entropy in the reward")
+    baseline_decay: float = setting(0.99, "fraction", doc="decay of the reward's moving-average baseline")
+    lstm_size: int = setting(64, "int", 1, 4096, doc="controller LSTM width")
+    lstm_layers: int = setting(2, "int", 1, doc="controller LSTM layers")
+    tanh_constant: Optional[float] = setting(1.1, "float?", 1e-12, doc="logits = tanh_constant x tanh(logits) (null = off)")
+    op_tanh_reduce: float = setting(2.5, "float", 1e-12, doc="the operation logits' tanh_constant is divided by this")
+    temperature: Optional[float] = setting(None, "float?", 1e-12, doc="logits divided by this before sampling (null = 1)")
+    tie_embeddings: bool = setting(True, "bool", doc="the controller's input embeddings are its output weights")
+    val_patch: int = setting(48, "int", 1, 1024, doc="LR size of the reward's validation patches")
+    val_batch: int = setting(10, "int", 1, 4096, doc="validation patches per reward")
+    val_resample: str = setting("step", "choice", ("step", "epoch", "run"), doc="draw a new reward batch every controller step, epoch, or once per run")
+    derive_samples: int = setting(100, "int", 1, doc="architectures `deconas derive` samples and scores")
+    derive_max_images: int = setting(0, "int", 0, doc="derive scores on at most this many validation images (0 = all)")
+    derive_max_size: int = setting(0, "int", 0, doc="derive scores centre crops of at most this many LR pixels a side (0 = whole images)")
+
+
+@dataclass
+class Train:
+    """Training one DeCoNASNet from scratch: L1 loss, Adam."""
+    steps: int = setting(1_000_000, "int", 1, doc="optimizer steps")
+    epoch_steps: int = setting(1000, "int", 1, doc="steps per epoch: a checkpoint (and validation) every epoch")
+    val_every: int = setting(1, "int", 1, doc="validate every this many epochs (and after the last step)")
+    lr: float = setting(1e-4, "float", 1e-12, doc="Adam learning rate")
+    schedule: str = setting("step", "choice", ("step", "cosine"), doc="learning-rate schedule after the warm-up")
+    lr_min: float = setting(0.0, "float", 0, doc="cosine schedule: the final learning rate")
+    warmup_steps: int = setting(0, "int", 0, doc="linear warm-up from lr / warmup_steps")
+    lr_step: int = setting(200_000, "int", 1, doc="step schedule: multiply the learning rate by lr_gamma every this many steps")
+    lr_gamma: float = setting(0.5, "float", 1e-12, doc="step schedule: the factor")
+    grad_clip: float = setting(0.0, "float", 0, doc="gradient-norm clip (0 = off)")
+    amp: str = setting("none", "choice", ("none", "bf16"), doc="bf16 autocast (faster with AMX or tensor cores; 10x slower on CPUs without bf16 units)")
+
+
+@dataclass
+class Study:
+    """`deconas study`: searched against parameter-matched random architectures, each trained standalone."""
+    top: int = setting(8, "int", 1, doc="the K best derived architectures (by shared-weight PSNR)")
+    random: int = setting(8, "int", 0, doc="uniform random architectures, each matched to a searched one")
+    param_tolerance: float = setting(0.1, "fraction", doc="a random architecture is within this share of its partner's parameters")
+    jobs: int = setting(2, "int", 1, doc="architectures trained at once, each in its own process")
+    threads: int = setting(1, "int", 1, doc="torch threads per process")
+    screen: int = setting(3, "int", 0, doc="re-score derive's best screen x top architectures (0 = every derived one)")
+    shared_max_images: int = setting(0, "int", 0, doc="shared-weight PSNR on at most this many validation images (0 = all)")
+    shared_max_size: int = setting(0, "int", 0, doc="... on centre crops of at most this many LR pixels a side (0 = whole)")
+    noise_batches: int = setting(20, "int", 2, doc="reward batches of the reward-noise measurement")
+
+
+# (section, class): "" is the top level.
+SECTIONS = (("", Common), ("", Run), ("model", Model), ("data", Data), ("search", Search), ("train", Train),
+            ("study", Study))
+SCHEMA = {(f"{sec}." if sec else "") + f.name: f for sec, cls in SECTIONS for f in fields(cls)}
+
+
+def default(key: str):
+    f = SCHEMA[key]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def complete(cfg: dict) -> dict:
+    """Fill in (in place) every setting ``cfg`` leaves out with the schema's default."""
+    for key in SCHEMA:
+        node, parts = cfg, key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if parts[-1] not in node:
+            node[parts[-1]] = default(key)
+    return cfg
+
+
+def section(cfg: dict, name: str):
+    """One section of a loaded config as its dataclass: attributes, not keys."""
+    cls = {sec: c for sec, c in SECTIONS if sec}[name]
+    return cls(**cfg[name])
+
+
+def markdown() -> str:
+    """docs/config.md: every setting, from the schema."""
+    kinds = {"int": "integer", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
+             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "list": "list of KEY=VALUE"}
+    out = ["# Configuration settings", "",
+           "Generated from the schema in `src/deconas/config.py` (`python -m deconas.config > docs/config.md`);",
+           "a test checks that this page is up to date.", "",
+           "A config is a YAML file or a shipped preset (`src/deconas/configs/`). A preset lists only the settings",
+           "it changes; every other setting has the default below, which is the paper's. `base: NAME` starts",
+           "from another preset or file. On the command line, `KEY=VALUE` overrides any setting (dotted keys",
+           "reach sections: `search.alpha=0`). An unknown key is refused, with the nearest valid one suggested.", ""]
+    for sec, cls in SECTIONS:
+        out += [f"## {('`' + sec + '`') if sec else 'top level'}: {cls.__doc__.strip()}", "",
+                "| key | type | default | range | meaning |", "|---|---|---|---|---|"]
+        for f in fields(cls):
+            m = f.metadata
+            key = (f"{sec}." if sec else "") + f.name
+            d = default(key)
+            d = "null" if d is None else ("[]" if d == [] else str(d).lower() if isinstance(d, bool) else str(d))
+            kind = kinds[m["kind"]]
+            if m["kind"] == "choice":
+                rng = ", ".join(map(str, m["arg"]))
+            elif m["kind"] in ("int", "float", "float?"):
+                rng = (f">= {m['arg']}" if m["arg"] == 0 or m["kind"] == "int" else "> 0") + (
+                    f", <= {m['max']}" if m["max"] else "")
+            else:
+                rng = ""
+            out.append(f"| `{key}` | {kind} | `{d}` | {rng} | {m['doc']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _nearest(key: str) -> str:
+    sections = {k.split(".")[0] for k in SCHEMA if "." in k}
+    near = difflib.get_close_matches(key, sorted(set(SCHEMA) | sections), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def check_keys(cfg: dict, where: str) -> None:
     """Every key is a known setting or section; a typo is refused with the nearest valid key."""
-    import difflib
-
-    known = set(SCHEMA) | set(RUN_KEYS)
     sections = {k.split(".")[0] for k in SCHEMA if "." in k}
 
     def walk(node, prefix=""):
@@ -81,46 +261,17 @@ def check_keys(cfg: dict, where: str) -> None:
             key = prefix + str(k)
             if not prefix and key in sections:
                 walk(v, key + ".")
-            elif key not in known:
-                near = difflib.get_close_matches(key, sorted(known | sections), n=1)
-                raise UserError(f"{where}: unknown setting {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            elif key not in SCHEMA:
+                raise UserError(f"{where}: unknown setting {key!r}" + _nearest(key))
             elif isinstance(v, dict):
                 raise UserError(f"{where}: {key} is a single value, not a section")
 
     walk(cfg)
 
 
-# The type and range of every known setting: a bad value is one clear line, before any work.
-# (kind, argument): int/float with a minimum, a fraction in [0, 1), a bool, one of a few choices.
-SCHEMA = {
-    "scale": ("choice", (2, 3, 4)), "seed": ("int", 0), "threads": ("int", 0),
-    "deterministic": ("bool", None), "plot": ("bool", None), "tensorboard": ("bool", None),
-    "model.channels": ("int", 1), "model.blocks": ("int", 1), "model.nodes": ("int", 1),
-    "data.lr_patch": ("int", 1), "data.batch": ("int", 1), "data.augment": ("bool", None),
-    "data.val_fraction": ("fraction", None), "data.val_max": ("int", 0),
-    "train.steps": ("int", 1), "train.epoch_steps": ("int", 1), "train.val_every": ("int", 1),
-    "train.lr": ("float", 1e-12), "train.schedule": ("choice", ("step", "cosine")), "train.lr_min": ("float", 0),
-    "train.warmup_steps": ("int", 0), "train.lr_step": ("int", 1), "train.lr_gamma": ("float", 1e-12),
-    "train.grad_clip": ("float", 0), "train.amp": ("choice", ("none", "bf16")),
-    "search.epochs": ("int", 1), "search.child_steps": ("int", 1), "search.controller_steps": ("int", 0),
-    "search.warmup_epochs": ("int", 0), "search.lr": ("float", 1e-12), "search.lr_step_epochs": ("int", 1),
-    "search.lr_gamma": ("float", 1e-12), "search.grad_clip": ("float", 0), "search.controller_lr": ("float", 1e-12),
-    "search.alpha": ("float", 0), "search.ff": ("bool", None), "search.entropy_weight": ("float", 0),
-    "search.baseline_decay": ("fraction", None), "search.lstm_size": ("int", 1), "search.lstm_layers": ("int", 1),
-    "search.tanh_constant": ("float?", 1e-12), "search.op_tanh_reduce": ("float", 1e-12),
-    "search.temperature": ("float?", 1e-12), "search.tie_embeddings": ("bool", None),
-    "search.val_patch": ("int", 1), "search.val_batch": ("int", 1),
-    "search.val_resample": ("choice", ("step", "epoch", "run")), "search.derive_samples": ("int", 1),
-    "search.derive_max_images": ("int", 0), "search.derive_max_size": ("int", 0),
-    "test_fraction": ("fraction", None), "derive_samples": ("int", 1),
-    "study.top": ("int", 1), "study.random": ("int", 0), "study.param_tolerance": ("fraction", None),
-    "study.jobs": ("int", 1), "study.threads": ("int", 1), "study.shared_max_images": ("int", 0),
-    "study.shared_max_size": ("int", 0), "study.noise_batches": ("int", 2), "study.screen": ("int", 0),
-}
-
-
 def _check_value(key: str, v) -> None:
-    kind, arg = SCHEMA[key]
+    m = SCHEMA[key].metadata
+    kind, arg, maximum = m["kind"], m["arg"], m["max"]
     bad = None
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int) or v < arg:
@@ -139,28 +290,25 @@ def _check_value(key: str, v) -> None:
     elif kind == "choice":
         if v not in arg:
             bad = "one of " + ", ".join(map(str, arg))
-    if not bad and key in MAXIMUM and v > MAXIMUM[key]:
-        bad = f"at most {MAXIMUM[key]}"
+    elif kind == "name?":
+        if v is not None and not (isinstance(v, str) and v.strip()):
+            bad = "the name of a preset or a YAML file"
+    elif kind == "list":
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            bad = "a list of KEY=VALUE strings"
+    if not bad and maximum is not None and v > maximum:
+        bad = f"at most {maximum}"
     if bad:
         raise UserError(f"config: {key}={v!r}: expected {bad}")
-
-
-# Upper bounds, far above any real run: a value past them is a typo, not a wish.
-MAXIMUM = {"model.channels": 1024, "model.blocks": 64, "model.nodes": 32, "data.lr_patch": 1024,
-           "data.batch": 4096, "search.val_patch": 1024, "search.val_batch": 4096, "search.lstm_size": 4096}
 
 
 def check_memory(cfg: dict) -> None:
     """Refuse a training batch whose activations cannot fit in this machine's memory, before
     any data is loaded. The estimate counts the feature maps a backward pass keeps (fp32):
     a few maps of C channels per mix node and per block, at the LR patch size."""
-    m, d = cfg.get("model") or {}, cfg.get("data") or {}
-    try:
-        c, n, nodes = int(m["channels"]), int(m["blocks"]), int(m.get("nodes", 4))
-        b, p = int(d["batch"]), int(d["lr_patch"])
-        scale = int(cfg.get("scale", 2))
-    except (KeyError, TypeError, ValueError):
-        return
+    m, d = cfg["model"], cfg["data"]
+    c, n, nodes = m["channels"], m["blocks"], m["nodes"]
+    b, p, scale = d["batch"], d["lr_patch"], cfg["scale"]
     need = 4 * b * p * p * (c * (n * (nodes * 8 + 4) + 8) + 3 * scale * scale * (c + 2))
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -171,15 +319,18 @@ def check_memory(cfg: dict) -> None:
                         f"{need / 2 ** 30:.0f} GiB for one training step; this machine has {ram / 2 ** 30:.0f} GiB")
 
 
-def validate(cfg: dict, required: Iterable[str] = ()) -> dict:
-    """Check every known setting's type and range, and that ``required`` keys exist."""
+def validate(cfg: dict) -> dict:
+    """Fill in the defaults (in place) and check every setting's type and range."""
+    check_keys(cfg, "config")
+    complete(cfg)
+
     def walk(node, prefix=""):
         for k, v in node.items():
             key = prefix + k
             if isinstance(v, dict):
                 walk(v, key + ".")
-            elif key in SCHEMA:
-                if SCHEMA[key][0].startswith("float") and isinstance(v, str):
+            else:
+                if SCHEMA[key].metadata["kind"].startswith("float") and isinstance(v, str):
                     try:  # YAML 1.1 reads 1e-3 (no dot) as a string
                         v = node[k] = float(v)
                     except ValueError:
@@ -187,12 +338,6 @@ def validate(cfg: dict, required: Iterable[str] = ()) -> dict:
                 _check_value(key, v)
     walk(cfg)
     check_memory(cfg)
-    for key in required:
-        node = cfg
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise UserError(f"config: '{key}' is missing; start from a preset (see --help)")
-            node = node[part]
     return cfg
 
 
@@ -205,27 +350,29 @@ def _merge(dst: dict, src: dict) -> None:
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """``search.alpha=0`` sets cfg['search']['alpha'] = 0; unknown keys are an error (typos)."""
-    cfg = copy.deepcopy(cfg)
+    """``search.alpha=0`` sets cfg['search']['alpha'] = 0; an unknown key is an error (a typo)."""
+    cfg = complete(copy.deepcopy(cfg))
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. search.alpha=0")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = cfg
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise UserError(f"override {item!r}: unknown section {p!r}; sections: {', '.join(k for k, v in node.items() if isinstance(v, dict))}")
-            node = node[p]
-        if parts[-1] not in node:
-            raise UserError(f"override {item!r}: unknown key {key!r}; known here: {', '.join(sorted(node))}")
+        key = key.strip()
+        if key not in SCHEMA:
+            raise UserError(f"override {item!r}: unknown key {key!r}" + _nearest(key))
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        node, parts = cfg, key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
         node[parts[-1]] = value
     return validate(cfg)
 
 
 def dump(cfg: dict) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -99,7 +99,7 @@ def _plot(rows, front, best, path: Path, title: str) -> None:
 
 def setting_name(cfg: dict) -> str:
     s = cfg["search"]
-    return f"CB{int(float(s.get('alpha', 0)) > 0)}_FF{int(bool(s.get('ff', False)))}"
+    return f"CB{int(float(s['alpha']) > 0)}_FF{int(s['ff'])}"
 
 
 def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool = True) -> dict:
@@ -112,7 +112,7 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
             raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
     cfg = config_mod.load(str(run / "config.yaml"))
     s, scale = cfg["search"], int(cfg["scale"])
-    k = int(samples if samples is not None else s.get("derive_samples", 100))
+    k = int(samples if samples is not None else s["derive_samples"])
     if k < 1:
         raise UserError(f"--samples {k}: need at least 1")
     device = device if isinstance(device, torch.device) else distributed.setup(device)
@@ -129,7 +129,7 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     controller.eval(), supernet.eval()
 
     val = reload_val_pairs(run)
-    nmax, size = int(s.get("derive_max_images", 0) or 0), int(s.get("derive_max_size", 0) or 0)
+    nmax, size = s["derive_max_images"], s["derive_max_size"]
     val = val[:nmax] if nmax else val
     prepared = []
     for _, hr, lr in val:
@@ -138,8 +138,8 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
         x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
         prepared.append((torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device), hr))
 
-    seed_everything(int(cfg.get("seed", 0)) + 1)  # the same K samples every time derive runs
-    alpha, ff = float(s.get("alpha", 0.0)), bool(s.get("ff", False))
+    seed_everything(cfg["seed"] + 1)  # the same K samples every time derive runs
+    alpha, ff = float(s["alpha"]), s["ff"]
     m = cfg["model"]
     pmax = supernet.max_params(ff)
     with torch.no_grad():  # scoring draws no random numbers: sampling first gives the same K samples

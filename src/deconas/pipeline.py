@@ -38,7 +38,7 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
     marker = out / "data" / "split.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    frac, seed = float(cfg.get("test_fraction", 0.25)), int(cfg.get("seed", 0))
+    frac, seed = float(cfg["test_fraction"]), cfg["seed"]
     tmp = out / "data.partial"
     if tmp.exists():
         import shutil
@@ -80,22 +80,14 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
 
 def stage_configs(cfg: dict):
     """The search and train configs a run config names, checked before any work starts."""
-    for key in ("search_config", "train_config"):
-        if not isinstance(cfg.get(key), str):
+    for key in ("search_config", "train_config"):  # types and the rest are checked by the schema
+        if cfg[key] is None:
             raise UserError(f"config: '{key}' must name a preset or a YAML file")
-    for key in ("search_overrides", "train_overrides"):
-        v = cfg.get(key) or []
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise UserError(f"config: '{key}' must be a list of KEY=VALUE strings")
-    seed = int(cfg.get("seed", 0))
-    s_cfg = config_mod.load(cfg["search_config"], cfg.get("search_overrides") or [])
-    t_cfg = config_mod.load(cfg["train_config"], cfg.get("train_overrides") or [])
+    s_cfg = config_mod.load(cfg["search_config"], cfg["search_overrides"])
+    t_cfg = config_mod.load(cfg["train_config"], cfg["train_overrides"])
     for c in (s_cfg, t_cfg):  # one scale and one seed for the whole run
-        c["scale"], c["seed"] = int(cfg["scale"]), seed
-    config_mod.validate(s_cfg, ("model.channels", "model.blocks", "model.nodes", "search.epochs"))
-    from .train import TRAIN_KEYS
-
-    config_mod.validate(t_cfg, TRAIN_KEYS)
+        c["scale"], c["seed"] = cfg["scale"], cfg["seed"]
+        config_mod.validate(c)
     return s_cfg, t_cfg
 
 
@@ -158,7 +150,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     if not (search_dir / "best.json").is_file():
         _invalidate(out, out / "train", out / "results.json")
         say("derive")
-        timed("derive", lambda: derive(search_dir, cfg.get("derive_samples"), device=device, progress=progress))
+        timed("derive", lambda: derive(search_dir, cfg["derive_samples"], device=device, progress=progress))
     best = json.loads((search_dir / "best.json").read_text())
     from .genotype import parse
 
@@ -253,7 +245,6 @@ def cli_run(args) -> int:
         cfg = config_mod.apply_overrides(config_mod.load(str(out / "config.yaml")), args.overrides)
     else:
         cfg = config_mod.load(args.config, args.overrides)
-    config_mod.validate(cfg, ("scale",))
     stage_configs(cfg)
     check_out_dir(out, "pipeline run")
     for p in (args.train or []) + ([args.val] if args.val else []) + list(args.benchmark or []):

@@ -78,9 +78,8 @@ def load_search_data(cfg: dict, train_dir=None, val_dir=None):
     """(train pairs, val pairs, provenance): see :func:`deconas.datasets.load_train_val`."""
     from .datasets import load_train_val
 
-    d = cfg.get("data", {})
-    return load_train_val(train_dir, val_dir, int(cfg["scale"]), d.get("val_fraction", 0.1), d.get("val_max", 0),
-                          int(cfg.get("seed", 0)))
+    d = cfg["data"]
+    return load_train_val(train_dir, val_dir, cfg["scale"], d["val_fraction"], d["val_max"], cfg["seed"])
 
 
 def _abs(p) -> str:
@@ -190,10 +189,9 @@ def psnr_y_batch(sr: torch.Tensor, hr: torch.Tensor, border: int) -> torch.Tenso
 # ----------------------------------------------------------------------------- the loop
 def build_controller(cfg: dict) -> Controller:
     m, s = cfg["model"], cfg["search"]
-    return Controller(int(m["nodes"]), int(m["blocks"]), ff=bool(s.get("ff", False)),
-                      lstm_size=int(s.get("lstm_size", 64)), lstm_layers=int(s.get("lstm_layers", 2)),
-                      tanh_constant=s.get("tanh_constant", 1.1), op_tanh_reduce=float(s.get("op_tanh_reduce", 2.5)),
-                      temperature=s.get("temperature"), tie_embeddings=bool(s.get("tie_embeddings", True)))
+    return Controller(m["nodes"], m["blocks"], ff=s["ff"], lstm_size=s["lstm_size"], lstm_layers=s["lstm_layers"],
+                      tanh_constant=s["tanh_constant"], op_tanh_reduce=float(s["op_tanh_reduce"]),
+                      temperature=s["temperature"], tie_embeddings=s["tie_embeddings"])
 
 
 def build_supernet(cfg: dict) -> SuperNet:
@@ -208,7 +206,7 @@ class Search:
         self.cfg, self.s, self.device, self.rank = cfg, cfg["search"], device, rank
         self.world = distributed.world_size() if world is None else int(world)
         self.is_writer = rank == 0
-        d, seed = cfg["data"], int(cfg.get("seed", 0))
+        d, seed = cfg["data"], cfg["seed"]
         self.scale = int(cfg["scale"])
         # Built from the same seed on every rank: identical initial weights everywhere.
         self.controller = build_controller(cfg).to(device)
@@ -221,16 +219,16 @@ class Search:
         # P rewards of one controller step compare architectures on the same images.
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
                                           int(d["lr_patch"]), int(d["batch"]), seed=seed + 7919 * rank,
-                                          augment=bool(d.get("augment", True)))
-        vp = int(self.s.get("val_patch", 48))
+                                          augment=d["augment"])
+        vp = self.s["val_patch"]
         try:
             self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale, vp,
-                                            int(self.s.get("val_batch", 10)), seed=seed + 1, augment=False)
+                                            self.s["val_batch"], seed=seed + 1, augment=False)
         except UserError:
             raise UserError(f"no validation image is at least {vp * self.scale}x{vp * self.scale} pixels "
                             f"(reward patch {vp} at x{self.scale}); lower search.val_patch") from None
-        self.alpha = float(self.s.get("alpha", 0.0))
-        self.params_max = self.supernet.max_params(bool(self.s.get("ff", False)))
+        self.alpha = float(self.s["alpha"])
+        self.params_max = self.supernet.max_params(self.s["ff"])
         self.baseline: Optional[float] = None
         self.epoch = 0  # completed epochs
         self._params: Dict[Genotype, int] = {}
@@ -252,7 +250,7 @@ class Search:
         return n
 
     def child_lr(self, epoch: int) -> float:
-        return float(self.s["lr"]) * float(self.s.get("lr_gamma", 0.5)) ** (epoch // int(self.s.get("lr_step_epochs", 50)))
+        return float(self.s["lr"]) * float(self.s["lr_gamma"]) ** (epoch // self.s["lr_step_epochs"])
 
     def child_step(self) -> Tuple[float, Sample]:
         sample = self.decide_architecture()
@@ -263,7 +261,7 @@ class Search:
         loss.backward()
         if self.world > 1:
             distributed.all_reduce_grads(self.supernet.parameters())
-        clip = float(self.s.get("grad_clip", 0) or 0)
+        clip = float(self.s["grad_clip"])
         if clip:
             torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
         self.child_opt.step()
@@ -273,7 +271,7 @@ class Search:
         """The reward's validation patches. ``val_resample``: ``step`` draws a new batch per
         controller step (the release), ``epoch`` one per epoch, ``run`` one for the whole search
         (a fixed validation set, as the paper's text has it; the least noisy reward)."""
-        mode = self.s.get("val_resample", "step")
+        mode = self.s["val_resample"]
         if mode not in ("step", "epoch", "run"):
             raise UserError(f"search.val_resample is {mode!r}; expected step, epoch or run")
         if mode == "step" or self._val is None:
@@ -302,8 +300,8 @@ class Search:
                                 self.scale).mean().item()
         n = self.params(sample.genotype)
         entropy = float(sample.entropy.detach())
-        reward = psnr - self.alpha * n / self.params_max + float(self.s.get("entropy_weight", 0.0)) * entropy
-        decay = float(self.s.get("baseline_decay", 0.99))
+        reward = psnr - self.alpha * n / self.params_max + float(self.s["entropy_weight"]) * entropy
+        decay = float(self.s["baseline_decay"])
         if not batch:
             if self.baseline is None:
                 self.baseline = reward
@@ -351,8 +349,8 @@ class Search:
                 bar.update(1)
                 if len(losses) % 10 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.4f}")
-        train_ctrl = epoch >= int(self.s.get("warmup_epochs", 0))
-        if self.s.get("val_resample", "step") == "epoch":
+        train_ctrl = epoch >= self.s["warmup_epochs"]
+        if self.s["val_resample"] == "epoch":
             self._val = None
         self.supernet.eval()
         steps = []
@@ -426,23 +424,7 @@ _CHECKPOINT_KEYS = ("epoch", "controller", "supernet", "child_opt", "ctrl_opt", 
 def _structure(cfg: dict) -> dict:
     """The settings a checkpoint's tensors depend on; a resume must not change them."""
     return {"scale": int(cfg["scale"]), **{k: int(cfg["model"][k]) for k in ("channels", "blocks", "nodes")},
-            "ff": bool(cfg["search"].get("ff", False)), "lstm_size": int(cfg["search"].get("lstm_size", 64)),
-            "lstm_layers": int(cfg["search"].get("lstm_layers", 2)),
-            "tie_embeddings": bool(cfg["search"].get("tie_embeddings", True))}
-
-
-def _check_config(cfg: dict) -> None:
-    for sec in ("model", "data", "search"):
-        if not isinstance(cfg.get(sec), dict):
-            raise UserError(f"config has no '{sec}' section; start from a preset, e.g. --config cpu")
-    for k in ("channels", "blocks", "nodes"):
-        if k not in cfg["model"]:
-            raise UserError(f"config: model.{k} is missing")
-    if int(cfg["scale"]) not in (2, 3, 4):
-        raise UserError(f"config: scale {cfg['scale']} is not supported; expected 2, 3 or 4")
-    for k in ("epochs", "child_steps", "controller_steps", "lr", "controller_lr"):
-        if k not in cfg["search"]:
-            raise UserError(f"config: search.{k} is missing")
+            **{k: cfg["search"][k] for k in ("ff", "lstm_size", "lstm_layers", "tie_embeddings")}}
 
 
 def _check_out(out: Path, resume: bool) -> Path:
@@ -481,8 +463,8 @@ def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", r
     Under torchrun every process calls this with the same arguments (it joins the process
     group); ``rank`` defaults to the process's rank (0 without torchrun).
     """
-    _check_config(cfg)
-    threads, before = int(cfg.get("threads", 0) or 0), torch.get_num_threads()
+    config_mod.validate(cfg)  # fills in the defaults of a hand-made config
+    threads, before = cfg["threads"], torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
@@ -497,9 +479,9 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     world = distributed.world_size()
     rank = distributed.rank() if rank is None else int(rank)
     ckpt = _check_out(out, resume)
-    if cfg.get("deterministic", True):
+    if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(int(cfg.get("seed", 0)))
+    seed_everything(cfg["seed"])
     writer = rank == 0
     st = None
     if resume:
@@ -535,7 +517,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         atomic_write_text(out / "data.json", json.dumps(absolute_provenance(prov), indent=1))
     epochs = int(cfg["search"]["epochs"])
     per_epoch = int(cfg["search"]["child_steps"]) + int(cfg["search"]["controller_steps"])
-    tb = _tensorboard(out) if writer and cfg.get("tensorboard", True) else None
+    tb = _tensorboard(out) if writer and cfg["tensorboard"] else None
     if writer:
         _log_line(out / "search.log", f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
                   f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
@@ -610,7 +592,7 @@ def _cli_search(args, main_process: bool) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if main_process:
         print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
-              f"alpha={cfg['search'].get('alpha')} ff={cfg['search'].get('ff')}"
+              f"alpha={cfg['search']['alpha']} ff={cfg['search']['ff']}"
               f"{f' processes={world}' if world > 1 else ''} -> {out}", file=sys.stderr)
     rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
     if main_process:

@@ -140,7 +140,7 @@ class SharedScorer:
         from .search import psnr_y_batch
 
         s = self.cfg["search"]
-        vp, vb = int(s.get("val_patch", 48)), int(s.get("val_batch", 10))
+        vp, vb = s["val_patch"], s["val_batch"]
         sampler = PatchSampler([(hr, lr) for _, hr, lr in self.val], self.scale, vp, vb, seed=seed, augment=False)
         draws = [sampler.sample() for _ in range(batches)]
         table = np.array([[psnr_y_batch(self.supernet(lr, g), hr, self.scale).mean().item() for lr, hr in draws]
@@ -174,7 +174,7 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
     scfg = scorer.cfg
     m, scale = scfg["model"], scorer.scale
     C, N, M = int(m["channels"]), int(m["blocks"]), int(m["nodes"])
-    if bool(scfg["search"].get("ff", False)):
+    if scfg["search"]["ff"]:
         raise UserError(f"{run}: the study handles FF0 searches (search.ff: false) for now")
     params = lambda g: count_params(g, scale, C, N)  # noqa: E731
     derived = _candidates(run)
@@ -189,10 +189,10 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
         shared[g] = scorer.psnr(g)
     ranked = sorted(cands, key=lambda g: -shared[g])
     searched = ranked[:top]
-    rng = np.random.default_rng(int(cfg.get("seed", 0)) + 12345)
+    rng = np.random.default_rng(cfg["seed"] + 12345)
     tol = float(st["param_tolerance"])
     rows = []
-    base_seed = int(cfg.get("seed", 0))
+    base_seed = cfg["seed"]
     for i, g in enumerate(searched):
         rows.append({"genotype": str(g), "group": "searched", "pair": i, "params": params(g),
                      "shared_psnr": shared[g], "seed": base_seed + i, "draws": None})
@@ -223,8 +223,8 @@ def _train_cfg(cfg: dict, scfg: dict, seed: int) -> dict:
     t["scale"] = int(scfg["scale"])
     t["seed"] = int(seed)
     t["model"] = {"channels": int(scfg["model"]["channels"]), "blocks": int(scfg["model"]["blocks"])}
-    t["data"]["val_fraction"] = scfg["data"].get("val_fraction", 0.1)
-    t["data"]["val_max"] = scfg["data"].get("val_max", 0)
+    t["data"]["val_fraction"] = scfg["data"]["val_fraction"]
+    t["data"]["val_max"] = scfg["data"]["val_max"]
     return t
 
 
@@ -410,7 +410,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         if not Path(b).is_dir():
             raise UserError(f"--benchmark {b}: not a folder")
     st = cfg["study"]
-    seed_everything(int(cfg.get("seed", 0)))
+    seed_everything(cfg["seed"])
     if resume:
         try:
             plan = json.loads((out / PLAN).read_text())
@@ -443,7 +443,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         name = f"{r['pair']:02d}-{r['group']}"
         jobs.append({"row": r, "out": str(out / "arch" / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
                      "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
-                     "split_seed": int(scfg.get("seed", 0)), "threads": int(st["threads"]),
+                     "split_seed": scfg["seed"], "threads": int(st["threads"]),
                      "benchmarks": plan.get("benchmarks", [])})
     done: Dict[int, dict] = {}
     for i, j in enumerate(jobs):

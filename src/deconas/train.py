@@ -36,21 +36,17 @@ from .runtime import (JsonlLog, atomic_torch_save, check_out_dir, atomic_write_t
                       set_rng_state, torch_load)
 
 
-TRAIN_KEYS = ("scale", "model.channels", "model.blocks", "data.lr_patch", "data.batch", "train.steps",
-              "train.epoch_steps", "train.lr")
-
-
 def learning_rate(step: int, t: dict) -> float:
     """Learning rate before optimizer step ``step`` (0-based)."""
     base = float(t["lr"])
-    warm = int(t.get("warmup_steps", 0) or 0)
+    warm = t["warmup_steps"]
     if warm and step < warm:
         return base * (step + 1) / warm
-    if t.get("schedule", "step") == "cosine":
-        total = int(t["steps"])
-        floor = float(t.get("lr_min", 0.0))
+    if t["schedule"] == "cosine":
+        total = t["steps"]
+        floor = float(t["lr_min"])
         return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(step, total) / total))
-    return base * float(t.get("lr_gamma", 0.5)) ** (step // int(t["lr_step"]))
+    return base * float(t["lr_gamma"]) ** (step // t["lr_step"])
 
 
 def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
@@ -121,17 +117,17 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
 
     ``split_seed``: the seed of the held-out validation split when it is not ``cfg["seed"]``
     (``deconas study`` trains with a seed per pair on the search's own split)."""
-    config_mod.validate(cfg, TRAIN_KEYS)
+    config_mod.validate(cfg)  # fills in the defaults of a hand-made config
     out = Path(out_dir)
     scale = int(cfg["scale"])
     m, d, t = cfg["model"], cfg["data"], cfg["train"]
-    seed = int(cfg.get("seed", 0))
+    seed = cfg["seed"]
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     writer = rank == 0  # the one process that validates and writes files
     state_path = out / "state.pt"
     _check_out(out, resume)
-    if cfg.get("deterministic", True):
+    if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
 
@@ -140,12 +136,12 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         train_dir, val_dir = _resume_sources(out, train_dir, val_dir)
     model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
-    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d.get("val_fraction", 0.0),
-                                                  d.get("val_max", 0), seed if split_seed is None else int(split_seed),
+    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d["val_fraction"],
+                                                  d["val_max"], seed if split_seed is None else int(split_seed),
                                                   require_val=False)
     # Each rank draws its own patches: its own random stream.
     sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
-                           seed=seed + 7919 * rank, augment=bool(d.get("augment", True)))
+                           seed=seed + 7919 * rank, augment=d["augment"])
     total, per_epoch = int(t["steps"]), int(t["epoch_steps"])
     step, best = 0, -float("inf")
     log = JsonlLog(out / "metrics.jsonl")
@@ -200,7 +196,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     def history(at_step):
         return earlier + [{"run": out.resolve().name, "scale": scale, "steps": at_step, "data": data_names,
                            "init": Path(init_rec["checkpoint"]).name if init_rec else None,
-                           "lr": float(t["lr"]), "schedule": t.get("schedule", "step")}]
+                           "lr": float(t["lr"]), "schedule": t["schedule"]}]
     distributed.barrier()  # the writer has made the run folder
     net = model
     if world > 1:
@@ -214,9 +210,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     bar = tqdm(total=total, initial=step, disable=not progress or not writer, desc="train", unit="step", dynamic_ncols=True,
                file=sys.stderr)
-    amp = str(t.get("amp", "none") or "none")
-    if amp not in ("none", "bf16"):
-        raise UserError(f"train.amp={amp!r}: expected none or bf16")
+    amp = t["amp"]  # checked by the config schema
     # bf16 autocast: AMX/tensor-core matmuls for the convolutions, fp32 weights and loss.
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
     model.train()
@@ -233,7 +227,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
         loss = F.l1_loss(sr_b.float(), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if t.get("grad_clip"):
+        if t["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
         opt.step()
         step += 1
@@ -248,7 +242,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             samplers = distributed.all_gather(sampler.state_dict())
             loss_sum, loss_n = 0.0, 0
             if writer:
-                do_val = epoch % int(t.get("val_every", 1)) == 0 or step == total
+                do_val = epoch % t["val_every"] == 0 or step == total
                 psnr = validation_psnr(model, val_pairs, scale) if do_val and val_pairs else None
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
@@ -261,7 +255,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                 atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                                "samplers": samplers, "rng": rng_state(), "step": step,
                                                "best": best, "net": net_id})
-                if cfg.get("plot", True):
+                if cfg["plot"]:
                     _plot_curves(records, out / "curves.png")
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
                           + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
@@ -303,7 +297,6 @@ def cli_train(args) -> int:
         saved = out / "config.yaml"
         if saved.is_file():
             cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
-    config_mod.validate(cfg, TRAIN_KEYS)
     g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
     if args.from_run and not args.resume:
         # The searched network's scale (and N, which FF bits are tied to) unless overridden.

@@ -15,7 +15,8 @@ content-dependent attention; tests/test_inference.py) moves by 2e-4 dB of PSNR a
 photo with tile 128 (tiled vs whole 87 dB); random networks (7,6,4 C=8 N=2 and the paper
 genotype C=32 N=4) agree with whole-image output to 73-79 dB at tiles 64 and 128. The
 acceptance bound is 0.01 dB; without overlap the same photo test moves by 0.3 dB. Larger
-tiles only help (the attention statistics get closer to the image's), hence the CLI's 256.
+tiles only help (the attention statistics get closer to the image's); the CLI's default
+windows are 512x512 (deconas.backend.WINDOW_PIXELS).
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ from torch import nn
 
 from .backend import LUMA, make_backend, spans, upscale_uint8
 from .network import DeCoNASNet
-from .ops import OP_CLASSES
-
-# Spatial radius of each mix-node operation (conv 3x3, separable 3x3, dilated 3x3 at rate 3).
-OP_RADIUS = (1, 1, 3)
 # For networks that are not DeCoNASNet (so the radius is unknown): a generous margin.
 DEFAULT_OVERLAP = 24
 
@@ -62,7 +59,7 @@ def receptive_radius(model: nn.Module) -> Optional[int]:
             if len(node.ops) == 0:
                 feats.append(feats[-1])
                 continue
-            feats.append(max(OP_RADIUS[_op_kind(op)] + max(feats[j] for j in idx)
+            feats.append(max(op.spec.radius + max(feats[j] for j in idx)
                              for op, idx in zip(node.ops, node.op_inputs)))
         # The block's output is LFF(what it reads) + x_in; the dense connection after it reads
         # every block output so far, the deepest being this one.
@@ -70,13 +67,6 @@ def receptive_radius(model: nn.Module) -> Optional[int]:
     r += 1  # GFF 3x3
     r += sum(1 for m in model.upsample.modules() if isinstance(m, nn.Conv2d))
     return r + 1  # tail 3x3
-
-
-def _op_kind(op: nn.Module) -> int:
-    for k, cls in enumerate(OP_CLASSES):
-        if isinstance(op, cls):
-            return k
-    raise TypeError(f"unknown mix-node operation {type(op).__name__}")
 
 
 def default_overlap(model: nn.Module) -> int:

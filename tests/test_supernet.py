@@ -52,7 +52,7 @@ def test_gradients_reach_only_the_selected_input_slices():
     F.l1_loss(net(torch.rand(1, 3, 6, 6), g), torch.rand(1, 3, 12, 12)).backward()
     w = net.dnbs[0].nodes[1].ops[0].conv.weight.grad
     assert w[:, :4].abs().sum() > 0 and torch.all(w[:, 4:] == 0)
-    assert net.dnbs[0].nodes[1].ops[1].depthwise.weight.grad is None  # unused op: untouched
+    assert net.dnbs[0].nodes[1].ops[1].dw.weight.grad is None  # unused op: untouched
 
 
 def test_take_chunks_joins_runs_of_inputs_in_order():

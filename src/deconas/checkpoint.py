@@ -20,6 +20,7 @@ from . import __version__
 from .errors import UserError
 from .genotype import GenotypeError, parse
 from .network import DeCoNASNet
+from .ops import current_names
 from .runtime import atomic_write, pick_device
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -71,23 +72,29 @@ def check_bounds(what: str, genotype, scale: int, channels: int, blocks: int) ->
         raise UserError(f"{what}: the network it describes has {n:,} parameters (limit {MAX_PARAMS:,})")
 
 
+def file_names(f) -> dict:
+    """Today's name of each tensor in an open safetensors file -> its name in the file (files
+    written before the operations' submodules had names use the old ones)."""
+    return current_names({k: k for k in f.keys()})
+
+
 def check_header(path, model: torch.nn.Module) -> None:
     """Every tensor the network has, with its shape and dtype, is in the file, and nothing else."""
     expected = model.state_dict()
     try:
         with safe_open(str(path), framework="pt") as f:
-            names = set(f.keys())
+            names = file_names(f)
             for k, v in expected.items():
                 if k not in names:
                     raise UserError(f"checkpoint {path}: tensor {k} is missing")
-                sl = f.get_slice(k)
+                sl = f.get_slice(names[k])
                 shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
                 if shape != tuple(v.shape) or dtype != _DTYPES.get(v.dtype):
                     raise UserError(f"checkpoint {path}: tensor {k} is {dtype} {list(shape)}, "
                                     f"expected {_DTYPES.get(v.dtype)} {list(v.shape)}")
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    extra = sorted(names - set(expected))
+    extra = sorted(names[k] for k in set(names) - set(expected))
     if extra:
         raise UserError(f"checkpoint {path}: tensor {extra[0]} does not belong to its network")
 
@@ -175,10 +182,10 @@ def init_from(model: DeCoNASNet, path, scale: int) -> dict:
     own = model.state_dict()
     loaded, fresh = [], []
     with safe_open(str(path), framework="pt") as f:
-        names = set(f.keys())
+        names = file_names(f)
         for k, v in own.items():
-            if k in names and tuple(f.get_slice(k).get_shape()) == tuple(v.shape):
-                t = f.get_tensor(k)
+            if k in names and tuple(f.get_slice(names[k]).get_shape()) == tuple(v.shape):
+                t = f.get_tensor(names[k])
                 if t.dtype != v.dtype:
                     raise UserError(f"--init {path}: tensor {k} is {t.dtype}, expected {v.dtype}")
                 with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .genotype import Genotype, K, all_ones
-from .ops import upsampler_stages
+from .ops import OPS, ca_hidden, upsampler_stages
 
 HR_SIZE = (720, 1280)  # (H, W) of the HR output the Mult-Adds are quoted for
 
@@ -38,14 +38,13 @@ def cost(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4
             nin = len(genotype.op_inputs(m, k)) * c
             if nin == 0:
                 continue
-            if k == 0:
-                cell.add_conv(nin, c, 3, lr_pixels)
-            elif k == 1:
-                cell.add_conv(nin, nin, 3, lr_pixels, groups=nin, bias=False)
-                cell.add_conv(nin, c, 1, lr_pixels)
+            op = OPS[k]
+            if op.separable:
+                cell.add_conv(nin, nin, op.kernel, lr_pixels, groups=nin, bias=False)  # depthwise
+                cell.add_conv(nin, c, 1, lr_pixels)  # pointwise
             else:
-                cell.add_conv(nin, c, 3, lr_pixels)
-        hidden = max(1, c // 4)
+                cell.add_conv(nin, c, op.kernel, lr_pixels)
+        hidden = ca_hidden(c)
         cell.add_conv(c, hidden, 1, 1)  # channel attention on the pooled 1x1 map
         cell.add_conv(hidden, c, 1, 1)
     cell.add_conv(len(genotype.lff_inputs()) * c, c, 1, lr_pixels)  # LFF

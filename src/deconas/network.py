@@ -7,14 +7,13 @@ data-dependent control flow (the loops run over structure only) and traces/expor
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List
 
 import torch
 from torch import nn
 
-from .errors import UserError
 from .genotype import Genotype, K
-from .ops import OP_CLASSES, ChannelAttention, Upsampler, conv
+from .ops import ChannelAttention, Op, Upsampler, conv, current_names
 
 SCALES = (2, 3, 4)
 
@@ -32,7 +31,7 @@ class MixNode(nn.Module):
             idx = list(genotype.op_inputs(node, k))
             if idx:
                 self.op_inputs.append(idx)
-                ops.append(OP_CLASSES[k](len(idx) * channels, channels))
+                ops.append(Op(k, len(idx) * channels, channels))
         self.ops = nn.ModuleList(ops)
         self.relu = nn.ReLU()
         self.ca = ChannelAttention(channels)
@@ -61,7 +60,51 @@ class DNB(nn.Module):
         return self.lff(torch.cat([feats[i] for i in self.lff_inputs], 1)) + x
 
 
-class DeCoNASNet(nn.Module):
+def check_size(scale: int, channels: int, blocks: int) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale} is not supported; expected one of {SCALES}")
+    if blocks < 1 or channels < 1:
+        raise ValueError(f"blocks ({blocks}) and channels ({channels}) must be positive")
+
+
+class DenseNetwork(nn.Module):
+    """What DeCoNASNet and the supernet share (docs/design.md, section 1.2): SFENet (``sfe1``,
+    ``sfe2``), the dense block connections after DNBs 0..N-2 (``dense``), GFF (``gff``: a 1x1
+    conv over ``gff_width`` x C channels, then a 3x3 conv), the upsampler and the tail. A
+    subclass supplies the DNBs and how a DNB and GFF's 1x1 conv read their inputs."""
+
+    def _build(self, scale: int, channels: int, blocks: int, make_dnb: Callable[[], nn.Module], gff_width: int) -> None:
+        self.scale, self.channels, self.blocks = scale, channels, blocks
+        c = channels
+        # The order of construction is the order of random initialisation (a seed gives the
+        # same network as before) and of the parameters (a resumed optimizer's state).
+        self.sfe1 = conv(3, c, 3)  # x_grl, the global residual
+        self.sfe2 = conv(c, c, 3)  # F0
+        self.dnbs = nn.ModuleList(make_dnb() for _ in range(blocks))
+        # Dense block connection after blocks 0..N-2: 1x1 over concat(F0, B0..Bd).
+        self.dense = nn.ModuleList(conv((d + 2) * c, c, 1) for d in range(blocks - 1))
+        self.gff = nn.Sequential(conv(gff_width * c, c, 1), conv(c, c, 3))
+        self.upsample = Upsampler(c, scale)
+        self.tail = conv(c, 3, 3)
+
+    def _run(self, lr: torch.Tensor, block: Callable, gff_1x1: Callable) -> torch.Tensor:
+        """``block(dnb, x)`` runs one DNB; ``gff_1x1(feats)`` is GFF's 1x1 conv over F0, B0, B1, ..."""
+        x_grl = self.sfe1(lr)
+        feats = [self.sfe2(x_grl)]  # F0, B0, B1, ...
+        x = feats[0]
+        for d, dnb in enumerate(self.dnbs):
+            feats.append(block(dnb, x))
+            if d < len(self.dense):
+                x = self.dense[d](torch.cat(feats, 1))
+        y = self.gff[1](gff_1x1(feats)) + x_grl
+        return self.tail(self.upsample(y))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also takes the tensor names of earlier versions (:func:`deconas.ops.current_names`)."""
+        return super().load_state_dict(current_names(state_dict), strict=strict, assign=assign)
+
+
+class DeCoNASNet(DenseNetwork):
     """The child network of DeCoNAS for one genotype.
 
     ``channels`` C, ``blocks`` N; the number of mix nodes M comes from the genotype.
@@ -70,32 +113,14 @@ class DeCoNASNet(nn.Module):
 
     def __init__(self, genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4):
         super().__init__()
-        if scale not in SCALES:
-            raise UserError(f"scale {scale} is not supported; expected one of {SCALES}")
-        if blocks < 1 or channels < 1:
-            raise UserError(f"blocks ({blocks}) and channels ({channels}) must be positive")
-        self.genotype, self.scale, self.channels, self.blocks = genotype, scale, channels, blocks
-        c = channels
-        self.sfe1 = conv(3, c, 3)  # x_grl, the global residual
-        self.sfe2 = conv(c, c, 3)  # F0
-        self.dnbs = nn.ModuleList(DNB(genotype, c) for _ in range(blocks))
-        # Dense block connection after blocks 0..N-2: 1x1 over concat(F0, B0..Bd).
-        self.dense = nn.ModuleList(conv((d + 2) * c, c, 1) for d in range(blocks - 1))
+        check_size(scale, channels, blocks)
+        self.genotype = genotype
         self.gff_inputs = list(genotype.gff_inputs(blocks))
-        self.gff = nn.Sequential(conv(len(self.gff_inputs) * c, c, 1), conv(c, c, 3))
-        self.upsample = Upsampler(c, scale)
-        self.tail = conv(c, 3, 3)
+        self._build(scale, channels, blocks, lambda: DNB(genotype, channels), len(self.gff_inputs))
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x_grl = self.sfe1(lr)
-        feats = [self.sfe2(x_grl)]  # F0, B0, B1, ...
-        x = feats[0]
-        for d, dnb in enumerate(self.dnbs):
-            feats.append(dnb(x))
-            if d < len(self.dense):
-                x = self.dense[d](torch.cat(feats, 1))
-        y = self.gff(torch.cat([feats[i] for i in self.gff_inputs], 1)) + x_grl
-        return self.tail(self.upsample(y))
+        return self._run(lr, lambda dnb, x: dnb(x),
+                         lambda feats: self.gff[0](torch.cat([feats[i] for i in self.gff_inputs], 1)))
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,12 +1,40 @@
-"""The building blocks of DeCoNASNet: the three mix-node operations and channel attention.
+"""The building blocks of DeCoNASNet: the operation table, the mix-node operation, channel
+attention and the upsampler (docs/design.md, section 1.3).
 
-Every operation starts with a ReLU on its (concatenated) input, as in the authors' release.
+``OPS`` is the one description of the K candidate operations: what the standalone network
+builds, what the supernet slices, what ``complexity`` counts and what inference's receptive
+radius adds up all read it. Every operation starts with a ReLU on its (concatenated) input,
+as in the authors' release.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A mix-node operation: ReLU, then a ``kernel`` conv with ``dilation``; a separable one is
+    a depthwise ``kernel`` conv (one filter per channel, no bias) then a pointwise 1x1 conv."""
+    name: str
+    kernel: int
+    dilation: int
+    separable: bool
+
+    @property
+    def radius(self) -> int:
+        """How many pixels away an output pixel sees (its 'same' padding)."""
+        return self.dilation * (self.kernel // 2)
+
+
+# Operation k of the genotype: conv 3x3, depthwise-separable 3x3, dilated 3x3 at rate 3.
+OPS = (OpSpec("conv 3x3", 3, 1, False), OpSpec("sep conv 3x3", 3, 1, True), OpSpec("dil conv 3x3", 3, 3, False))
+CA_REDUCTION = 4  # channel attention's bottleneck: C -> C/4 -> C (RCAN's r, the release's 4)
 
 
 def conv(cin: int, cout: int, k: int = 3, dilation: int = 1, groups: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -14,42 +42,64 @@ def conv(cin: int, cout: int, k: int = 3, dilation: int = 1, groups: int = 1, bi
     return nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups, bias=bias)
 
 
-class ConvOp(nn.Sequential):
-    """k=0: ReLU -> conv 3x3, (n*C) -> C."""
+class Op(nn.Module):
+    """Operation ``k`` of ``OPS``, ``cin`` -> ``cout`` channels: submodules ``conv``, or ``dw``
+    (depthwise) and ``pw`` (pointwise) for the separable one. The supernet builds it with
+    every possible input's channels and convolves with slices of its weights."""
 
-    def __init__(self, cin: int, cout: int):
-        super().__init__(nn.ReLU(), conv(cin, cout, 3))
+    def __init__(self, k: int, cin: int, cout: int):
+        super().__init__()
+        self.k, self.spec = k, OPS[k]
+        s = self.spec
+        if s.separable:
+            self.dw = conv(cin, cin, s.kernel, s.dilation, groups=cin, bias=False)
+            self.pw = conv(cin, cout, 1)
+        else:
+            self.conv = conv(cin, cout, s.kernel, s.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        return self.pw(self.dw(x)) if self.spec.separable else self.conv(x)
 
 
-class SepConvOp(nn.Sequential):
-    """k=1: ReLU -> depthwise 3x3 (multiplier 1, no bias) -> pointwise 1x1 (n*C) -> C."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(nn.ReLU(), conv(cin, cin, 3, groups=cin, bias=False), conv(cin, cout, 1))
-
-
-class DilConvOp(nn.Sequential):
-    """k=2: ReLU -> dilated conv 3x3, rate 3, (n*C) -> C."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(nn.ReLU(), conv(cin, cout, 3, dilation=3))
+# Names written before the operations' submodules had names: a standalone op was an
+# nn.Sequential (ReLU, conv) or (ReLU, depthwise, pointwise), so "ops.i.1" / "ops.i.2";
+# the supernet called its halves "depthwise" and "pointwise".
+_POSITIONAL = re.compile(r"^(.*\.ops\.\d+\.)([12])\.(weight|bias)$")
+_SUPERNET = re.compile(r"\.ops\.(\d+)\.(depthwise|pointwise)\.")
 
 
-OP_CLASSES = (ConvOp, SepConvOp, DilConvOp)
+def current_names(state: dict) -> dict:
+    """``state`` with tensor names of earlier versions mapped to today's (others unchanged)."""
+    out = {}
+    for k, v in state.items():
+        m = _POSITIONAL.match(k)
+        if m:
+            pre, pos, what = m.groups()
+            separable = pre + "2.weight" in state  # only the separable op had a third layer
+            k = pre + ("pw" if pos == "2" else "dw" if separable else "conv") + "." + what
+        else:
+            k = _SUPERNET.sub(lambda g: f".ops.{g.group(1)}.{'dw' if g.group(2) == 'depthwise' else 'pw'}.", k)
+        out[k] = v
+    return out
 
 
 class ChannelAttention(nn.Module):
     """RCAN's channel attention: GAP -> 1x1 C->C/r -> ReLU -> 1x1 C/r->C -> sigmoid -> scale."""
 
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(self, channels: int, reduction: int = CA_REDUCTION):
         super().__init__()
-        hidden = max(1, channels // reduction)
+        hidden = ca_hidden(channels, reduction)
         self.body = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), conv(channels, hidden, 1), nn.ReLU(), conv(hidden, channels, 1), nn.Sigmoid()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.body(x)
+
+
+def ca_hidden(channels: int, reduction: int = CA_REDUCTION) -> int:
+    return max(1, channels // reduction)
 
 
 class Upsampler(nn.Sequential):

@@ -30,8 +30,8 @@ from torch.nn import functional as F
 
 from . import complexity
 from .genotype import Genotype, K
-from .network import SCALES, DeCoNASNet
-from .ops import ChannelAttention, Upsampler, conv
+from .network import DeCoNASNet, DenseNetwork, check_size
+from .ops import ChannelAttention, Op, conv
 
 
 @lru_cache(maxsize=4096)
@@ -58,36 +58,31 @@ def _cat(feats: List[torch.Tensor], idx: Sequence[int]) -> torch.Tensor:
     return feats[idx[0]] if len(idx) == 1 else torch.cat([feats[j] for j in idx], 1)
 
 
-class SharedOp(nn.Module):
+class SharedOp(Op):
     """Operation k of one mix node, with weights for all ``n_inputs`` possible inputs."""
 
     def __init__(self, k: int, n_inputs: int, channels: int):
-        super().__init__()
-        self.k, self.channels = k, channels
-        full = n_inputs * channels
-        if k == 1:
-            self.depthwise = conv(full, full, 3, groups=full, bias=False)
-            self.pointwise = conv(full, channels, 1)
-        else:
-            self.conv = conv(full, channels, 3, dilation=3 if k == 2 else 1)
+        super().__init__(k, n_inputs * channels, channels)
+        self.channels = channels
 
     def forward(self, x: torch.Tensor, idx: Tuple[int, ...]) -> torch.Tensor:
         """``x`` is the concatenation of the selected inputs ``idx``."""
-        c = self.channels
+        c, s = self.channels, self.spec
         x = F.relu(x)
-        if self.k == 1:
-            x = F.conv2d(x, take_chunks(self.depthwise.weight, idx, c, 0), None, padding=1, groups=x.shape[1])
-            return F.conv2d(x, take_chunks(self.pointwise.weight, idx, c, 1), self.pointwise.bias)
-        d = 3 if self.k == 2 else 1
-        return F.conv2d(x, take_chunks(self.conv.weight, idx, c, 1), self.conv.bias, padding=d, dilation=d)
+        if s.separable:
+            x = F.conv2d(x, take_chunks(self.dw.weight, idx, c, 0), None, padding=s.radius, dilation=s.dilation,
+                         groups=x.shape[1])
+            return F.conv2d(x, take_chunks(self.pw.weight, idx, c, 1), self.pw.bias)
+        return F.conv2d(x, take_chunks(self.conv.weight, idx, c, 1), self.conv.bias, padding=s.radius,
+                        dilation=s.dilation)
 
     def sliced_state(self, idx: Tuple[int, ...]) -> Dict[str, torch.Tensor]:
-        """This op's weights for inputs ``idx`` under the standalone op's names (ops.ConvOp etc.)."""
+        """This op's weights for inputs ``idx``, as the standalone :class:`deconas.ops.Op` holds them."""
         c = self.channels
-        if self.k == 1:
-            return {"1.weight": take_chunks(self.depthwise.weight, idx, c, 0),
-                    "2.weight": take_chunks(self.pointwise.weight, idx, c, 1), "2.bias": self.pointwise.bias}
-        return {"1.weight": take_chunks(self.conv.weight, idx, c, 1), "1.bias": self.conv.bias}
+        if self.spec.separable:
+            return {"dw.weight": take_chunks(self.dw.weight, idx, c, 0),
+                    "pw.weight": take_chunks(self.pw.weight, idx, c, 1), "pw.bias": self.pw.bias}
+        return {"conv.weight": take_chunks(self.conv.weight, idx, c, 1), "conv.bias": self.conv.bias}
 
 
 class SharedMixNode(nn.Module):
@@ -129,7 +124,7 @@ class _Plan:
         self.gff = g.gff_inputs(blocks)
 
 
-class SuperNet(nn.Module):
+class SuperNet(DenseNetwork):
     """All DeCoNASNets of one search space (C channels, N blocks, M nodes, scale s) at once.
 
     ``forward(lr, genotype)`` runs the sampled architecture on the shared weights;
@@ -138,17 +133,10 @@ class SuperNet(nn.Module):
 
     def __init__(self, scale: int = 2, channels: int = 64, blocks: int = 4, nodes: int = 4):
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"scale {scale} is not supported; expected one of {SCALES}")
-        self.scale, self.channels, self.blocks, self.nodes = scale, channels, blocks, nodes
-        c = channels
-        self.sfe1 = conv(3, c, 3)
-        self.sfe2 = conv(c, c, 3)
-        self.dnbs = nn.ModuleList(SharedDNB(nodes, c) for _ in range(blocks))
-        self.dense = nn.ModuleList(conv((d + 2) * c, c, 1) for d in range(blocks - 1))
-        self.gff = nn.Sequential(conv((blocks + 1) * c, c, 1), conv(c, c, 3))
-        self.upsample = Upsampler(c, scale)
-        self.tail = conv(c, 3, 3)
+        check_size(scale, channels, blocks)
+        self.nodes = nodes
+        # GFF's 1x1 conv holds all N+1 inputs; a genotype uses its chunks (FF1 searches them).
+        self._build(scale, channels, blocks, lambda: SharedDNB(nodes, channels), blocks + 1)
         self._plans: Dict[Genotype, _Plan] = {}
 
     def _plan(self, g: Genotype) -> _Plan:
@@ -163,17 +151,9 @@ class SuperNet(nn.Module):
 
     def forward(self, lr: torch.Tensor, genotype: Genotype) -> torch.Tensor:
         plan = self._plan(genotype)
-        x_grl = self.sfe1(lr)
-        feats = [self.sfe2(x_grl)]  # F0, B0, B1, ...
-        x = feats[0]
-        for d, dnb in enumerate(self.dnbs):
-            feats.append(dnb(x, plan))
-            if d < len(self.dense):
-                x = self.dense[d](torch.cat(feats, 1))
-        w = take_chunks(self.gff[0].weight, plan.gff, self.channels, 1)
-        y = F.conv2d(_cat(feats, plan.gff), w, self.gff[0].bias)
-        y = self.gff[1](y) + x_grl
-        return self.tail(self.upsample(y))
+        gff = self.gff[0]
+        return self._run(lr, lambda dnb, x: dnb(x, plan), lambda feats: F.conv2d(
+            _cat(feats, plan.gff), take_chunks(gff.weight, plan.gff, self.channels, 1), gff.bias))
 
     def num_params(self, genotype: Genotype) -> int:
         """Trainable parameters of the sampled architecture (analytic, deconas.complexity)."""

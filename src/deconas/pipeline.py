@@ -25,7 +25,9 @@ from pathlib import Path
 from . import config as config_mod
 from .arch import describe, format_table
 from .errors import UserError
-from .runtime import atomic_write_text, check_out_dir, read_jsonl
+from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CONFIG, METRICS, PIPELINE_TIMES, SEARCH_STATE, SEARCH_SUMMARY,
+                        TRAIN_STATE, TRAIN_SUMMARY, check_out_dir, default_path, write_config)
+from .runtime import atomic_write_text, read_jsonl
 
 
 def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
@@ -116,14 +118,14 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     if not resume and out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; pass --resume to continue the run there, or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
-    times = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
+    write_config(out, cfg)
+    times = json.loads((out / PIPELINE_TIMES).read_text()) if (out / PIPELINE_TIMES).is_file() else {}
 
     def timed(name, fn):
         t0 = time.time()
         res = fn()
         times[name] = round(times.get(name, 0.0) + time.time() - t0, 1)
-        atomic_write_text(out / "times.json", json.dumps(times, indent=1))
+        atomic_write_text(out / PIPELINE_TIMES, json.dumps(times, indent=1))
         return res
 
     def say(msg):
@@ -139,19 +141,19 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
         raise UserError("nothing to evaluate on: set test_fraction > 0 or pass --benchmark DIR")
 
     search_dir = out / "search"
-    ckpt = search_dir / "checkpoint.pt"
+    ckpt = search_dir / SEARCH_STATE
     epochs = int(s_cfg["search"]["epochs"])
-    last_epoch = _last_epoch(search_dir / "metrics.jsonl")
+    last_epoch = _last_epoch(search_dir / METRICS)
     if last_epoch < epochs:
-        _invalidate(out, search_dir / "best.json", search_dir / "candidates.csv", out / "train", out / "results.json")
+        _invalidate(out, search_dir / BEST, search_dir / CANDIDATES, out / "train", out / "results.json")
         say(f"search ({s_cfg['model']}, {epochs} epochs) -> {search_dir}")
         timed("search", lambda: run_search(s_cfg, train_dir, val_dir, search_dir, resume=ckpt.is_file(),
                                            device=device, progress=progress))
-    if not (search_dir / "best.json").is_file():
+    if not (search_dir / BEST).is_file():
         _invalidate(out, out / "train", out / "results.json")
         say("derive")
         timed("derive", lambda: derive(search_dir, cfg["derive_samples"], device=device, progress=progress))
-    best = json.loads((search_dir / "best.json").read_text())
+    best = json.loads((search_dir / BEST).read_text())
     from .genotype import parse
 
     genotype = parse(best["genotype"])
@@ -160,18 +162,18 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     if genotype.ff:
         t_cfg["model"]["blocks"] = len(genotype.gff)
     train_out = out / "train"
-    if not (train_out / "summary.json").is_file():
+    if not (train_out / TRAIN_SUMMARY).is_file():
         _invalidate(out, out / "results.json")
         say(f"train {genotype} from scratch -> {train_out}")
         timed("train", lambda: run_training(t_cfg, genotype, train_dir, val_dir, train_out,
-                                            resume=(train_out / "state.pt").is_file(), device=device,
+                                            resume=(train_out / TRAIN_STATE).is_file(), device=device,
                                             progress=progress))
 
     # Evaluate the found network against bicubic on the held-out images (and any benchmarks).
     results_path = out / "results.json"
     if not results_path.is_file():
         say("evaluate")
-        results = timed("evaluate", lambda: _evaluate(train_out / "best.safetensors", eval_dirs, scale, device,
+        results = timed("evaluate", lambda: _evaluate(train_out / BEST_WEIGHTS, eval_dirs, scale, device,
                                                       out / "sr"))
         atomic_write_text(results_path, json.dumps(results, indent=1))
     results = json.loads(results_path.read_text())
@@ -207,10 +209,10 @@ def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dic
 def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str:
     from .checkpoint import read_meta
 
-    meta = read_meta(out / "train" / "best.safetensors")  # what was trained, whatever the config says now
+    meta = read_meta(out / "train" / BEST_WEIGHTS)  # what was trained, whatever the config says now
     info = describe(genotype, int(meta["scale"]), int(meta["channels"]), int(meta["blocks"]))
-    summary_md = (out / "search" / "summary.md").read_text() if (out / "search" / "summary.md").is_file() else ""
-    tr = json.loads((out / "train" / "summary.json").read_text())
+    summary_md = (out / "search" / SEARCH_SUMMARY).read_text() if (out / "search" / SEARCH_SUMMARY).is_file() else ""
+    tr = json.loads((out / "train" / TRAIN_SUMMARY).read_text())
     lines = [
         "# DeCoNAS run", "",
         f"Data: {split['source']}; {len(split['train'])} images for search and training, "
@@ -240,9 +242,9 @@ def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str
 
 
 def cli_run(args) -> int:
-    out = Path(args.out) if args.out else Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.resume and (out / "config.yaml").is_file():  # the run's own config, plus any overrides
-        cfg = config_mod.apply_overrides(config_mod.load(str(out / "config.yaml")), args.overrides)
+    out = Path(args.out) if args.out else default_path("run")
+    if args.resume and (out / CONFIG).is_file():  # the run's own config, plus any overrides
+        cfg = config_mod.apply_overrides(config_mod.load(str(out / CONFIG)), args.overrides)
     else:
         cfg = config_mod.load(args.config, args.overrides)
     stage_configs(cfg)

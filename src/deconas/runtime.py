@@ -74,37 +74,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         raise
 
 
-# The file that marks each kind of run folder.
-RUN_MARKERS = {"training run": "state.pt", "search": "checkpoint.pt", "pipeline run": "times.json", "study": "plan.json"}
-
-
-def check_out_dir(out: Path, kind: str, option: str = "--out") -> None:
-    """Before any data is loaded: ``out`` can be a run folder of this ``kind``. A file in the
-    way, a folder that cannot be written, or one holding another kind of run is one line.
-    Temporary files left by a killed writer (``.<name>.*.tmp``) are removed."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{option} {out}: a file is in the way (it must be a folder)")
-    for other, marker in RUN_MARKERS.items():
-        if other != kind and (out / marker).is_file() and not (out / RUN_MARKERS[kind]).is_file():
-            raise UserError(f"{option} {out}: holds a {other}, not a {kind}; pick another folder")
-    probe_dir = out
-    while not probe_dir.exists():  # the nearest folder that exists is where it will be made
-        probe_dir = probe_dir.parent
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".deconas-probe.", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"{option} {out}: cannot write in {probe_dir} ({e.strerror or e})") from None
-    if out.is_dir() and int(os.environ.get("RANK", "0")) == 0:
-        for tmp in out.glob(".*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -66,11 +66,11 @@ from .controller import Controller, Sample
 from .errors import UserError
 from .genotype import Genotype
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, atomic_write_text, check_out_dir, rng_state, seed_everything,
-                      set_rng_state, torch_load)
+from .runfolder import CONFIG, METRICS, SEARCH_DATA, SEARCH_STATE, check_resume, default_path, write_config
+from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state, torch_load
 from .supernet import SuperNet
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = SEARCH_STATE
 
 
 # ----------------------------------------------------------------------------- data
@@ -99,7 +99,7 @@ def absolute_provenance(prov: dict) -> dict:
 
 def read_data_json(run_dir) -> dict:
     """A run's ``data.json``, checked: a missing or damaged file is a one-line :class:`UserError`."""
-    path = Path(run_dir) / "data.json"
+    path = Path(run_dir) / SEARCH_DATA
     if not path.is_file():
         raise UserError(f"{path}: missing; is this the folder of a 'deconas search' run?")
     try:
@@ -162,7 +162,7 @@ def reload_val_pairs(run_dir) -> list:
     """The validation pairs of a finished run, from its ``data.json`` and ``config.yaml``."""
     run = Path(run_dir)
     prov = read_data_json(run)
-    cfg = config_mod.load(str(run / "config.yaml"))
+    cfg = config_mod.load(str(run / CONFIG))
     train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
     _, val, _ = load_search_data(cfg, train, prov["val_dir"])
     if [n for n, _, _ in val] != prov["val_images"]:
@@ -427,17 +427,6 @@ def _structure(cfg: dict) -> dict:
             **{k: cfg["search"][k] for k in ("ff", "lstm_size", "lstm_layers", "tie_embeddings")}}
 
 
-def _check_out(out: Path, resume: bool) -> Path:
-    """The run folder suits the request: a resume needs a checkpoint, a new search none."""
-    check_out_dir(out, "search")
-    ckpt = out / CHECKPOINT
-    if resume and not ckpt.is_file():
-        raise UserError(f"--resume: no {ckpt} to continue from")
-    if not resume and ckpt.is_file():
-        raise UserError(f"{out} already holds a search; pass --resume to continue it or pick another --out")
-    return ckpt
-
-
 def _log_line(path: Path, text: str) -> None:
     with open(path, "a") as f:
         f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
@@ -478,7 +467,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     world = distributed.world_size()
     rank = distributed.rank() if rank is None else int(rank)
-    ckpt = _check_out(out, resume)
+    ckpt = check_resume(out, "search", resume)
     if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(cfg["seed"])
@@ -494,12 +483,12 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
             raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
                             f"config's {_structure(cfg)}")
         prov = read_data_json(out)
-        _same_sources(train_dir, val_dir, prov, out / "data.json")
+        _same_sources(train_dir, val_dir, prov, out / SEARCH_DATA)
         train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
         val_dir = prov["val_dir"]
     train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
     search = Search(cfg, train_pairs, val_pairs, device, rank, world)
-    log = JsonlLog(out / "metrics.jsonl")
+    log = JsonlLog(out / METRICS)
     if st is not None:
         try:
             search.load_state_dict(st)
@@ -510,11 +499,11 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     if st is not None:
         if writer:
             log.truncate_after("epoch", search.epoch)
-            atomic_write_text(out / "config.yaml", config_mod.dump(cfg))  # records e.g. a longer search.epochs
+            write_config(out, cfg)  # records e.g. a longer search.epochs
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
-        atomic_write_text(out / "data.json", json.dumps(absolute_provenance(prov), indent=1))
+        write_config(out, cfg)
+        atomic_write_text(out / SEARCH_DATA, json.dumps(absolute_provenance(prov), indent=1))
     epochs = int(cfg["search"]["epochs"])
     per_epoch = int(cfg["search"]["child_steps"]) + int(cfg["search"]["controller_steps"])
     tb = _tensorboard(out) if writer and cfg["tensorboard"] else None
@@ -550,14 +539,10 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     if tb is not None:
         tb.close()
     distributed.barrier()  # the writer's last files are in place before any process returns
-    if rec is None and (out / "metrics.jsonl").is_file():  # already finished: report the last record
-        lines = (out / "metrics.jsonl").read_text().splitlines()
+    if rec is None and (out / METRICS).is_file():  # already finished: report the last record
+        lines = (out / METRICS).read_text().splitlines()
         rec = json.loads(lines[-1]) if lines else None
     return rec or {}
-
-
-def default_out() -> Path:
-    return Path("runs") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cli_search(args) -> int:
@@ -579,15 +564,15 @@ def _cli_search(args, main_process: bool) -> int:
     cfg = config_mod.load(args.config, args.overrides)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_DIR (the folder of the search to continue)")
-    out = Path(args.out) if args.out else default_out()
-    if args.resume and (out / "config.yaml").is_file():  # the run's own config, plus any overrides (e.g. epochs)
-        cfg = config_mod.apply_overrides(config_mod.load(str(out / "config.yaml")), args.overrides)
+    out = Path(args.out) if args.out else default_path("search")
+    if args.resume and (out / CONFIG).is_file():  # the run's own config, plus any overrides (e.g. epochs)
+        cfg = config_mod.apply_overrides(config_mod.load(str(out / CONFIG)), args.overrides)
     for p in ([args.train] if isinstance(args.train, str) else (args.train or [])) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
-    _check_out(out, args.resume)  # before the banner: a refusal is one line
+    check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
     if args.resume:
-        _same_sources(args.train, args.val, read_data_json(out), out / "data.json")
+        _same_sources(args.train, args.val, read_data_json(out), out / SEARCH_DATA)
     m = cfg["model"]
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if main_process:

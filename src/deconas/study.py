@@ -47,7 +47,8 @@ import torch
 from . import config as config_mod
 from .errors import UserError
 from .genotype import K, Genotype, num_pairs
-from .runtime import atomic_write, atomic_write_text, check_out_dir, seed_everything
+from .runfolder import check_out_dir
+from .runtime import atomic_write, atomic_write_text, seed_everything
 
 PLAN = "plan.json"
 RESULT = "study.json"
@@ -226,6 +227,18 @@ def _train_cfg(cfg: dict, scfg: dict, seed: int) -> dict:
     t["data"]["val_fraction"] = scfg["data"]["val_fraction"]
     t["data"]["val_max"] = scfg["data"]["val_max"]
     return t
+
+
+def _worker_init() -> None:
+    """A worker ends with the study: a killed study must not leave trainings writing into its folders."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # elsewhere: the pool's own shutdown on interrupt below
 
 
 def _train_one(job: dict) -> dict:
@@ -467,7 +480,8 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+        try:
             futures = {pool.submit(_train_one, jobs[i]): i for i in todo}
             for fut in as_completed(futures):
                 i = futures[fut]
@@ -476,6 +490,12 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
                 r = done[i]
                 bar.set_postfix_str(f"{r['group']} {r['genotype']} {r['standalone_psnr']:.3f} dB")
                 write_results(out, plan, rows(), cfg)
+        except BaseException:  # an interrupt or a failed architecture: stop the other trainings now
+            for p in list(getattr(pool, "_processes", {}).values()):
+                p.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     bar.close()
     return write_results(out, plan, rows(), cfg)
 

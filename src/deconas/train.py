@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,8 +33,9 @@ from .errors import UserError
 from .genotype import Genotype, parse
 from .network import DeCoNASNet
 from .patches import PatchSampler
-from .runtime import (JsonlLog, atomic_torch_save, check_out_dir, atomic_write_text, read_jsonl, rng_state, seed_everything,
-                      set_rng_state, torch_load)
+from .runfolder import (BEST, BEST_WEIGHTS, CONFIG, LAST_WEIGHTS, METRICS, TRAIN_RECORD, TRAIN_SUMMARY, check_resume,
+                        default_path, write_config)
+from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
 
 
 def learning_rate(step: int, t: dict) -> float:
@@ -87,7 +89,7 @@ def _plot_curves(records, path):
 def _resume_sources(out: Path, train_dir, val_dir):
     """The data a run was started on (run.json); a different --train/--val is refused."""
     try:
-        prov = json.loads((out / "run.json").read_text())["data"]
+        prov = json.loads((out / TRAIN_RECORD).read_text())["data"]
     except (OSError, ValueError, KeyError):
         return train_dir, val_dir  # a run from before run.json recorded its data: trust the caller
     saved_train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
@@ -101,13 +103,89 @@ def _resume_sources(out: Path, train_dir, val_dir):
     return saved_train, prov.get("val_dir")
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    check_out_dir(out, "training run")
-    state_path = out / "state.pt"
-    if resume and not state_path.is_file():
-        raise UserError(f"--resume: no {state_path} to resume from")
-    if not resume and state_path.is_file():
-        raise UserError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+class Training:
+    """One DeCoNASNet's training, shaped like :class:`deconas.search.Search`: ``step`` (one
+    optimizer step on a fresh batch of patches), ``validate``, and ``state_dict`` /
+    ``load_state_dict`` (an exact resume: weights, optimizer, patch stream, random streams).
+    :func:`run_training` drives it; distributed wrapping and mixed precision (``step`` takes
+    the forward to use), files, logs and plots stay outside."""
+
+    def __init__(self, cfg: dict, genotype: Genotype, train_pairs, val_pairs, device, rank: int = 0, world: int = 1):
+        m, d, self.t = cfg["model"], cfg["data"], cfg["train"]
+        self.scale, self.device, self.rank, self.world = cfg["scale"], device, rank, world
+        self.net_id = {"genotype": str(genotype), "scale": self.scale, "channels": m["channels"], "blocks": m["blocks"]}
+        # Built in this order after the seed: the same seed gives the same run.
+        self.model = DeCoNASNet(genotype, scale=self.scale, channels=m["channels"], blocks=m["blocks"]).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.t["lr"]), betas=(0.9, 0.999), eps=1e-8)
+        # Each rank draws its own patches: its own random stream.
+        self.sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale, d["lr_patch"], d["batch"],
+                                    seed=cfg["seed"] + 7919 * rank, augment=d["augment"])
+        self.val_pairs = val_pairs
+        self.steps, self.best = 0, -float("inf")
+
+    def step(self, forward=None, autocast=contextlib.nullcontext) -> Tuple[float, float]:
+        """One optimizer step through ``forward`` (the model, or its DDP wrapper); (loss, lr)."""
+        lr_now = learning_rate(self.steps, self.t)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_now
+        lr_b, hr_b = self.sampler.sample()
+        lr_b, hr_b = lr_b.to(self.device, non_blocking=True), hr_b.to(self.device, non_blocking=True)
+        with autocast():
+            sr_b = (forward or self.model)(lr_b)
+        loss = F.l1_loss(sr_b.float(), hr_b)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["grad_clip"]))
+        self.opt.step()
+        self.steps += 1
+        return loss.detach().item(), lr_now
+
+    def validate(self) -> Optional[float]:
+        """Whole-image validation PSNR; a new best is remembered. None without validation images."""
+        if not self.val_pairs:
+            return None
+        psnr = validation_psnr(self.model, self.val_pairs, self.scale)
+        self.best = max(self.best, psnr)
+        return psnr
+
+    def state_dict(self, samplers: list) -> dict:
+        """``samplers``: every rank's patch-stream state (each rank draws its own)."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "samplers": samplers,
+                "rng": rng_state(), "step": self.steps, "best": self.best, "net": self.net_id}
+
+    def load_state_dict(self, st: dict, where) -> None:
+        saved_id = st.get("net", self.net_id)
+        if saved_id != self.net_id:
+            diff = ", ".join(f"{k} {saved_id[k]} (now {v})" for k, v in self.net_id.items() if saved_id.get(k) != v)
+            raise UserError(f"{where} is a different network: {diff}; resume with the same settings")
+        samplers = st.get("samplers") or [st["sampler"]]  # "sampler": states written before data parallelism
+        if len(samplers) != self.world:
+            raise UserError(f"{where} was written by {len(samplers)} processes; resume it with as many "
+                            f"(this run has {self.world})")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sampler.load_state_dict(samplers[self.rank])
+        set_rng_state(st["rng"])
+        self.steps, self.best = int(st["step"]), float(st["best"])
+
+
+def _wrap(model, device, world: int):
+    """The forward a step goes through: the model, or under torchrun its DDP wrapper."""
+    if world <= 1:
+        return model
+    import warnings
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # The depthwise weights' gradients come back in another (equivalent) memory layout.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _autocast(amp: str, device):
+    # bf16 autocast: AMX/tensor-core matmuls for the convolutions, fp32 weights and loss.
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
 
 
 def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
@@ -119,56 +197,33 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     (``deconas study`` trains with a seed per pair on the search's own split)."""
     config_mod.validate(cfg)  # fills in the defaults of a hand-made config
     out = Path(out_dir)
-    scale = int(cfg["scale"])
-    m, d, t = cfg["model"], cfg["data"], cfg["train"]
-    seed = cfg["seed"]
+    scale, t = cfg["scale"], cfg["train"]
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     writer = rank == 0  # the one process that validates and writes files
-    state_path = out / "state.pt"
-    _check_out(out, resume)
+    state_path = check_resume(out, "training run", resume)
     if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(seed)
-
-    net_id = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"])}
+    seed_everything(cfg["seed"])
     if resume:  # continue the same network on the same data, or say why not
         train_dir, val_dir = _resume_sources(out, train_dir, val_dir)
-    model = DeCoNASNet(genotype, scale=scale, channels=int(m["channels"]), blocks=int(m["blocks"])).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), betas=(0.9, 0.999), eps=1e-8)
-    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, d["val_fraction"],
-                                                  d["val_max"], seed if split_seed is None else int(split_seed),
-                                                  require_val=False)
-    # Each rank draws its own patches: its own random stream.
-    sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], scale, int(d["lr_patch"]), int(d["batch"]),
-                           seed=seed + 7919 * rank, augment=d["augment"])
-    total, per_epoch = int(t["steps"]), int(t["epoch_steps"])
-    step, best = 0, -float("inf")
-    log = JsonlLog(out / "metrics.jsonl")
+    split = cfg["seed"] if split_seed is None else int(split_seed)
+    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, cfg["data"]["val_fraction"],
+                                                  cfg["data"]["val_max"], split, require_val=False)
+    tr = Training(cfg, genotype, train_pairs, val_pairs, device, rank, world)
+    log = JsonlLog(out / METRICS)
+    total, per_epoch = t["steps"], t["epoch_steps"]
     if resume:
-        st = torch_load(state_path, map_location=device)
-        saved_id = st.get("net", net_id)
-        if saved_id != net_id:
-            diff = ", ".join(f"{k} {saved_id[k]} (now {net_id[k]})" for k in net_id if saved_id.get(k) != net_id[k])
-            raise UserError(f"{state_path} is a different network: {diff}; resume with the same settings")
-        samplers = st.get("samplers") or [st["sampler"]]  # "sampler": states written before data parallelism
-        if len(samplers) != world:
-            raise UserError(f"{state_path} was written by {len(samplers)} processes; resume it with as many "
-                            f"(this run has {world})")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sampler.load_state_dict(samplers[rank])
-        set_rng_state(st["rng"])
-        step, best = int(st["step"]), float(st["best"])
+        tr.load_state_dict(torch_load(state_path, map_location=device), state_path)
         if writer:
-            log.truncate_after("step", step)
+            log.truncate_after("step", tr.steps)
             # The run's config as continued (overrides on resume, e.g. a new train.steps, take effect).
-            atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+            write_config(out, cfg)
             with open(out / "resume.log", "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step} of {total}\n")
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {tr.steps} of {total}\n")
     init_rec = None
     if init is not None and not resume:
-        init_rec = init_from(model, init, scale)
+        init_rec = init_from(tr.model, init, scale)
         if writer:
             print(f"init from {init_rec['checkpoint']} (x{init_rec['scale']}, step {init_rec['step']}): "
                   f"loaded {len(init_rec['loaded'])} tensors ({init_rec['loaded_params']:,} params); "
@@ -176,19 +231,18 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                   + (f": {', '.join(init_rec['fresh'])}" if init_rec["fresh"] else ""), file=sys.stderr)
     if resume:
         try:
-            init_rec = json.loads((out / "run.json").read_text()).get("init")
+            init_rec = json.loads((out / TRAIN_RECORD).read_text()).get("init")
         except (OSError, ValueError):
             init_rec = None
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
-        c = cost(genotype, scale, int(m["channels"]), int(m["blocks"]))
-        info = {"genotype": str(genotype), "scale": scale, "channels": int(m["channels"]), "blocks": int(m["blocks"]),
-                "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
+        write_config(out, cfg)
+        c = cost(genotype, scale, tr.net_id["channels"], tr.net_id["blocks"])
+        info = {**tr.net_id, "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
                 "data": prov, "init": init_rec}
-        atomic_write_text(out / "run.json", json.dumps(info, indent=2))
+        atomic_write_text(out / TRAIN_RECORD, json.dumps(info, indent=2))
 
-    records = read_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / METRICS)
     # The weights' history: the runs they come from (through --init), then this one.
     earlier = list(init_rec["history"]) if init_rec else []
     data_names = "built-in" if prov["train_dir"] == "built-in" else [Path(p).name for p in prov["train_dir"]]
@@ -198,63 +252,34 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                            "init": Path(init_rec["checkpoint"]).name if init_rec else None,
                            "lr": float(t["lr"]), "schedule": t["schedule"]}]
     distributed.barrier()  # the writer has made the run folder
-    net = model
-    if world > 1:
-        import warnings
-
-        from torch.nn.parallel import DistributedDataParallel
-
-        # The depthwise weights' gradients come back in another (equivalent) memory layout.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bar = tqdm(total=total, initial=step, disable=not progress or not writer, desc="train", unit="step", dynamic_ncols=True,
-               file=sys.stderr)
-    amp = t["amp"]  # checked by the config schema
-    # bf16 autocast: AMX/tensor-core matmuls for the convolutions, fp32 weights and loss.
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
-    model.train()
+    forward, autocast = _wrap(tr.model, device, world), _autocast(t["amp"], device)
+    bar = tqdm(total=total, initial=tr.steps, disable=not progress or not writer, desc="train", unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    tr.model.train()
     t0 = time.time()
     loss_sum, loss_n = 0.0, 0
-    while step < total:
-        lr_now = learning_rate(step, t)
-        for g in opt.param_groups:
-            g["lr"] = lr_now
-        lr_b, hr_b = sampler.sample()
-        lr_b, hr_b = lr_b.to(device, non_blocking=True), hr_b.to(device, non_blocking=True)
-        with autocast():
-            sr_b = net(lr_b)
-        loss = F.l1_loss(sr_b.float(), hr_b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-        opt.step()
-        step += 1
-        loss_sum += loss.detach().item()
-        loss_n += 1
+    while tr.steps < total:
+        loss, lr_now = tr.step(forward, autocast)
+        loss_sum, loss_n = loss_sum + loss, loss_n + 1
         bar.update(1)
-        if step % 10 == 0:
+        if tr.steps % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_now:.2e}")
-        if step % per_epoch == 0 or step == total:
-            epoch = math.ceil(step / per_epoch)
+        if tr.steps % per_epoch == 0 or tr.steps == total:
+            step, epoch = tr.steps, math.ceil(tr.steps / per_epoch)
             mean_loss = distributed.mean(loss_sum / max(loss_n, 1))
-            samplers = distributed.all_gather(sampler.state_dict())
+            samplers = distributed.all_gather(tr.sampler.state_dict())
             loss_sum, loss_n = 0.0, 0
             if writer:
-                do_val = epoch % t["val_every"] == 0 or step == total
-                psnr = validation_psnr(model, val_pairs, scale) if do_val and val_pairs else None
+                before = tr.best
+                psnr = tr.validate() if epoch % t["val_every"] == 0 or step == total else None
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
                 records.append(rec)
                 log.write(rec)
-                if psnr is not None and psnr > best:
-                    best = psnr
-                    save_model(out / "best.safetensors", model, step=step, val_psnr=psnr, history=history(step))
-                save_model(out / "last.safetensors", model, step=step, val_psnr=psnr, history=history(step))
-                atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                               "samplers": samplers, "rng": rng_state(), "step": step,
-                                               "best": best, "net": net_id})
+                if psnr is not None and psnr > before:
+                    save_model(out / BEST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
+                save_model(out / LAST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
+                atomic_torch_save(state_path, tr.state_dict(samplers))
                 if cfg["plot"]:
                     _plot_curves(records, out / "curves.png")
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
@@ -263,17 +288,17 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     distributed.barrier()
     if not writer:
         return {}
-    if not (out / "best.safetensors").exists():  # no validation data: the last weights are the result
-        save_model(out / "best.safetensors", model, step=step, history=history(step))
-    summary = {"steps": step, "best_val_psnr": best if best > -float("inf") else None,
+    if not (out / BEST_WEIGHTS).exists():  # no validation data: the last weights are the result
+        save_model(out / BEST_WEIGHTS, tr.model, step=tr.steps, history=history(tr.steps))
+    summary = {"steps": tr.steps, "best_val_psnr": tr.best if tr.best > -float("inf") else None,
                "last_val_psnr": records[-1]["val_psnr"] if records else None,
                "seconds_this_session": round(time.time() - t0, 1)}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / TRAIN_SUMMARY, json.dumps(summary, indent=2))
     return summary
 
 
 def genotype_from_run(run_dir) -> Genotype:
-    p = Path(run_dir) / "best.json"
+    p = Path(run_dir) / BEST
     if not p.is_file():
         raise UserError(f"--from {run_dir}: no best.json there (run 'deconas derive {run_dir}' first)")
     try:
@@ -282,25 +307,21 @@ def genotype_from_run(run_dir) -> Genotype:
         raise UserError(f"{p}: no readable 'genotype' ({e})") from None
 
 
-def default_out(prefix: str) -> Path:
-    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def cli_train(args) -> int:
     cfg = config_mod.load(args.config, args.overrides)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("under torchrun, give --out DIR (every process must write to the same run)")
-    out = Path(args.out) if args.out else default_out("train")
+    out = Path(args.out) if args.out else default_path("train")
     if args.resume:  # the run's own config wins, so the continuation is the same run
-        saved = out / "config.yaml"
+        saved = out / CONFIG
         if saved.is_file():
             cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
     g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
     if args.from_run and not args.resume:
         # The searched network's scale (and N, which FF bits are tied to) unless overridden.
-        best = json.loads((Path(args.from_run) / "best.json").read_text())
+        best = json.loads((Path(args.from_run) / BEST).read_text())
         given = {o.split("=", 1)[0].strip() for o in args.overrides}
         if "scale" in best and "scale" not in given:
             cfg["scale"] = int(best["scale"])
@@ -312,7 +333,7 @@ def cli_train(args) -> int:
     for p in (args.train or []) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
             raise UserError(f"{p}: not a folder of images")
-    _check_out(out, args.resume)
+    check_resume(out, "training run", args.resume)
     if args.init and args.resume:
         raise UserError("--init starts a new run from a checkpoint; --resume continues one: give one of them")
     if args.init:  # refused before any image is loaded

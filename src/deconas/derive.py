@@ -38,6 +38,7 @@ from . import distributed
 from .errors import UserError
 from .genotype import Genotype
 from .runtime import atomic_write, atomic_write_text, seed_everything
+from .runfolder import BEST, CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_SUMMARY
 from .search import CHECKPOINT, build_controller, build_supernet, read_checkpoint, read_data_json, reload_val_pairs
 
 
@@ -106,11 +107,21 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     """Sample, score and rank architectures of a finished (or interrupted) search; returns
     the content of ``best.json`` plus the summary figures. Under torchrun every process calls
     it; the scoring is spread over the ranks, rank 0 writes, every rank returns the result."""
+    scored = score_samples(run_dir, samples, device, progress)
+    res = report(Path(run_dir), scored, write=distributed.rank() == 0)
+    distributed.barrier()  # the files are in place before any process returns
+    return res
+
+
+def score_samples(run_dir, samples: Optional[int] = None, device=None, progress: bool = True) -> dict:
+    """Draw ``samples`` architectures from the trained controller and score each distinct one
+    with the shared weights: their rows (genotype, cost, PSNR, reward, Pareto flag) and what
+    :func:`report` needs to describe them."""
     run = Path(run_dir)
-    for f in ("config.yaml", CHECKPOINT, "data.json"):
+    for f in (CONFIG, CHECKPOINT, SEARCH_DATA):
         if not (run / f).is_file():
             raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
-    cfg = config_mod.load(str(run / "config.yaml"))
+    cfg = config_mod.load(str(run / CONFIG))
     s, scale = cfg["search"], int(cfg["scale"])
     k = int(samples if samples is not None else s["derive_samples"])
     if k < 1:
@@ -124,7 +135,7 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
         controller.load_state_dict(st["controller"])
         supernet.load_state_dict(st["supernet"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{run / CHECKPOINT}: damaged or does not match {run / 'config.yaml'} "
+        raise UserError(f"{run / CHECKPOINT}: damaged or does not match {run / CONFIG} "
                         f"({type(e).__name__})") from None
     controller.eval(), supernet.eval()
 
@@ -161,6 +172,15 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     front = pareto_front([r["params"] for r in rows], [r["val_psnr"] for r in rows])
     for r, f in zip(rows, front):
         r["pareto"] = int(f)
+    return {"cfg": cfg, "rows": rows, "front": front, "samples": k, "unique": len(scores),
+            "val_images": len(prepared), "val_crop": size}
+
+
+def report(run: Path, scored: dict, write: bool = True) -> dict:
+    """best.json, candidates.csv, summary.md and scatter.png (when ``write``) from
+    :func:`score_samples`' rows; returns best.json's content plus the summary figures."""
+    cfg, rows, front, k, size = scored["cfg"], scored["rows"], scored["front"], scored["samples"], scored["val_crop"]
+    m, scale, ff = cfg["model"], cfg["scale"], cfg["search"]["ff"]
 
     def record(r):
         g = r["_g"]
@@ -171,11 +191,10 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
     best_row = max(rows, key=lambda r: r["val_psnr"])
     best = {**record(best_row), "selection": "highest validation PSNR among the samples",
             "reward_best": record(max(rows, key=lambda r: r["reward"])), "setting": setting_name(cfg),
-            "samples": k, "unique": len(scores), "val_images": len(prepared),
+            "samples": k, "unique": scored["unique"], "val_images": scored["val_images"],
             "val_crop": size or None, "psnr_protocol": "Y (BT.601), border = scale, 8-bit outputs"}
 
     fields = ["genotype", "params", "mult_adds", "val_psnr", "reward", "log_prob", "pareto"]
-    writer = rank == 0
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
@@ -184,16 +203,16 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
             for r in rows:
                 w.writerow({**r, "val_psnr": f"{r['val_psnr']:.4f}", "reward": f"{r['reward']:.4f}",
                             "log_prob": f"{r['log_prob']:.4f}", "mult_adds": f"{r['mult_adds']:.0f}"})
-    if writer:
-        atomic_write(run / "candidates.csv", write_csv)
-        atomic_write_text(run / "best.json", json.dumps(best, indent=2))
+    if write:
+        atomic_write(run / CANDIDATES, write_csv)
+        atomic_write_text(run / BEST, json.dumps(best, indent=2))
 
     mean_psnr = float(np.mean([r["val_psnr"] for r in rows]))
     mean_params = float(np.mean([r["params"] for r in rows]))
     name = setting_name(cfg)
     md = (f"# Derive: {k} samples from the controller of {run.name} ({name})\n\n"
           f"x{scale}, C={m['channels']}, N={m['blocks']}, M={m['nodes']}; validation PSNR on Y over "
-          f"{len(prepared)} images{f' (centre crops, at most {size} LR px a side)' if size else ''}, "
+          f"{scored['val_images']} images{f' (centre crops, at most {size} LR px a side)' if size else ''}, "
           f"shared weights.\n\n"
           f"| {name} | | |\n|---|---|---|\n"
           f"| Best | PSNR | {best_row['val_psnr']:.3f} |\n| | Parameters | {best_row['params'] / 1e3:,.1f} K |\n"
@@ -202,12 +221,11 @@ def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool =
           f"{best_row['mult_adds'] / 1e9:.2f} G Mult-Adds at 1280x720).\n"
           f"Reward-best: `{best['reward_best']['genotype']}` ({best['reward_best']['params']:,} parameters, "
           f"{best['reward_best']['val_psnr']:.3f} dB).\n"
-          f"{sum(front)} of {k} samples on the Pareto front; {len(scores)} distinct architectures.\n")
-    if writer:
-        atomic_write_text(run / "summary.md", md)
+          f"{sum(front)} of {k} samples on the Pareto front; {scored['unique']} distinct architectures.\n")
+    if write:
+        atomic_write_text(run / SEARCH_SUMMARY, md)
         _plot(rows, front, best_row, run / "scatter.png",
               f"{name}: {k} samples, x{scale} C={m['channels']} N={m['blocks']} M={m['nodes']}")
-    distributed.barrier()  # the files are in place before any process returns
     return {**best, "mean_psnr": mean_psnr, "mean_params": mean_params, "pareto_count": int(sum(front)),
             "summary_md": md}
 

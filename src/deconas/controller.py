@@ -158,19 +158,17 @@ class Controller(nn.Module):
             x = table[value][None]
         lff = gff = None
         if self.ff:
-            h, state = self._lstm_step(x, state)
-            forced = list(genotype.lff) if genotype is not None and genotype.ff else None
-            bits, lp, ent, p1 = self._decide(self._logits(h, self.lff_w, self.lff_b, False), mode, forced)
-            lff = bits.tolist()
-            log_prob, entropy = log_prob + lp, entropy + ent
-            p_one.append(p1)
-            x = self.lff_w[torch.arange(self.nodes, device=dev), bits].sum(0, keepdim=True)  # tied embedding
-            h, state = self._lstm_step(x, state)
-            forced = list(genotype.gff) if genotype is not None and genotype.ff else None
-            bits, lp, ent, p1 = self._decide(self._logits(h, self.gff_w, self.gff_b, False), mode, forced)
-            gff = bits.tolist()
-            log_prob, entropy = log_prob + lp, entropy + ent
-            p_one.append(p1)
+            fusion = {}
+            for name, w, b in (("lff", self.lff_w, self.lff_b), ("gff", self.gff_w, self.gff_b)):  # LFF, then GFF
+                h, state = self._lstm_step(x, state)
+                forced = list(getattr(genotype, name)) if genotype is not None and genotype.ff else None
+                bits, lp, ent, p1 = self._decide(self._logits(h, w, b, False), mode, forced)
+                fusion[name] = bits.tolist()
+                log_prob, entropy = log_prob + lp, entropy + ent
+                p_one.append(p1)
+                if name == "lff":  # GFF's step reads the LFF bits' tied embedding
+                    x = self.lff_w[torch.arange(self.nodes, device=dev), bits].sum(0, keepdim=True)
+            lff, gff = fusion["lff"], fusion["gff"]
         return Sample(Genotype(tuple(cell), lff, gff), log_prob, entropy, torch.cat(p_one))
 
     def sample(self) -> Sample:

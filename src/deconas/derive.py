@@ -231,18 +231,10 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
 
 
 def cli_derive(args) -> int:
-    import os
-
-    main_process = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun, rank 0 speaks
-    try:
+    def body(main_process: bool) -> int:
         res = derive(args.run_dir, args.samples, args.device)
-    except UserError:
         if main_process:
-            raise
-        return 2  # the same error on every rank: rank 0 says it
-    finally:
-        distributed.cleanup()
-    if main_process:
-        print(res["summary_md"])
-        print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
-    return 0
+            print(res["summary_md"])
+            print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
+        return 0
+    return distributed.rank0_speaks(body)

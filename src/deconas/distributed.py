@@ -17,6 +17,7 @@ from typing import Iterable, List
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
 from .runtime import pick_device
 
 
@@ -152,3 +153,17 @@ def same_on_every_rank(tensors: Iterable[torch.Tensor]) -> bool:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank0_speaks(body) -> int:
+    """Run a command's ``body(main_process)`` in every process: under torchrun each rank hits
+    the same error, so rank 0 reports it (one line, via the CLI) and the others exit 2 quietly."""
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    try:
+        return body(main_process)
+    except UserError:
+        if main_process:
+            raise
+        return 2
+    finally:
+        cleanup()

@@ -547,15 +547,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
 
 def cli_search(args) -> int:
     """Under torchrun every process runs this; rank 0 speaks (an error is one line, from rank 0)."""
-    main_process = int(os.environ.get("RANK", "0") or 0) == 0
-    try:
-        return _cli_search(args, main_process)
-    except UserError:
-        if main_process:
-            raise
-        return 2  # the same error on every rank: rank 0 says it
-    finally:
-        distributed.cleanup()
+    return distributed.rank0_speaks(lambda main_process: _cli_search(args, main_process))
 
 
 def _cli_search(args, main_process: bool) -> int:

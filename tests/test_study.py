@@ -171,3 +171,47 @@ def test_study_cli_refusals_are_one_line(search_run, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["study", str(search_run), "study.top=0"]) == 2
     assert "study.top" in capsys.readouterr().err
+
+
+def test_a_killed_study_leaves_no_training_behind(search_run, tmp_path):
+    """SIGKILL the study while its workers train: the workers end too (they would otherwise go on
+    writing into the folders that a --resume trains in)."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "long_study.py"
+    script.write_text(
+        "import sys\n"
+        "if __name__ == '__main__':  # the spawned workers import this file too\n"
+        "    sys.path.insert(0, sys.argv[1])\n"
+        "    from test_study import tiny_study_config\n"
+        "    from deconas.study import run_study\n"
+        "    cfg = tiny_study_config(jobs=2)\n"
+        "    cfg['train'].update(steps=100000, epoch_steps=100000)  # still training when the study dies\n"
+        "    run_study(sys.argv[2], cfg, sys.argv[3], top=2, n_random=0, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, str(script), os.path.dirname(__file__), str(search_run),
+                             str(tmp_path / "s")])
+    def workers():
+        return subprocess.run(["pgrep", "-f", "multiprocessing.spawn", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    deadline = time.time() + 300  # planning first: slow on a busy machine
+    while time.time() < deadline and proc.poll() is None and not (
+            len(list((tmp_path / "s").glob("arch/*/run.json"))) == 2 and len(workers()) == 2):
+        time.sleep(0.5)
+    kids = workers()
+    assert len(kids) == 2, "the study is not training two architectures at once"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def running(pid):
+        try:
+            return "State:\tZ" not in open(f"/proc/{pid}/status").read()  # a zombie has ended
+        except OSError:
+            return False
+    deadline = time.time() + 20
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in alive if running(k)]
+    assert not alive

@@ -327,14 +327,8 @@ def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
     for grp, c in colors.items():
         rs = [r for r in done if r["group"] == grp]
         ax.scatter([r["shared_psnr"] for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, label=grp)
-    ax.set_xlabel("shared-weight PSNR (dB, validation)")
-    ax.set_ylabel("standalone PSNR (dB, validation)")
-    ax.set_title(f"{title}\nKendall tau = {summ['kendall_tau']:.2f} over {len(done)} architectures", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(out / "ranking.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    _finish(plt, fig, ax, "shared-weight PSNR (dB, validation)",
+            f"{title}\nKendall tau = {summ['kendall_tau']:.2f} over {len(done)} architectures", out / "ranking.png")
 
     fig, ax = plt.subplots(figsize=(5.2, 4))
     by_pair = {}
@@ -350,13 +344,18 @@ def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
         m = summ[grp]["mean_psnr"]
         ax.scatter([r["params"] / 1e3 for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, zorder=2,
                    label=f"{grp} (mean {m:.3f} dB)" if m is not None else grp)
-    ax.set_xlabel("parameters (K)")
+    _finish(plt, fig, ax, "parameters (K)", f"{title}\nsearched against random at matched parameters (pairs joined)",
+            out / "matched.png")
+
+
+def _finish(plt, fig, ax, xlabel: str, title: str, path: Path) -> None:
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("standalone PSNR (dB, validation)")
-    ax.set_title(f"{title}\nsearched against random at matched parameters (pairs joined)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(out / "matched.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 

@@ -49,6 +49,18 @@ def _centre_crop(hr: np.ndarray, lr: np.ndarray, size: int, scale: int):
     return hr[y * scale:(y + th) * scale, x * scale:(x + tw) * scale], lr[y:y + th, x:x + tw]
 
 
+def prepare_val(val, size: int, scale: int, device) -> list:
+    """(LR tensor, HR uint8) per validation pair, centre-cropped to ``size`` LR pixels when set;
+    grey LR enters as three equal channels."""
+    prepared = []
+    for _, hr, lr in val:
+        if size:
+            hr, lr = _centre_crop(hr, lr, size, scale)
+        x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
+        prepared.append((torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device), hr))
+    return prepared
+
+
 def pareto_front(params: List[int], psnr: List[float]) -> List[bool]:
     """True where no other candidate has at most as many parameters and at least the PSNR
     (one of the two strictly): the best PSNR for its size."""
@@ -142,12 +154,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     val = reload_val_pairs(run)
     nmax, size = s["derive_max_images"], s["derive_max_size"]
     val = val[:nmax] if nmax else val
-    prepared = []
-    for _, hr, lr in val:
-        if size:
-            hr, lr = _centre_crop(hr, lr, size, scale)
-        x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
-        prepared.append((torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device), hr))
+    prepared = prepare_val(val, size, scale, device)
 
     seed_everything(cfg["seed"] + 1)  # the same K samples every time derive runs
     alpha, ff = float(s["alpha"]), s["ff"]

@@ -106,7 +106,7 @@ class SharedScorer:
     """The search's shared weights, to score any architecture of its space on its validation split."""
 
     def __init__(self, run: Path, max_images: int = 0, max_size: int = 0, device="cpu"):
-        from .derive import _centre_crop
+        from .derive import prepare_val
         from .search import CHECKPOINT, build_supernet, read_checkpoint, reload_val_pairs
 
         self.cfg = config_mod.load(str(run / "config.yaml"))
@@ -120,13 +120,7 @@ class SharedScorer:
         self.supernet.eval()
         val = reload_val_pairs(run)
         self.val = val[:max_images] if max_images else val
-        self.prepared = []
-        for _, hr, lr in self.val:
-            if max_size:
-                hr, lr = _centre_crop(hr, lr, max_size, self.scale)
-            x = lr if lr.ndim == 3 else np.repeat(lr[:, :, None], 3, 2)
-            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255).to(device)
-            self.prepared.append((t, hr))
+        self.prepared = prepare_val(self.val, max_size, self.scale, device)
 
     def psnr(self, g: Genotype) -> float:
         from .derive import score
@@ -456,7 +450,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         jobs.append({"row": r, "out": str(out / "arch" / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
                      "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
                      "split_seed": scfg["seed"], "threads": int(st["threads"]),
-                     "benchmarks": plan.get("benchmarks", [])})
+                     "benchmarks": plan["benchmarks"]})
     done: Dict[int, dict] = {}
     for i, j in enumerate(jobs):
         p = Path(j["out"]) / ROW

@@ -22,13 +22,18 @@ def tiny_images(folder, n=6, size=40, seed=0):
     return folder
 
 
+TINY_SEARCH = {"epochs": 2, "child_steps": 3, "controller_steps": 3, "warmup_epochs": 1, "val_patch": 8,
+               "val_batch": 2, "val_resample": "step", "controller_lr": 5e-2, "derive_samples": 4,
+               "derive_max_images": 2, "derive_max_size": 12}
+
+
 def tiny_config(**search):
-    cfg = config.load("cpu")
-    cfg["model"] = {"channels": 4, "blocks": 2, "nodes": 2}
-    cfg["data"].update({"lr_patch": 8, "batch": 2, "val_fraction": 0.34, "val_max": 0})
-    cfg["tensorboard"] = False
-    cfg["search"].update({"epochs": 2, "child_steps": 3, "controller_steps": 3, "warmup_epochs": 1,
-                          "val_patch": 8, "val_batch": 2, "val_resample": "step", "controller_lr": 5e-2,
-                          "derive_samples": 4, "derive_max_images": 2, "derive_max_size": 12})
-    cfg["search"].update(search)
-    return cfg
+    """The cpu preset shrunk to seconds; ``search``: search.* settings to change."""
+    sets = {"model.channels": 4, "model.blocks": 2, "model.nodes": 2, "data.lr_patch": 8, "data.batch": 2,
+            "data.val_fraction": 0.34, "data.val_max": 0, "tensorboard": False,
+            **{f"search.{k}": v for k, v in {**TINY_SEARCH, **search}.items()}}
+    return config.load("cpu", [f"{k}={'null' if v is None else v}" for k, v in sets.items()])
+
+
+def tiny_config_yaml(**search) -> str:
+    return config.dump(tiny_config(**search))

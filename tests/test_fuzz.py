@@ -137,7 +137,7 @@ def test_config_loader_works_or_says_why(tmp_path, text):
     p.write_text(text)
     out = works_or_user_error(config.load, str(p))
     if out is not None:
-        assert isinstance(out, dict)
+        assert isinstance(out, config.Config)
 
 
 @FUZZ

@@ -10,7 +10,7 @@ from deconas.metrics import psnr_y
 from deconas.runtime import torch_load
 from deconas.search import psnr_y_batch, run_search
 
-from search_helpers import tiny_config, tiny_images
+from search_helpers import tiny_config, tiny_config_yaml, tiny_images
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_warmup_epochs_leave_the_controller_untouched(images, tmp_path):
 
     cfg = tiny_config(epochs=2, warmup_epochs=2)
     run_search(cfg, images, None, tmp_path / "r", progress=False)
-    seed_everything(cfg["seed"])
+    seed_everything(cfg.seed)
     fresh = build_controller(cfg).state_dict()
     trained = _state(tmp_path / "r")["controller"]
     assert all(torch.equal(fresh[k], trained[k]) for k in fresh)
@@ -97,10 +97,8 @@ def _one_line_error(capsys) -> str:
 
 
 def _tiny_cfg_file(tmp_path, **search):
-    import yaml
-
     f = tmp_path / "tiny.yaml"
-    f.write_text(yaml.safe_dump(tiny_config(**search)))
+    f.write_text(tiny_config_yaml(**search))
     return str(f)
 
 
@@ -209,7 +207,7 @@ def test_reinforce_with_a_large_size_penalty_moves_the_controller_to_smaller_net
     cfg = tiny_config(alpha=50.0, epochs=4, warmup_epochs=1, child_steps=1, controller_steps=10,
                       controller_lr=5e-2)
     run_search(cfg, images, None, tmp_path / "r", progress=False)
-    seed_everything(cfg["seed"])
+    seed_everything(cfg.seed)
     fresh = build_controller(cfg)  # the controller the search started from
     trained = build_controller(cfg)
     trained.load_state_dict(_state(tmp_path / "r")["controller"])
@@ -220,10 +218,8 @@ def test_reinforce_with_a_large_size_penalty_moves_the_controller_to_smaller_net
 
 
 def test_cli_search_runs_a_tiny_config(images, tmp_path):
-    import yaml
-
     cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text(yaml.safe_dump(tiny_config(epochs=1)))
+    cfg_file.write_text(tiny_config_yaml(epochs=1))
     assert main(["search", "--config", str(cfg_file), "--train", str(images), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "checkpoint.pt").is_file()
 
@@ -256,6 +252,6 @@ def test_resume_after_an_interruption_mid_epoch_continues_exactly(images, tmp_pa
 def test_threads_setting_is_restored_after_the_search(images, tmp_path):
     before = torch.get_num_threads()
     cfg = tiny_config(epochs=1)
-    cfg["threads"] = 1
+    cfg.threads = 1
     run_search(cfg, images, None, tmp_path / "r", progress=False)
     assert torch.get_num_threads() == before

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search_helpers import tiny_config, tiny_images
+from search_helpers import tiny_config, tiny_config_yaml, tiny_images
 
 HERE = Path(__file__).resolve()
 
@@ -119,7 +119,7 @@ def test_batch_reinforce_update_is_the_mean_over_the_ranks_samples(worker_run):
     cfg = tiny_config()
     ctrl = build_controller(cfg)
     ctrl.load_state_dict(rec["before"])
-    opt = torch.optim.Adam(ctrl.parameters(), lr=cfg["search"]["controller_lr"])
+    opt = torch.optim.Adam(ctrl.parameters(), lr=cfg.search.controller_lr)
     opt.load_state_dict(rec["opt"])  # Adam's moments after three epochs
     b = rec["baseline_before"]
     genotypes, rewards = [parse(g) for g in rec["genotypes"]], rec["rewards"]
@@ -131,7 +131,7 @@ def test_batch_reinforce_update_is_the_mean_over_the_ranks_samples(worker_run):
     opt.step()
     for k, v in ctrl.state_dict().items():
         assert torch.allclose(v, rec["after"][k], atol=1e-7, rtol=0), k
-    d = cfg["search"]["baseline_decay"]
+    d = cfg.search.baseline_decay
     assert rec["baseline_after"] == pytest.approx(d * b + (1 - d) * (rewards[0] + rewards[1]) / 2, abs=1e-12)
 
 
@@ -217,11 +217,9 @@ def _worker(root: Path, images: Path) -> None:
     import contextlib
     import io
 
-    import yaml
-
     from deconas.cli import main
 
-    (root / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(epochs=1)))
+    (root / "tiny.yaml").write_text(tiny_config_yaml(epochs=1))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         rc = main(["search", "--config", str(root / "tiny.yaml"), "--train", str(images), "--out", str(root / "cli"),

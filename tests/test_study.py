@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -25,8 +26,7 @@ def tiny_study_config(**study):
     cfg = config.load("study-cpu", ["train.steps=6", "train.epoch_steps=3", "train.warmup_steps=0",
                                     "data.lr_patch=8", "data.batch=2", "study.noise_batches=3", "study.jobs=1",
                                     "study.param_tolerance=0.2"])
-    cfg["study"].update(study)
-    return cfg
+    return replace(cfg, study=replace(cfg.study, **study))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_study_trains_searched_and_matched_random_architectures(study, search_ru
     for r in rows:
         g = parse(r["genotype"])
         net_params = sum(p.numel() for p in __import__("deconas.network", fromlist=["x"]).DeCoNASNet(
-            g, scale=2, channels=cfg["model"]["channels"], blocks=cfg["model"]["blocks"]).parameters())
+            g, scale=2, channels=cfg.model.channels, blocks=cfg.model.blocks).parameters())
         assert r["params"] == net_params
         assert np.isfinite(r["standalone_psnr"]) and r["standalone_psnr"] > 5 and r["steps"] == 6
         assert (out / "arch" / f"{r['pair']:02d}-{r['group']}" / "last.safetensors").is_file()
@@ -188,7 +188,7 @@ def test_a_killed_study_leaves_no_training_behind(search_run, tmp_path):
         "    from test_study import tiny_study_config\n"
         "    from deconas.study import run_study\n"
         "    cfg = tiny_study_config(jobs=2)\n"
-        "    cfg['train'].update(steps=100000, epoch_steps=100000)  # still training when the study dies\n"
+        "    cfg.train.steps = cfg.train.epoch_steps = 100000  # still training when the study dies\n"
         "    run_study(sys.argv[2], cfg, sys.argv[3], top=2, n_random=0, progress=False)\n")
     proc = subprocess.Popen([sys.executable, str(script), os.path.dirname(__file__), str(search_run),
                              str(tmp_path / "s")])

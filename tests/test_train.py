@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -29,14 +30,14 @@ def images(tmp_path_factory):
 
 
 def test_step_schedule_halves_every_lr_step():
-    t = {**config.load("train-paper")["train"], "lr": 1e-4, "schedule": "step", "lr_step": 200, "lr_gamma": 0.5,
-         "steps": 1000, "warmup_steps": 0}
+    t = replace(config.load("train-paper").train, lr=1e-4, schedule="step", lr_step=200, lr_gamma=0.5, steps=1000,
+                warmup_steps=0)
     assert [learning_rate(s, t) for s in (0, 199, 200, 399, 400)] == [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
 
 
 def test_cosine_schedule_runs_from_lr_to_floor_after_warmup():
-    t = {**config.load("train-paper")["train"], "lr": 1e-3, "schedule": "cosine", "lr_min": 1e-5, "steps": 100,
-         "warmup_steps": 10}
+    t = replace(config.load("train-paper").train, lr=1e-3, schedule="cosine", lr_min=1e-5, steps=100,
+                warmup_steps=10)
     assert learning_rate(0, t) == pytest.approx(1e-4)
     assert learning_rate(9, t) == pytest.approx(1e-3)
     assert learning_rate(50, t) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
@@ -169,7 +170,7 @@ def test_init_across_scales_loads_the_body_and_leaves_the_upsampler_fresh(images
     x2 = _weights(tmp_path / "x2" / "best.safetensors")
     # lr=0: the x3 run's weights stay where --init put them, so they can be compared.
     c3 = cfg(3)
-    c3["train"].update(lr=1e-12, lr_min=0.0)
+    c3.train.lr, c3.train.lr_min = 1e-12, 0.0
     run_training(c3, parse("7,6,4"), [images], out_dir=tmp_path / "x3", progress=False,
                  init=tmp_path / "x2" / "best.safetensors")
     x3 = _weights(tmp_path / "x3" / "best.safetensors")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -34,7 +34,7 @@ def resolve(name_or_path: str) -> Path:
     raise UserError(f"config {name_or_path!r} is neither a YAML file nor a preset; presets: {', '.join(presets())}")
 
 
-def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> dict:
+def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> "Config":
     """The config with every default filled in, the overrides applied, and every value checked."""
     return apply_overrides(complete(_load_chain(name_or_path, ())), overrides or [])  # validates
 
@@ -68,8 +68,9 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
 
 # ----------------------------------------------------------------------------- the schema
 # Every setting is declared once, here: its section, type, default, allowed range and a line
-# of documentation. Loading a config fills in every default (so code indexes keys directly and
-# never supplies a default of its own), a preset only lists what it changes, and docs/config.md
+# of documentation. Loading a config gives a :class:`Config` with every default filled in (so
+# code reads attributes, ``cfg.search.alpha``, and never supplies a default of its own), a
+# preset only lists what it changes, and docs/config.md
 # is generated from these classes (``python -m deconas.config > docs/config.md``; a test keeps
 # it up to date). The defaults are the paper's: its search (section III.A) and its training.
 
@@ -190,6 +191,30 @@ SECTIONS = (("", Common), ("", Run), ("model", Model), ("data", Data), ("search"
 SCHEMA = {(f"{sec}." if sec else "") + f.name: f for sec, cls in SECTIONS for f in fields(cls)}
 
 
+@dataclass
+class Config(Run, Common):
+    """A whole config: the top-level settings as attributes, each section as its dataclass
+    (``cfg.scale``, ``cfg.train.lr``). Made by :func:`load` or :func:`validate`, so every
+    value has been checked; :func:`to_dict` gives the plain mapping that YAML files hold."""
+    model: Model = field(default_factory=Model)
+    data: Data = field(default_factory=Data)
+    search: Search = field(default_factory=Search)
+    train: Train = field(default_factory=Train)
+    study: Study = field(default_factory=Study)
+
+
+def to_dict(cfg: Config) -> dict:
+    """The plain nested mapping (what ``config.yaml`` holds, and what JSON records take)."""
+    return asdict(cfg)
+
+
+def _from_dict(d: dict) -> Config:
+    """A complete, checked mapping as a :class:`Config`."""
+    sections = {sec: cls(**d[sec]) for sec, cls in SECTIONS if sec}
+    top = {f.name: d[f.name] for sec, cls in SECTIONS if not sec for f in fields(cls)}
+    return Config(**top, **sections)
+
+
 def default(key: str):
     f = SCHEMA[key]
     return f.default_factory() if f.default is MISSING else f.default
@@ -204,12 +229,6 @@ def complete(cfg: dict) -> dict:
         if parts[-1] not in node:
             node[parts[-1]] = default(key)
     return cfg
-
-
-def section(cfg: dict, name: str):
-    """One section of a loaded config as its dataclass: attributes, not keys."""
-    cls = {sec: c for sec, c in SECTIONS if sec}[name]
-    return cls(**cfg[name])
 
 
 def markdown() -> str:
@@ -319,8 +338,11 @@ def check_memory(cfg: dict) -> None:
                         f"{need / 2 ** 30:.0f} GiB for one training step; this machine has {ram / 2 ** 30:.0f} GiB")
 
 
-def validate(cfg: dict) -> dict:
-    """Fill in the defaults (in place) and check every setting's type and range."""
+def validate(cfg) -> Config:
+    """A :class:`Config` from a mapping (a hand-made one may leave settings out: they get
+    their defaults) or from a Config whose attributes were changed, every setting's type and
+    range checked."""
+    cfg = to_dict(cfg) if isinstance(cfg, Config) else copy.deepcopy(cfg)
     check_keys(cfg, "config")
     complete(cfg)
 
@@ -338,7 +360,7 @@ def validate(cfg: dict) -> dict:
                 _check_value(key, v)
     walk(cfg)
     check_memory(cfg)
-    return cfg
+    return _from_dict(cfg)
 
 
 def _merge(dst: dict, src: dict) -> None:
@@ -349,9 +371,10 @@ def _merge(dst: dict, src: dict) -> None:
             dst[k] = v
 
 
-def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """``search.alpha=0`` sets cfg['search']['alpha'] = 0; an unknown key is an error (a typo)."""
-    cfg = complete(copy.deepcopy(cfg))
+def apply_overrides(cfg, overrides: Iterable[str]) -> Config:
+    """``search.alpha=0`` sets ``cfg.search.alpha = 0``; an unknown key is an error (a typo).
+    ``cfg``: a :class:`Config` or a mapping; the result is a new, checked Config."""
+    cfg = to_dict(cfg) if isinstance(cfg, Config) else complete(copy.deepcopy(cfg))
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. search.alpha=0")
@@ -370,8 +393,8 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
     return validate(cfg)
 
 
-def dump(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 if __name__ == "__main__":

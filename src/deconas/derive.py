@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from . import complexity
 from . import config as config_mod
+from .config import Config
 from . import distributed
 from .errors import UserError
 from .genotype import Genotype
@@ -110,9 +111,9 @@ def _plot(rows, front, best, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def setting_name(cfg: dict) -> str:
-    s = cfg["search"]
-    return f"CB{int(float(s['alpha']) > 0)}_FF{int(s['ff'])}"
+def setting_name(cfg: Config) -> str:
+    s = cfg.search
+    return f"CB{int(float(s.alpha) > 0)}_FF{int(s.ff)}"
 
 
 def derive(run_dir, samples: Optional[int] = None, device=None, progress: bool = True) -> dict:
@@ -134,8 +135,8 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
         if not (run / f).is_file():
             raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
     cfg = config_mod.load(str(run / CONFIG))
-    s, scale = cfg["search"], int(cfg["scale"])
-    k = int(samples if samples is not None else s["derive_samples"])
+    s, scale = cfg.search, cfg.scale
+    k = int(samples if samples is not None else s.derive_samples)
     if k < 1:
         raise UserError(f"--samples {k}: need at least 1")
     device = device if isinstance(device, torch.device) else distributed.setup(device)
@@ -152,13 +153,13 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     controller.eval(), supernet.eval()
 
     val = reload_val_pairs(run)
-    nmax, size = s["derive_max_images"], s["derive_max_size"]
+    nmax, size = s.derive_max_images, s.derive_max_size
     val = val[:nmax] if nmax else val
     prepared = prepare_val(val, size, scale, device)
 
-    seed_everything(cfg["seed"] + 1)  # the same K samples every time derive runs
-    alpha, ff = float(s["alpha"]), s["ff"]
-    m = cfg["model"]
+    seed_everything(cfg.seed + 1)  # the same K samples every time derive runs
+    alpha, ff = float(s.alpha), s.ff
+    m = cfg.model
     pmax = supernet.max_params(ff)
     with torch.no_grad():  # scoring draws no random numbers: sampling first gives the same K samples
         smps = [controller.sample() for _ in range(k)]
@@ -172,7 +173,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     rows = []
     for smp in smps:
         g = smp.genotype
-        c = complexity.cost(g, scale, int(m["channels"]), int(m["blocks"]))
+        c = complexity.cost(g, scale, m.channels, m.blocks)
         rows.append({"genotype": str(g), "params": c.params, "mult_adds": c.mult_adds, "val_psnr": scores[g],
                      "reward": scores[g] - alpha * c.params / pmax, "log_prob": float(smp.log_prob),
                      "_g": g})
@@ -187,12 +188,12 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
     """best.json, candidates.csv, summary.md and scatter.png (when ``write``) from
     :func:`score_samples`' rows; returns best.json's content plus the summary figures."""
     cfg, rows, front, k, size = scored["cfg"], scored["rows"], scored["front"], scored["samples"], scored["val_crop"]
-    m, scale, ff = cfg["model"], cfg["scale"], cfg["search"]["ff"]
+    m, scale, ff = cfg.model, cfg.scale, cfg.search.ff
 
     def record(r):
         g = r["_g"]
         return {"genotype": str(g), "genotype_dict": g.to_dict(), "bits": g.bits(), "scale": scale,
-                "channels": int(m["channels"]), "blocks": int(m["blocks"]), "nodes": int(m["nodes"]), "ff": ff,
+                "channels": m.channels, "blocks": m.blocks, "nodes": m.nodes, "ff": ff,
                 "val_psnr": r["val_psnr"], "params": r["params"], "mult_adds": r["mult_adds"], "reward": r["reward"]}
 
     best_row = max(rows, key=lambda r: r["val_psnr"])
@@ -218,7 +219,7 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
     mean_params = float(np.mean([r["params"] for r in rows]))
     name = setting_name(cfg)
     md = (f"# Derive: {k} samples from the controller of {run.name} ({name})\n\n"
-          f"x{scale}, C={m['channels']}, N={m['blocks']}, M={m['nodes']}; validation PSNR on Y over "
+          f"x{scale}, C={m.channels}, N={m.blocks}, M={m.nodes}; validation PSNR on Y over "
           f"{scored['val_images']} images{f' (centre crops, at most {size} LR px a side)' if size else ''}, "
           f"shared weights.\n\n"
           f"| {name} | | |\n|---|---|---|\n"
@@ -232,7 +233,7 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
     if write:
         atomic_write_text(run / SEARCH_SUMMARY, md)
         _plot(rows, front, best_row, run / "scatter.png",
-              f"{name}: {k} samples, x{scale} C={m['channels']} N={m['blocks']} M={m['nodes']}")
+              f"{name}: {k} samples, x{scale} C={m.channels} N={m.blocks} M={m.nodes}")
     return {**best, "mean_psnr": mean_psnr, "mean_params": mean_params, "pareto_count": int(sum(front)),
             "summary_md": md}
 

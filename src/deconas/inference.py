@@ -21,7 +21,6 @@ windows are 512x512 (deconas.backend.WINDOW_PIXELS).
 
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Tuple
 
 import numpy as np

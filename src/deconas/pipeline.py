@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from . import config as config_mod
+from .config import Config
 from .arch import describe, format_table
 from .errors import UserError
 from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CONFIG, METRICS, PIPELINE_TIMES, SEARCH_STATE, SEARCH_SUMMARY,
@@ -30,7 +31,7 @@ from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CONFIG, METRICS, PIPELIN
 from .runtime import atomic_write_text, read_jsonl
 
 
-def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
+def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
     """Hold ``test_fraction`` of the images out for the final evaluation, as two folders.
 
     Built-in images are written as PNG; a user's files are linked (not copied)."""
@@ -40,7 +41,7 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
     marker = out / "data" / "split.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    frac, seed = float(cfg["test_fraction"]), cfg["seed"]
+    frac, seed = float(cfg.test_fraction), cfg.seed
     tmp = out / "data.partial"
     if tmp.exists():
         import shutil
@@ -80,16 +81,15 @@ def _split_data(cfg: dict, train_dirs, out: Path) -> dict:
     return split
 
 
-def stage_configs(cfg: dict):
+def stage_configs(cfg: Config):
     """The search and train configs a run config names, checked before any work starts."""
-    for key in ("search_config", "train_config"):  # types and the rest are checked by the schema
-        if cfg[key] is None:
+    # Types and the rest are checked by the schema.
+    for key, name in (("search_config", cfg.search_config), ("train_config", cfg.train_config)):
+        if name is None:
             raise UserError(f"config: '{key}' must name a preset or a YAML file")
-    s_cfg = config_mod.load(cfg["search_config"], cfg["search_overrides"])
-    t_cfg = config_mod.load(cfg["train_config"], cfg["train_overrides"])
-    for c in (s_cfg, t_cfg):  # one scale and one seed for the whole run
-        c["scale"], c["seed"] = cfg["scale"], cfg["seed"]
-        config_mod.validate(c)
+    one_run = [f"scale={cfg.scale}", f"seed={cfg.seed}"]  # one scale and one seed for the whole run
+    s_cfg = config_mod.load(cfg.search_config, list(cfg.search_overrides) + one_run)
+    t_cfg = config_mod.load(cfg.train_config, list(cfg.train_overrides) + one_run)
     return s_cfg, t_cfg
 
 
@@ -107,7 +107,7 @@ def _invalidate(out: Path, *paths: Path) -> None:
             p.unlink()
 
 
-def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_dir="runs/run", resume=False,
+def run_pipeline(cfg: Config, train_dirs=None, val_dir=None, benchmarks=None, out_dir="runs/run", resume=False,
                  device=None, progress=True) -> dict:
     from .derive import derive
     from .search import run_search
@@ -134,7 +134,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
     say(f"data -> {out / 'data'}")
     split = timed("data", lambda: _split_data(cfg, train_dirs, out))
     train_dir, test_dir = out / "data" / "train", out / "data" / "test"
-    scale = int(cfg["scale"])
+    scale = cfg.scale
 
     eval_dirs = ([test_dir] if split["test"] else []) + list(benchmarks or [])
     if not eval_dirs:
@@ -142,17 +142,17 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
 
     search_dir = out / "search"
     ckpt = search_dir / SEARCH_STATE
-    epochs = int(s_cfg["search"]["epochs"])
+    epochs = s_cfg.search.epochs
     last_epoch = _last_epoch(search_dir / METRICS)
     if last_epoch < epochs:
         _invalidate(out, search_dir / BEST, search_dir / CANDIDATES, out / "train", out / "results.json")
-        say(f"search ({s_cfg['model']}, {epochs} epochs) -> {search_dir}")
+        say(f"search ({s_cfg.model}, {epochs} epochs) -> {search_dir}")
         timed("search", lambda: run_search(s_cfg, train_dir, val_dir, search_dir, resume=ckpt.is_file(),
                                            device=device, progress=progress))
     if not (search_dir / BEST).is_file():
         _invalidate(out, out / "train", out / "results.json")
         say("derive")
-        timed("derive", lambda: derive(search_dir, cfg["derive_samples"], device=device, progress=progress))
+        timed("derive", lambda: derive(search_dir, cfg.derive_samples, device=device, progress=progress))
     best = json.loads((search_dir / BEST).read_text())
     from .genotype import parse
 
@@ -160,7 +160,7 @@ def run_pipeline(cfg: dict, train_dirs=None, val_dir=None, benchmarks=None, out_
 
     # Train the best architecture from scratch. With FF bits, N must be the searched N.
     if genotype.ff:
-        t_cfg["model"]["blocks"] = len(genotype.gff)
+        t_cfg.model.blocks = len(genotype.gff)
     train_out = out / "train"
     if not (train_out / TRAIN_SUMMARY).is_file():
         _invalidate(out, out / "results.json")

@@ -83,7 +83,7 @@ def check_resume(out: Path, kind: str, resume: bool) -> Path:
     return state
 
 
-def write_config(out: Path, cfg: dict) -> None:
+def write_config(out: Path, cfg) -> None:
     from . import config as config_mod
 
     atomic_write_text(Path(out) / CONFIG, config_mod.dump(cfg))

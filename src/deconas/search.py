@@ -61,6 +61,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import config as config_mod
+from .config import Config
 from . import distributed
 from .controller import Controller, Sample
 from .errors import UserError
@@ -74,12 +75,12 @@ CHECKPOINT = SEARCH_STATE
 
 
 # ----------------------------------------------------------------------------- data
-def load_search_data(cfg: dict, train_dir=None, val_dir=None):
+def load_search_data(cfg: Config, train_dir=None, val_dir=None):
     """(train pairs, val pairs, provenance): see :func:`deconas.datasets.load_train_val`."""
     from .datasets import load_train_val
 
-    d = cfg["data"]
-    return load_train_val(train_dir, val_dir, cfg["scale"], d["val_fraction"], d["val_max"], cfg["seed"])
+    d = cfg.data
+    return load_train_val(train_dir, val_dir, cfg.scale, d.val_fraction, d.val_max, cfg.seed)
 
 
 def _abs(p) -> str:
@@ -187,48 +188,48 @@ def psnr_y_batch(sr: torch.Tensor, hr: torch.Tensor, border: int) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------- the loop
-def build_controller(cfg: dict) -> Controller:
-    m, s = cfg["model"], cfg["search"]
-    return Controller(m["nodes"], m["blocks"], ff=s["ff"], lstm_size=s["lstm_size"], lstm_layers=s["lstm_layers"],
-                      tanh_constant=s["tanh_constant"], op_tanh_reduce=float(s["op_tanh_reduce"]),
-                      temperature=s["temperature"], tie_embeddings=s["tie_embeddings"])
+def build_controller(cfg: Config) -> Controller:
+    m, s = cfg.model, cfg.search
+    return Controller(m.nodes, m.blocks, ff=s.ff, lstm_size=s.lstm_size, lstm_layers=s.lstm_layers,
+                      tanh_constant=s.tanh_constant, op_tanh_reduce=float(s.op_tanh_reduce),
+                      temperature=s.temperature, tie_embeddings=s.tie_embeddings)
 
 
-def build_supernet(cfg: dict) -> SuperNet:
-    m = cfg["model"]
-    return SuperNet(int(cfg["scale"]), int(m["channels"]), int(m["blocks"]), int(m["nodes"]))
+def build_supernet(cfg: Config) -> SuperNet:
+    m = cfg.model
+    return SuperNet(cfg.scale, m.channels, m.blocks, m.nodes)
 
 
 class Search:
     """State and steps of one search; :func:`run_search` drives it epoch by epoch."""
 
-    def __init__(self, cfg: dict, train_pairs, val_pairs, device, rank: int = 0, world: Optional[int] = None):
-        self.cfg, self.s, self.device, self.rank = cfg, cfg["search"], device, rank
+    def __init__(self, cfg: Config, train_pairs, val_pairs, device, rank: int = 0, world: Optional[int] = None):
+        self.cfg, self.s, self.device, self.rank = cfg, cfg.search, device, rank
         self.world = distributed.world_size() if world is None else int(world)
         self.is_writer = rank == 0
-        d, seed = cfg["data"], cfg["seed"]
-        self.scale = int(cfg["scale"])
+        d, seed = cfg.data, cfg.seed
+        self.scale = cfg.scale
         # Built from the same seed on every rank: identical initial weights everywhere.
         self.controller = build_controller(cfg).to(device)
         self.supernet = build_supernet(cfg).to(device)
         if rank > 0:  # then each rank its own stream (rank 0 keeps the single-process one)
             seed_everything(seed + 7919 * rank)
-        self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s["lr"]))
-        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s["controller_lr"]))
+        self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s.lr))
+        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s.controller_lr))
         # Own training patches per rank; the reward patches are the same on every rank, so the
         # P rewards of one controller step compare architectures on the same images.
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
-                                          int(d["lr_patch"]), int(d["batch"]), seed=seed + 7919 * rank,
-                                          augment=d["augment"])
-        vp = self.s["val_patch"]
+                                          d.lr_patch, d.batch, seed=seed + 7919 * rank,
+                                          augment=d.augment)
+        vp = self.s.val_patch
         try:
             self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale, vp,
-                                            self.s["val_batch"], seed=seed + 1, augment=False)
+                                            self.s.val_batch, seed=seed + 1, augment=False)
         except UserError:
             raise UserError(f"no validation image is at least {vp * self.scale}x{vp * self.scale} pixels "
                             f"(reward patch {vp} at x{self.scale}); lower search.val_patch") from None
-        self.alpha = float(self.s["alpha"])
-        self.params_max = self.supernet.max_params(self.s["ff"])
+        self.alpha = float(self.s.alpha)
+        self.params_max = self.supernet.max_params(self.s.ff)
         self.baseline: Optional[float] = None
         self.epoch = 0  # completed epochs
         self._params: Dict[Genotype, int] = {}
@@ -250,7 +251,7 @@ class Search:
         return n
 
     def child_lr(self, epoch: int) -> float:
-        return float(self.s["lr"]) * float(self.s["lr_gamma"]) ** (epoch // self.s["lr_step_epochs"])
+        return float(self.s.lr) * float(self.s.lr_gamma) ** (epoch // self.s.lr_step_epochs)
 
     def child_step(self) -> Tuple[float, Sample]:
         sample = self.decide_architecture()
@@ -261,7 +262,7 @@ class Search:
         loss.backward()
         if self.world > 1:
             distributed.all_reduce_grads(self.supernet.parameters())
-        clip = float(self.s["grad_clip"])
+        clip = float(self.s.grad_clip)
         if clip:
             torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
         self.child_opt.step()
@@ -271,7 +272,7 @@ class Search:
         """The reward's validation patches. ``val_resample``: ``step`` draws a new batch per
         controller step (the release), ``epoch`` one per epoch, ``run`` one for the whole search
         (a fixed validation set, as the paper's text has it; the least noisy reward)."""
-        mode = self.s["val_resample"]
+        mode = self.s.val_resample
         if mode not in ("step", "epoch", "run"):
             raise UserError(f"search.val_resample is {mode!r}; expected step, epoch or run")
         if mode == "step" or self._val is None:
@@ -300,8 +301,8 @@ class Search:
                                 self.scale).mean().item()
         n = self.params(sample.genotype)
         entropy = float(sample.entropy.detach())
-        reward = psnr - self.alpha * n / self.params_max + float(self.s["entropy_weight"]) * entropy
-        decay = float(self.s["baseline_decay"])
+        reward = psnr - self.alpha * n / self.params_max + float(self.s.entropy_weight) * entropy
+        decay = float(self.s.baseline_decay)
         if not batch:
             if self.baseline is None:
                 self.baseline = reward
@@ -340,7 +341,7 @@ class Search:
             g["lr"] = lr_now
         self.supernet.train()
         losses, child_params, p_sum, n_samples = [], [], 0.0, 0
-        for _ in range(int(self.s["child_steps"])):
+        for _ in range(self.s.child_steps):
             loss, sample = self.child_step()
             losses.append(loss)
             child_params.append(self.params(sample.genotype))
@@ -349,12 +350,12 @@ class Search:
                 bar.update(1)
                 if len(losses) % 10 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.4f}")
-        train_ctrl = epoch >= self.s["warmup_epochs"]
-        if self.s["val_resample"] == "epoch":
+        train_ctrl = epoch >= self.s.warmup_epochs
+        if self.s.val_resample == "epoch":
             self._val = None
         self.supernet.eval()
         steps = []
-        for _ in range(int(self.s["controller_steps"])):
+        for _ in range(self.s.controller_steps):
             st = self.controller_step(train_ctrl)
             steps.append(st)
             p_sum, n_samples = p_sum + st["sample"].p_one, n_samples + 1
@@ -421,10 +422,11 @@ _CHECKPOINT_KEYS = ("epoch", "controller", "supernet", "child_opt", "ctrl_opt", 
                     "val_sampler", "rng", "structure")
 
 
-def _structure(cfg: dict) -> dict:
+def _structure(cfg: Config) -> dict:
     """The settings a checkpoint's tensors depend on; a resume must not change them."""
-    return {"scale": int(cfg["scale"]), **{k: int(cfg["model"][k]) for k in ("channels", "blocks", "nodes")},
-            **{k: cfg["search"][k] for k in ("ff", "lstm_size", "lstm_layers", "tie_embeddings")}}
+    m, s = cfg.model, cfg.search
+    return {"scale": cfg.scale, "channels": m.channels, "blocks": m.blocks, "nodes": m.nodes, "ff": s.ff,
+            "lstm_size": s.lstm_size, "lstm_layers": s.lstm_layers, "tie_embeddings": s.tie_embeddings}
 
 
 def _log_line(path: Path, text: str) -> None:
@@ -440,20 +442,20 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
-def run_search(cfg: dict, train_dir=None, val_dir=None, out_dir="runs/search", resume: bool = False,
+def run_search(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/search", resume: bool = False,
                device=None, progress: bool = True, rank: Optional[int] = None) -> dict:
     """Run (or continue, ``resume=True``) a search into ``out_dir``; returns the last epoch's record.
 
     ``train_dir``: a folder, several, a folder of image folders, or None (built-in images).
     ``val_dir``: validation folder, or None to hold out ``data.val_fraction`` of the training images.
-    ``cfg["threads"]`` > 0 sets torch's intra-op threads for the search (restored afterwards):
+    ``cfg.threads`` > 0 sets torch's intra-op threads for the search (restored afterwards):
     the CPU preset's small convolutions run fastest on one thread, and on a busy machine
     several threads per process slow everyone down many times over.
     Under torchrun every process calls this with the same arguments (it joins the process
     group); ``rank`` defaults to the process's rank (0 without torchrun).
     """
-    config_mod.validate(cfg)  # fills in the defaults of a hand-made config
-    threads, before = cfg["threads"], torch.get_num_threads()
+    cfg = config_mod.validate(cfg)  # a hand-made mapping gets its defaults; every value is checked
+    threads, before = cfg.threads, torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
@@ -468,9 +470,9 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     world = distributed.world_size()
     rank = distributed.rank() if rank is None else int(rank)
     ckpt = check_resume(out, "search", resume)
-    if cfg["deterministic"]:
+    if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(cfg["seed"])
+    seed_everything(cfg.seed)
     writer = rank == 0
     st = None
     if resume:
@@ -504,9 +506,9 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg)
         atomic_write_text(out / SEARCH_DATA, json.dumps(absolute_provenance(prov), indent=1))
-    epochs = int(cfg["search"]["epochs"])
-    per_epoch = int(cfg["search"]["child_steps"]) + int(cfg["search"]["controller_steps"])
-    tb = _tensorboard(out) if writer and cfg["tensorboard"] else None
+    epochs = cfg.search.epochs
+    per_epoch = cfg.search.child_steps + cfg.search.controller_steps
+    tb = _tensorboard(out) if writer and cfg.tensorboard else None
     if writer:
         _log_line(out / "search.log", f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
                   f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
@@ -565,11 +567,11 @@ def _cli_search(args, main_process: bool) -> int:
     check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
     if args.resume:
         _same_sources(args.train, args.val, read_data_json(out), out / SEARCH_DATA)
-    m = cfg["model"]
+    m = cfg.model
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if main_process:
-        print(f"search x{cfg['scale']} C={m['channels']} N={m['blocks']} M={m['nodes']} "
-              f"alpha={cfg['search']['alpha']} ff={cfg['search']['ff']}"
+        print(f"search x{cfg.scale} C={m.channels} N={m.blocks} M={m.nodes} "
+              f"alpha={cfg.search.alpha} ff={cfg.search.ff}"
               f"{f' processes={world}' if world > 1 else ''} -> {out}", file=sys.stderr)
     rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
     if main_process:

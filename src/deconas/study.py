@@ -32,12 +32,12 @@ unfinished ones. ``study.jobs`` architectures train at once, each in its own pro
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from . import config as config_mod
+from .config import Config
 from .errors import UserError
 from .genotype import K, Genotype, num_pairs
 from .runfolder import check_out_dir
@@ -110,7 +111,7 @@ class SharedScorer:
         from .search import CHECKPOINT, build_supernet, read_checkpoint, reload_val_pairs
 
         self.cfg = config_mod.load(str(run / "config.yaml"))
-        self.scale = int(self.cfg["scale"])
+        self.scale = self.cfg.scale
         st = read_checkpoint(run / CHECKPOINT, device, keys=("supernet",))
         self.supernet = build_supernet(self.cfg).to(device)
         try:
@@ -134,8 +135,8 @@ class SharedScorer:
         from .patches import PatchSampler
         from .search import psnr_y_batch
 
-        s = self.cfg["search"]
-        vp, vb = s["val_patch"], s["val_batch"]
+        s = self.cfg.search
+        vp, vb = s.val_patch, s.val_batch
         sampler = PatchSampler([(hr, lr) for _, hr, lr in self.val], self.scale, vp, vb, seed=seed, augment=False)
         draws = [sampler.sample() for _ in range(batches)]
         table = np.array([[psnr_y_batch(self.supernet(lr, g), hr, self.scale).mean().item() for lr, hr in draws]
@@ -157,26 +158,26 @@ class SharedScorer:
                 "pair_order_agreement": agree / pairs if pairs else float("nan")}
 
 
-def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", progress: bool = True) -> dict:
+def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", progress: bool = True) -> dict:
     """Choose the architectures (searched and matched random) and score them with the shared weights."""
     from tqdm import tqdm
 
     from .complexity import count_params
     from .genotype import parse
 
-    st = cfg["study"]
-    scorer = SharedScorer(run, int(st["shared_max_images"]), int(st["shared_max_size"]), device)
+    st = cfg.study
+    scorer = SharedScorer(run, st.shared_max_images, st.shared_max_size, device)
     scfg = scorer.cfg
-    m, scale = scfg["model"], scorer.scale
-    C, N, M = int(m["channels"]), int(m["blocks"]), int(m["nodes"])
-    if scfg["search"]["ff"]:
+    m, scale = scfg.model, scorer.scale
+    C, N, M = m.channels, m.blocks, m.nodes
+    if scfg.search.ff:
         raise UserError(f"{run}: the study handles FF0 searches (search.ff: false) for now")
     params = lambda g: count_params(g, scale, C, N)  # noqa: E731
     derived = _candidates(run)
     if top > len(derived):
         raise UserError(f"--top {top}: {run / 'candidates.csv'} holds only {len(derived)} distinct architectures")
     # Two stages: derive's quick score screens, the study's (all images, whole) ranks the best few.
-    screen = int(st["screen"])
+    screen = st.screen
     cands = [g for g, _ in (derived[:screen * top] if screen else derived)]
     shared = {}
     for g in tqdm(cands, desc="shared-weight PSNR", unit="arch", disable=not progress, file=sys.stderr,
@@ -184,10 +185,10 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
         shared[g] = scorer.psnr(g)
     ranked = sorted(cands, key=lambda g: -shared[g])
     searched = ranked[:top]
-    rng = np.random.default_rng(cfg["seed"] + 12345)
-    tol = float(st["param_tolerance"])
+    rng = np.random.default_rng(cfg.seed + 12345)
+    tol = float(st.param_tolerance)
     rows = []
-    base_seed = cfg["seed"]
+    base_seed = cfg.seed
     for i, g in enumerate(searched):
         rows.append({"genotype": str(g), "group": "searched", "pair": i, "params": params(g),
                      "shared_psnr": shared[g], "seed": base_seed + i, "draws": None})
@@ -200,27 +201,23 @@ def plan_study(run: Path, cfg: dict, top: int, n_random: int, device="cpu", prog
         rows.append({"genotype": str(g), "group": "random", "pair": partner["pair"], "params": params(g),
                      "shared_psnr": shared[g], "seed": partner["seed"], "draws": draws})
     noise_set = [parse(r["genotype"]) for r in rows]
-    noise = scorer.reward_noise(noise_set, int(st["noise_batches"]), seed=base_seed + 1)
+    noise = scorer.reward_noise(noise_set, st.noise_batches, seed=base_seed + 1)
     # The spread of the shared-weight PSNR on the whole validation split, for comparison.
     noise["shared_between_std_db"] = float(np.std([r["shared_psnr"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0
     return {"run": str(run.resolve()), "scale": scale, "channels": C, "blocks": N, "nodes": M,
             "candidates": len(derived), "rescored": len(cands), "shared_protocol": {
-                "images": len(scorer.prepared), "max_size": int(st["shared_max_size"]) or None,
+                "images": len(scorer.prepared), "max_size": st.shared_max_size or None,
                 "psnr": "Y (BT.601), border = scale, 8-bit outputs, shared weights"},
             "candidate_shared_psnr": {str(g): shared[g] for g in cands},
             "reward_noise": noise, "rows": rows}
 
 
 # ----------------------------------------------------------------------------- standalone training
-def _train_cfg(cfg: dict, scfg: dict, seed: int) -> dict:
+def _train_cfg(cfg: Config, scfg: Config, seed: int) -> Config:
     """The study's recipe on the search's network size, scale and validation split."""
-    t = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("study",)})
-    t["scale"] = int(scfg["scale"])
-    t["seed"] = int(seed)
-    t["model"] = {"channels": int(scfg["model"]["channels"]), "blocks": int(scfg["model"]["blocks"])}
-    t["data"]["val_fraction"] = scfg["data"]["val_fraction"]
-    t["data"]["val_max"] = scfg["data"]["val_max"]
-    return t
+    return replace(cfg, scale=scfg.scale, seed=int(seed),
+                   model=replace(cfg.model, channels=scfg.model.channels, blocks=scfg.model.blocks),
+                   data=replace(cfg.data, val_fraction=scfg.data.val_fraction, val_max=scfg.data.val_max))
 
 
 def _worker_init() -> None:
@@ -272,7 +269,7 @@ def _train_one(job: dict) -> dict:
         from .evaluate import evaluate
 
         model, _ = load_model(out / "last.safetensors")
-        res = evaluate(lambda lr: upscale_array(model, lr), job["benchmarks"], int(job["cfg"]["scale"]),
+        res = evaluate(lambda lr: upscale_array(model, lr), job["benchmarks"], job["cfg"].scale,
                        progress=False)
         row["benchmarks"] = {d["name"]: {"psnr": d["psnr"], "ssim": d["ssim"]} for d in res["datasets"]}
     row["train_seconds"] = round(time.time() - t0, 1)
@@ -357,10 +354,10 @@ CSV_FIELDS = ["genotype", "group", "pair", "params", "shared_psnr", "standalone_
               "draws", "steps"]
 
 
-def write_results(out: Path, plan: dict, rows: List[dict], cfg: dict) -> dict:
+def write_results(out: Path, plan: dict, rows: List[dict], cfg: Config) -> dict:
     summ = summarize(rows)
     doc = {k: v for k, v in plan.items() if k not in ("rows", "candidate_shared_psnr")}
-    doc.update({"recipe": {"train": cfg["train"], "data": cfg["data"]}, "summary": summ, "rows": rows})
+    doc.update({"recipe": {"train": asdict(cfg.train), "data": asdict(cfg.data)}, "summary": summ, "rows": rows})
     atomic_write_text(out / RESULT, json.dumps(doc, indent=1))
 
     def write_csv(tmp):
@@ -396,7 +393,7 @@ def format_summary(doc: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the driver
-def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_random: Optional[int] = None,
+def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_random: Optional[int] = None,
               benchmarks: Sequence = (), resume: bool = False, progress: bool = True) -> dict:
     from tqdm import tqdm
 
@@ -415,8 +412,8 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
     for b in benchmarks:
         if not Path(b).is_dir():
             raise UserError(f"--benchmark {b}: not a folder")
-    st = cfg["study"]
-    seed_everything(cfg["seed"])
+    st = cfg.study
+    seed_everything(cfg.seed)
     if resume:
         try:
             plan = json.loads((out / PLAN).read_text())
@@ -424,12 +421,12 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         except (OSError, ValueError, KeyError):
             raise UserError(f"{out / PLAN}: damaged; start the study again in another --out") from None
     else:
-        top = int(top if top is not None else st["top"])
-        n_random = int(n_random if n_random is not None else st["random"])
+        top = int(top if top is not None else st.top)
+        n_random = int(n_random if n_random is not None else st.random)
         if top < 1 or n_random < 0:
             raise UserError(f"--top {top} / --random {n_random}: need at least 1 searched architecture")
         threads_before = torch.get_num_threads()
-        torch.set_num_threads(max(1, int(st["threads"]) * int(st["jobs"])))
+        torch.set_num_threads(max(1, st.threads * st.jobs))
         try:
             plan = plan_study(run, cfg, top, n_random, progress=progress)
         finally:
@@ -440,7 +437,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         atomic_write_text(out / PLAN, json.dumps(plan, indent=1))
     if resume and (out / "config.yaml").is_file():
         cfg = config_mod.load(str(out / "config.yaml"))  # the recipe the study started with
-        st = cfg["study"]
+        st = cfg.study
     prov = read_data_json(run)
     scfg = config_mod.load(str(run / "config.yaml"))
     train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
@@ -449,7 +446,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
         name = f"{r['pair']:02d}-{r['group']}"
         jobs.append({"row": r, "out": str(out / "arch" / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
                      "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
-                     "split_seed": scfg["seed"], "threads": int(st["threads"]),
+                     "split_seed": scfg.seed, "threads": st.threads,
                      "benchmarks": plan["benchmarks"]})
     done: Dict[int, dict] = {}
     for i, j in enumerate(jobs):
@@ -463,7 +460,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
     todo = [i for i in range(len(jobs)) if i not in done]
     bar = tqdm(total=len(jobs), initial=len(done), desc="study", unit="arch", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    n_jobs = max(1, int(st["jobs"]))
+    n_jobs = max(1, st.jobs)
     if todo and n_jobs == 1:
         for i in todo:
             done[i] = _train_one(jobs[i])
@@ -496,7 +493,7 @@ def run_study(run_dir, cfg: dict, out_dir=None, top: Optional[int] = None, n_ran
 def cli_study(args) -> int:
     cfg = config_mod.load(args.config, args.overrides)
     if args.jobs is not None:
-        cfg["study"]["jobs"] = int(args.jobs)
+        cfg.study.jobs = int(args.jobs)
     doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)
     print(format_summary(doc))
     return 0

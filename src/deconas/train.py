@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import config as config_mod
+from .config import Config
 from . import distributed
 from .checkpoint import check_init, init_from, save_model
 from .datasets import expand_sources, load_train_val
@@ -38,17 +39,17 @@ from .runfolder import (BEST, BEST_WEIGHTS, CONFIG, LAST_WEIGHTS, METRICS, TRAIN
 from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
 
 
-def learning_rate(step: int, t: dict) -> float:
+def learning_rate(step: int, t: "config_mod.Train") -> float:
     """Learning rate before optimizer step ``step`` (0-based)."""
-    base = float(t["lr"])
-    warm = t["warmup_steps"]
+    base = float(t.lr)
+    warm = t.warmup_steps
     if warm and step < warm:
         return base * (step + 1) / warm
-    if t["schedule"] == "cosine":
-        total = t["steps"]
-        floor = float(t["lr_min"])
+    if t.schedule == "cosine":
+        total = t.steps
+        floor = float(t.lr_min)
         return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(step, total) / total))
-    return base * float(t["lr_gamma"]) ** (step // t["lr_step"])
+    return base * float(t.lr_gamma) ** (step // t.lr_step)
 
 
 def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
@@ -110,16 +111,16 @@ class Training:
     :func:`run_training` drives it; distributed wrapping and mixed precision (``step`` takes
     the forward to use), files, logs and plots stay outside."""
 
-    def __init__(self, cfg: dict, genotype: Genotype, train_pairs, val_pairs, device, rank: int = 0, world: int = 1):
-        m, d, self.t = cfg["model"], cfg["data"], cfg["train"]
-        self.scale, self.device, self.rank, self.world = cfg["scale"], device, rank, world
-        self.net_id = {"genotype": str(genotype), "scale": self.scale, "channels": m["channels"], "blocks": m["blocks"]}
+    def __init__(self, cfg: Config, genotype: Genotype, train_pairs, val_pairs, device, rank: int = 0, world: int = 1):
+        m, d, self.t = cfg.model, cfg.data, cfg.train
+        self.scale, self.device, self.rank, self.world = cfg.scale, device, rank, world
+        self.net_id = {"genotype": str(genotype), "scale": self.scale, "channels": m.channels, "blocks": m.blocks}
         # Built in this order after the seed: the same seed gives the same run.
-        self.model = DeCoNASNet(genotype, scale=self.scale, channels=m["channels"], blocks=m["blocks"]).to(device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.t["lr"]), betas=(0.9, 0.999), eps=1e-8)
+        self.model = DeCoNASNet(genotype, scale=self.scale, channels=m.channels, blocks=m.blocks).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.t.lr), betas=(0.9, 0.999), eps=1e-8)
         # Each rank draws its own patches: its own random stream.
-        self.sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale, d["lr_patch"], d["batch"],
-                                    seed=cfg["seed"] + 7919 * rank, augment=d["augment"])
+        self.sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale, d.lr_patch, d.batch,
+                                    seed=cfg.seed + 7919 * rank, augment=d.augment)
         self.val_pairs = val_pairs
         self.steps, self.best = 0, -float("inf")
 
@@ -135,8 +136,8 @@ class Training:
         loss = F.l1_loss(sr_b.float(), hr_b)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["grad_clip"]))
+        if self.t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t.grad_clip))
         self.opt.step()
         self.steps += 1
         return loss.detach().item(), lr_now
@@ -188,31 +189,31 @@ def _autocast(amp: str, device):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
 
 
-def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
+def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, out_dir="runs/train",
                  resume: bool = False, device=None, progress: bool = True, init=None,
                  split_seed=None) -> dict:
     """Train and return a summary dict (also written to ``out_dir/summary.json``).
 
-    ``split_seed``: the seed of the held-out validation split when it is not ``cfg["seed"]``
+    ``split_seed``: the seed of the held-out validation split when it is not ``cfg.seed``
     (``deconas study`` trains with a seed per pair on the search's own split)."""
-    config_mod.validate(cfg)  # fills in the defaults of a hand-made config
+    cfg = config_mod.validate(cfg)  # a hand-made mapping gets its defaults; every value is checked
     out = Path(out_dir)
-    scale, t = cfg["scale"], cfg["train"]
+    scale, t = cfg.scale, cfg.train
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     writer = rank == 0  # the one process that validates and writes files
     state_path = check_resume(out, "training run", resume)
-    if cfg["deterministic"]:
+    if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(cfg["seed"])
+    seed_everything(cfg.seed)
     if resume:  # continue the same network on the same data, or say why not
         train_dir, val_dir = _resume_sources(out, train_dir, val_dir)
-    split = cfg["seed"] if split_seed is None else int(split_seed)
-    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, cfg["data"]["val_fraction"],
-                                                  cfg["data"]["val_max"], split, require_val=False)
+    split = cfg.seed if split_seed is None else int(split_seed)
+    train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, cfg.data.val_fraction,
+                                                  cfg.data.val_max, split, require_val=False)
     tr = Training(cfg, genotype, train_pairs, val_pairs, device, rank, world)
     log = JsonlLog(out / METRICS)
-    total, per_epoch = t["steps"], t["epoch_steps"]
+    total, per_epoch = t.steps, t.epoch_steps
     if resume:
         tr.load_state_dict(torch_load(state_path, map_location=device), state_path)
         if writer:
@@ -250,9 +251,9 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
     def history(at_step):
         return earlier + [{"run": out.resolve().name, "scale": scale, "steps": at_step, "data": data_names,
                            "init": Path(init_rec["checkpoint"]).name if init_rec else None,
-                           "lr": float(t["lr"]), "schedule": t["schedule"]}]
+                           "lr": float(t.lr), "schedule": t.schedule}]
     distributed.barrier()  # the writer has made the run folder
-    forward, autocast = _wrap(tr.model, device, world), _autocast(t["amp"], device)
+    forward, autocast = _wrap(tr.model, device, world), _autocast(t.amp, device)
     bar = tqdm(total=total, initial=tr.steps, disable=not progress or not writer, desc="train", unit="step",
                dynamic_ncols=True, file=sys.stderr)
     tr.model.train()
@@ -271,7 +272,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
             loss_sum, loss_n = 0.0, 0
             if writer:
                 before = tr.best
-                psnr = tr.validate() if epoch % t["val_every"] == 0 or step == total else None
+                psnr = tr.validate() if epoch % t.val_every == 0 or step == total else None
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
                 records.append(rec)
@@ -280,7 +281,7 @@ def run_training(cfg: dict, genotype: Genotype, train_dir=None, val_dir=None, ou
                     save_model(out / BEST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 save_model(out / LAST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 atomic_torch_save(state_path, tr.state_dict(samplers))
-                if cfg["plot"]:
+                if cfg.plot:
                     _plot_curves(records, out / "curves.png")
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
                           + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
@@ -324,11 +325,11 @@ def cli_train(args) -> int:
         best = json.loads((Path(args.from_run) / BEST).read_text())
         given = {o.split("=", 1)[0].strip() for o in args.overrides}
         if "scale" in best and "scale" not in given:
-            cfg["scale"] = int(best["scale"])
+            cfg.scale = int(best["scale"])
         if g.ff and "blocks" in best and "model.blocks" not in given:
-            cfg["model"]["blocks"] = int(best["blocks"])
-    if g.ff and len(g.gff) != int(cfg["model"]["blocks"]):
-        raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg['model']['blocks']}; "
+            cfg.model.blocks = int(best["blocks"])
+    if g.ff and len(g.gff) != cfg.model.blocks:
+        raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg.model.blocks}; "
                         f"set model.blocks={len(g.gff)}")
     for p in (args.train or []) + ([args.val] if args.val else []):
         if not Path(p).is_dir():
@@ -337,10 +338,10 @@ def cli_train(args) -> int:
     if args.init and args.resume:
         raise UserError("--init starts a new run from a checkpoint; --resume continues one: give one of them")
     if args.init:  # refused before any image is loaded
-        check_init(args.init, g, int(cfg["scale"]), int(cfg["model"]["channels"]), int(cfg["model"]["blocks"]))
+        check_init(args.init, g, cfg.scale, cfg.model.channels, cfg.model.blocks)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks
     if main_process:
-        print(f"training {g} x{cfg['scale']} C={cfg['model']['channels']} N={cfg['model']['blocks']} -> {out}",
+        print(f"training {g} x{cfg.scale} C={cfg.model.channels} N={cfg.model.blocks} -> {out}",
               file=sys.stderr)
     try:
         summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device, init=args.init)

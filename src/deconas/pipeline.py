@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from . import config as config_mod
-from .config import Config
 from .arch import describe, format_table
+from .config import Config
 from .errors import UserError
-from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CONFIG, METRICS, PIPELINE_TIMES, SEARCH_STATE, SEARCH_SUMMARY,
-                        TRAIN_STATE, TRAIN_SUMMARY, check_out_dir, default_path, write_config)
+from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, METRICS, PIPELINE_TIMES, SEARCH_STATE, SEARCH_SUMMARY,
+                        TRAIN_STATE, TRAIN_SUMMARY, check_folders, check_out_dir, out_path, run_config, write_config)
 from .runtime import atomic_write_text, read_jsonl
 
 
@@ -242,16 +242,11 @@ def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str
 
 
 def cli_run(args) -> int:
-    out = Path(args.out) if args.out else default_path("run")
-    if args.resume and (out / CONFIG).is_file():  # the run's own config, plus any overrides
-        cfg = config_mod.apply_overrides(config_mod.load(str(out / CONFIG)), args.overrides)
-    else:
-        cfg = config_mod.load(args.config, args.overrides)
+    out = out_path(args.out, "run", args.resume)
+    cfg = run_config(out, args.resume, args.config, args.overrides)
     stage_configs(cfg)
     check_out_dir(out, "pipeline run")
-    for p in (args.train or []) + ([args.val] if args.val else []) + list(args.benchmark or []):
-        if not Path(p).exists():
-            raise UserError(f"{p}: no such folder")
+    check_folders(*(args.train or []), args.val, *(args.benchmark or []), what="no such folder")
     res = run_pipeline(cfg, args.train, args.val, args.benchmark, out, args.resume, args.device)
     for r in res["results"]["datasets"]:
         print(f"{r['dataset']:<16} bicubic {r['bicubic_psnr']:.2f} dB   found network {r['psnr']:.2f} dB "

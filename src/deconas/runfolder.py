@@ -1,18 +1,22 @@
 """Run folders: the one place that knows what search, train, pipeline and study write, under
-which names, and when an existing folder may be written to.
+which names, when an existing folder may be written to, and what a resumed run continues with.
 
 Rules. A folder holding another kind of run is refused; a new run refuses a folder that
 already holds its resume state (``--resume`` continues it), and ``--resume`` needs that state.
-Every file is written atomically (a temporary file renamed into place), so a killed run
-leaves the previous version, never half a file.
+A resumed run continues with its own config (plus the overrides given) and its own images:
+``--train``/``--val`` may be repeated but must name the same folders. Every file is written
+atomically (a temporary file renamed into place), so a killed run leaves the previous
+version, never half a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 from .errors import UserError
 from .runtime import atomic_write_text
@@ -28,15 +32,46 @@ SEARCH_SUMMARY = "summary.md"  # derive: the report
 TRAIN_STATE = "state.pt"  # training: weights, optimizer, samplers, random streams
 TRAIN_RECORD = "run.json"  # training: the network, its cost, its data and its --init
 TRAIN_SUMMARY = "summary.json"  # training: written when the schedule has finished
+TRAIN_LOG = "resume.log"  # training: one line per resume
 BEST_WEIGHTS = "best.safetensors"  # training: best validation PSNR (or the last, without validation)
 LAST_WEIGHTS = "last.safetensors"
 PIPELINE_TIMES = "times.json"  # pipeline: seconds per stage
 STUDY_PLAN = "plan.json"  # study: the architectures and their seeds
+STUDY_ROW = "row.json"  # study: one trained architecture's results, in its own folder
+STUDY_RESULT = "study.json"  # study: every row, the summary and the recipe
+STUDY_TABLE = "study.csv"  # study: the rows as a table
 
 
 def default_path(prefix: str) -> Path:
     """``runs/PREFIX-YYYYmmdd-HHMMSS``: where a run goes without --out."""
     return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def out_path(out: Optional[str], prefix: str, resume: bool) -> Path:
+    """The run folder of a command: ``--out``, or a new ``runs/PREFIX-<time>``. ``--resume``
+    needs ``--out``, and under torchrun every process must be told the same folder."""
+    if resume and out is None:
+        raise UserError("--resume needs --out DIR (the folder of the run to continue)")
+    if out is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UserError("under torchrun, give --out DIR (every process must write to the same run)")
+    return Path(out) if out is not None else default_path(prefix)
+
+
+def run_config(out: Path, resume: bool, config: str, overrides: Sequence[str]):
+    """A new run's config is ``config`` (a preset or YAML file) with the overrides; a resumed
+    run continues with its own ``config.yaml`` plus the overrides (e.g. a longer schedule)."""
+    from . import config as config_mod
+
+    if resume and (Path(out) / CONFIG).is_file():
+        return config_mod.apply_overrides(config_mod.load(str(Path(out) / CONFIG)), overrides)
+    return config_mod.load(config, overrides)
+
+
+def check_folders(*paths, what: str = "not a folder of images") -> None:
+    """Every given folder exists (before any work starts); None entries are skipped."""
+    for p in paths:
+        if p is not None and not Path(p).is_dir():
+            raise UserError(f"{p}: {what}")
 
 
 # The file that marks each kind of run folder: its resume state (or the pipeline's and the
@@ -87,3 +122,53 @@ def write_config(out: Path, cfg) -> None:
     from . import config as config_mod
 
     atomic_write_text(Path(out) / CONFIG, config_mod.dump(cfg))
+
+
+# ----------------------------------------------------------------------------- the data record
+# What a run trained and validated on (:func:`deconas.datasets.load_train_val`'s provenance:
+# absolute folders, or "built-in", and the names of the validation images): a search keeps it
+# in data.json, a training in run.json's "data".
+
+def read_data_record(path: Path, key: Optional[str] = None) -> dict:
+    """The data record in ``path`` (under ``key`` when it is one entry of the file), checked:
+    missing or damaged is a one-line :class:`UserError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is this a run folder of deconas?")
+    try:
+        rec = json.loads(path.read_text())
+        rec = rec[key] if key is not None else rec
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}); the file is damaged") from None
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: damaged (no {key!r})") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: damaged (not a JSON object)")
+    missing = [k for k in ("train_dir", "val_dir", "val_images") if k not in rec]
+    if missing:
+        raise UserError(f"{path}: damaged (no {', '.join(missing)})")
+    if not (rec["train_dir"] == "built-in" or isinstance(rec["train_dir"], list)):
+        raise UserError(f"{path}: damaged (train_dir is {rec['train_dir']!r})")
+    return rec
+
+
+def resume_sources(rec: dict, train_dir, val_dir, where) -> tuple:
+    """(train_dir, val_dir) a resumed run continues with: its own, from the data record.
+    ``--train``/``--val`` may be given again but must name the same folders (in any order and
+    from any working directory); anything else is refused in one line."""
+    from .datasets import expand_sources
+
+    then = rec["train_dir"]
+    if train_dir is not None:
+        try:
+            now = sorted(str(p.resolve()) for p in expand_sources(train_dir))
+        except UserError:
+            now = None
+        if then == "built-in" or now != sorted(then):
+            raise UserError(f"--resume: --train differs from the run's training images "
+                            f"({'built-in' if then == 'built-in' else ', '.join(then)}, {where}); "
+                            f"leave --train out to continue with them")
+    if val_dir is not None and str(Path(val_dir).resolve()) != rec["val_dir"]:
+        raise UserError(f"--resume: --val {val_dir} differs from the run's validation images "
+                        f"({rec['val_dir'] or 'held out of the training images'}, {where}); leave --val out")
+    return (None if then == "built-in" else then), rec["val_dir"]

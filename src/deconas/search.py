@@ -67,7 +67,8 @@ from .controller import Controller, Sample
 from .errors import UserError
 from .genotype import Genotype
 from .patches import PatchSampler
-from .runfolder import CONFIG, METRICS, SEARCH_DATA, SEARCH_STATE, check_resume, default_path, write_config
+from .runfolder import (CONFIG, METRICS, SEARCH_DATA, SEARCH_STATE, check_folders, check_resume, out_path,
+                        read_data_record, resume_sources, run_config, write_config)
 from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state, torch_load
 from .supernet import SuperNet
 
@@ -83,38 +84,9 @@ def load_search_data(cfg: Config, train_dir=None, val_dir=None):
     return load_train_val(train_dir, val_dir, cfg.scale, d.val_fraction, d.val_max, cfg.seed)
 
 
-def _abs(p) -> str:
-    return str(Path(p).resolve())
-
-
-def absolute_provenance(prov: dict) -> dict:
-    """``prov`` with its folders as absolute paths, so the run can be derived or resumed from
-    any working directory."""
-    out = dict(prov)
-    if out.get("train_dir") not in (None, "built-in"):
-        out["train_dir"] = [_abs(p) for p in out["train_dir"]]
-    if out.get("val_dir") is not None:
-        out["val_dir"] = _abs(out["val_dir"])
-    return out
-
-
 def read_data_json(run_dir) -> dict:
-    """A run's ``data.json``, checked: a missing or damaged file is a one-line :class:`UserError`."""
-    path = Path(run_dir) / SEARCH_DATA
-    if not path.is_file():
-        raise UserError(f"{path}: missing; is this the folder of a 'deconas search' run?")
-    try:
-        prov = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({type(e).__name__}); the file is damaged") from None
-    if not isinstance(prov, dict):
-        raise UserError(f"{path}: damaged (not a JSON object)")
-    missing = [k for k in ("train_dir", "val_dir", "val_images") if k not in prov]
-    if missing:
-        raise UserError(f"{path}: damaged (no {', '.join(missing)})")
-    if not (prov["train_dir"] == "built-in" or isinstance(prov["train_dir"], list)):
-        raise UserError(f"{path}: damaged (train_dir is {prov['train_dir']!r})")
-    return prov
+    """A search's ``data.json`` (the images it used), checked: missing or damaged is one line."""
+    return read_data_record(Path(run_dir) / SEARCH_DATA)
 
 
 def read_checkpoint(path, device="cpu", keys=("epoch", "controller", "supernet")) -> dict:
@@ -135,28 +107,6 @@ def read_checkpoint(path, device="cpu", keys=("epoch", "controller", "supernet")
     if missing:
         raise UserError(f"{path}: damaged or not a search checkpoint (no {', '.join(missing)})")
     return st
-
-
-def _same_sources(given_train, given_val, prov: dict, where: Path) -> None:
-    """On resume, --train/--val may be repeated but must name the run's own images."""
-    if given_train is not None:
-        try:
-            from .datasets import expand_sources
-
-            now = [_abs(p) for p in expand_sources([given_train] if isinstance(given_train, (str, Path))
-                                                   else list(given_train))]
-        except UserError:
-            now = None
-        then = prov["train_dir"] if prov["train_dir"] == "built-in" else [_abs(p) for p in prov["train_dir"]]
-        if now != then:
-            raise UserError(f"--resume: --train differs from the run's training images "
-                            f"({'built-in' if then == 'built-in' else ', '.join(then)}, {where}); "
-                            f"leave --train out to continue with them")
-    if given_val is not None:
-        then = None if prov["val_dir"] is None else _abs(prov["val_dir"])
-        if _abs(given_val) != then:
-            raise UserError(f"--resume: --val {given_val} differs from the run's validation images "
-                            f"({then or 'held out of the training images'}, {where}); leave --val out")
 
 
 def reload_val_pairs(run_dir) -> list:
@@ -484,10 +434,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         if st["structure"] != _structure(cfg):
             raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
                             f"config's {_structure(cfg)}")
-        prov = read_data_json(out)
-        _same_sources(train_dir, val_dir, prov, out / SEARCH_DATA)
-        train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
-        val_dir = prov["val_dir"]
+        train_dir, val_dir = resume_sources(read_data_json(out), train_dir, val_dir, out / SEARCH_DATA)
     train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
     search = Search(cfg, train_pairs, val_pairs, device, rank, world)
     log = JsonlLog(out / METRICS)
@@ -505,7 +452,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg)
-        atomic_write_text(out / SEARCH_DATA, json.dumps(absolute_provenance(prov), indent=1))
+        atomic_write_text(out / SEARCH_DATA, json.dumps(prov, indent=1))
     epochs = cfg.search.epochs
     per_epoch = cfg.search.child_steps + cfg.search.controller_steps
     tb = _tensorboard(out) if writer and cfg.tensorboard else None
@@ -553,20 +500,12 @@ def cli_search(args) -> int:
 
 
 def _cli_search(args, main_process: bool) -> int:
-    if args.out is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        raise UserError("under torchrun, give --out RUN_DIR (every process must write to the same run)")
-    cfg = config_mod.load(args.config, args.overrides)
-    if args.resume and args.out is None:
-        raise UserError("--resume needs --out RUN_DIR (the folder of the search to continue)")
-    out = Path(args.out) if args.out else default_path("search")
-    if args.resume and (out / CONFIG).is_file():  # the run's own config, plus any overrides (e.g. epochs)
-        cfg = config_mod.apply_overrides(config_mod.load(str(out / CONFIG)), args.overrides)
-    for p in ([args.train] if isinstance(args.train, str) else (args.train or [])) + ([args.val] if args.val else []):
-        if not Path(p).is_dir():
-            raise UserError(f"{p}: not a folder of images")
+    out = out_path(args.out, "search", args.resume)
+    cfg = run_config(out, args.resume, args.config, args.overrides)
+    check_folders(*([args.train] if isinstance(args.train, str) else (args.train or [])), args.val)
     check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
     if args.resume:
-        _same_sources(args.train, args.val, read_data_json(out), out / SEARCH_DATA)
+        resume_sources(read_data_json(out), args.train, args.val, out / SEARCH_DATA)
     m = cfg.model
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if main_process:

@@ -48,12 +48,12 @@ from . import config as config_mod
 from .config import Config
 from .errors import UserError
 from .genotype import K, Genotype, num_pairs
-from .runfolder import check_out_dir
+from .runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_DATA, SEARCH_STATE, STUDY_PLAN, STUDY_ROW,
+                        STUDY_RESULT, STUDY_TABLE, TRAIN_RECORD, TRAIN_STATE, TRAIN_SUMMARY, check_resume,
+                        read_data_record)
 from .runtime import atomic_write, atomic_write_text, seed_everything
 
-PLAN = "plan.json"
-RESULT = "study.json"
-ROW = "row.json"  # an architecture's finished row, in its own folder
+PLAN, ROW, RESULT = STUDY_PLAN, STUDY_ROW, STUDY_RESULT
 
 
 # ----------------------------------------------------------------------------- the architectures
@@ -87,7 +87,7 @@ def _candidates(run: Path) -> List[tuple]:
     """The distinct architectures of ``candidates.csv`` with derive's score, best first."""
     from .genotype import parse
 
-    path = run / "candidates.csv"
+    path = run / CANDIDATES
     if not path.is_file():
         raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
     try:
@@ -108,16 +108,16 @@ class SharedScorer:
 
     def __init__(self, run: Path, max_images: int = 0, max_size: int = 0, device="cpu"):
         from .derive import prepare_val
-        from .search import CHECKPOINT, build_supernet, read_checkpoint, reload_val_pairs
+        from .search import build_supernet, read_checkpoint, reload_val_pairs
 
-        self.cfg = config_mod.load(str(run / "config.yaml"))
+        self.cfg = config_mod.load(str(run / CONFIG))
         self.scale = self.cfg.scale
-        st = read_checkpoint(run / CHECKPOINT, device, keys=("supernet",))
+        st = read_checkpoint(run / SEARCH_STATE, device, keys=("supernet",))
         self.supernet = build_supernet(self.cfg).to(device)
         try:
             self.supernet.load_state_dict(st["supernet"])
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{run / CHECKPOINT}: does not match {run / 'config.yaml'} ({type(e).__name__})") from None
+            raise UserError(f"{run / SEARCH_STATE}: does not match {run / CONFIG} ({type(e).__name__})") from None
         self.supernet.eval()
         val = reload_val_pairs(run)
         self.val = val[:max_images] if max_images else val
@@ -249,18 +249,17 @@ def _train_one(job: dict) -> dict:
         return json.loads(row_path.read_text())
     g = parse(job["row"]["genotype"])
     t0 = time.time()
-    if not (out / "summary.json").is_file():
+    if not (out / TRAIN_SUMMARY).is_file():
         import contextlib
 
         out.mkdir(parents=True, exist_ok=True)
         # The training's epoch lines go to the architecture's own log, not between the study's bar.
         with open(out / "train.log", "a") as logf, contextlib.redirect_stdout(logf):
-            run_training(job["cfg"], g, job["train_dir"], job["val_dir"], out, resume=(out / "state.pt").is_file(),
+            run_training(job["cfg"], g, job["train_dir"], job["val_dir"], out, resume=(out / TRAIN_STATE).is_file(),
                          device="cpu", progress=False, split_seed=job["split_seed"])
-    run = json.loads((out / "run.json").read_text())
-    if run["data"]["val_images"] != job["val_images"]:
+    if read_data_record(out / TRAIN_RECORD, "data")["val_images"] != job["val_images"]:
         raise UserError(f"{out}: trained on another validation split than the search's")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / TRAIN_SUMMARY).read_text())
     row = dict(job["row"])
     row["standalone_psnr"] = summary["last_val_psnr"]
     row["best_val_psnr"] = summary["best_val_psnr"]
@@ -268,7 +267,7 @@ def _train_one(job: dict) -> dict:
     if job["benchmarks"]:
         from .evaluate import evaluate
 
-        model, _ = load_model(out / "last.safetensors")
+        model, _ = load_model(out / LAST_WEIGHTS)
         res = evaluate(lambda lr: upscale_array(model, lr), job["benchmarks"], job["cfg"].scale,
                        progress=False)
         row["benchmarks"] = {d["name"]: {"psnr": d["psnr"], "ssim": d["ssim"]} for d in res["datasets"]}
@@ -366,7 +365,7 @@ def write_results(out: Path, plan: dict, rows: List[dict], cfg: Config) -> dict:
             w.writeheader()
             for r in rows:
                 w.writerow(r)
-    atomic_write(out / "study.csv", write_csv)
+    atomic_write(out / STUDY_TABLE, write_csv)
     _plots(rows, summ, out, f"x{plan['scale']} C={plan['channels']} N={plan['blocks']} M={plan['nodes']}")
     return doc
 
@@ -400,15 +399,11 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     from .search import read_data_json
 
     run = Path(run_dir)
-    for f in ("config.yaml", "checkpoint.pt", "data.json"):
+    for f in (CONFIG, SEARCH_STATE, SEARCH_DATA):
         if not (run / f).is_file():
             raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
     out = Path(out_dir) if out_dir is not None else run / "study"
-    check_out_dir(out, "study")
-    if resume and not (out / PLAN).is_file():
-        raise UserError(f"--resume: no {out / PLAN} to continue from")
-    if not resume and (out / PLAN).is_file():
-        raise UserError(f"{out} already holds a study; pass --resume to continue it or pick another --out")
+    check_resume(out, "study", resume)
     for b in benchmarks:
         if not Path(b).is_dir():
             raise UserError(f"--benchmark {b}: not a folder")
@@ -433,13 +428,13 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
             torch.set_num_threads(threads_before)
         plan["benchmarks"] = [str(Path(b).resolve()) for b in benchmarks]
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", config_mod.dump(cfg))
+        atomic_write_text(out / CONFIG, config_mod.dump(cfg))
         atomic_write_text(out / PLAN, json.dumps(plan, indent=1))
-    if resume and (out / "config.yaml").is_file():
-        cfg = config_mod.load(str(out / "config.yaml"))  # the recipe the study started with
+    if resume and (out / CONFIG).is_file():
+        cfg = config_mod.load(str(out / CONFIG))  # the recipe the study started with
         st = cfg.study
     prov = read_data_json(run)
-    scfg = config_mod.load(str(run / "config.yaml"))
+    scfg = config_mod.load(str(run / CONFIG))
     train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
     jobs = []
     for r in plan["rows"]:

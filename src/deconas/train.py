@@ -28,14 +28,15 @@ from . import config as config_mod
 from .config import Config
 from . import distributed
 from .checkpoint import check_init, init_from, save_model
-from .datasets import expand_sources, load_train_val
+from .datasets import load_train_val
 from .complexity import cost
 from .errors import UserError
 from .genotype import Genotype, parse
 from .network import DeCoNASNet
 from .patches import PatchSampler
-from .runfolder import (BEST, BEST_WEIGHTS, CONFIG, LAST_WEIGHTS, METRICS, TRAIN_RECORD, TRAIN_SUMMARY, check_resume,
-                        default_path, write_config)
+from .runfolder import (BEST, BEST_WEIGHTS, LAST_WEIGHTS, METRICS, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY,
+                        check_folders, check_resume, out_path, read_data_record, resume_sources, run_config,
+                        write_config)
 from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
 
 
@@ -85,23 +86,6 @@ def _plot_curves(records, path):
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-
-
-def _resume_sources(out: Path, train_dir, val_dir):
-    """The data a run was started on (run.json); a different --train/--val is refused."""
-    try:
-        prov = json.loads((out / TRAIN_RECORD).read_text())["data"]
-    except (OSError, ValueError, KeyError):
-        return train_dir, val_dir  # a run from before run.json recorded its data: trust the caller
-    saved_train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
-    given = None if train_dir is None else sorted(str(p.resolve()) for p in expand_sources(train_dir))
-    if given is not None and given != sorted(saved_train or []):
-        raise UserError(f"--resume: this run trained on {prov['train_dir']}, not {', '.join(given)}; "
-                        f"leave --train out to continue on the same images")
-    if val_dir is not None and str(Path(val_dir).resolve()) != prov.get("val_dir"):
-        raise UserError(f"--resume: this run validated on {prov.get('val_dir') or 'held-out training images'}, "
-                        f"not {val_dir}")
-    return saved_train, prov.get("val_dir")
 
 
 class Training:
@@ -207,7 +191,8 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(cfg.seed)
     if resume:  # continue the same network on the same data, or say why not
-        train_dir, val_dir = _resume_sources(out, train_dir, val_dir)
+        train_dir, val_dir = resume_sources(read_data_record(out / TRAIN_RECORD, "data"), train_dir, val_dir,
+                                            out / TRAIN_RECORD)
     split = cfg.seed if split_seed is None else int(split_seed)
     train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, cfg.data.val_fraction,
                                                   cfg.data.val_max, split, require_val=False)
@@ -220,7 +205,7 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
             log.truncate_after("step", tr.steps)
             # The run's config as continued (overrides on resume, e.g. a new train.steps, take effect).
             write_config(out, cfg)
-            with open(out / "resume.log", "a") as f:
+            with open(out / TRAIN_LOG, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {tr.steps} of {total}\n")
     init_rec = None
     if init is not None and not resume:
@@ -309,16 +294,8 @@ def genotype_from_run(run_dir) -> Genotype:
 
 
 def cli_train(args) -> int:
-    cfg = config_mod.load(args.config, args.overrides)
-    if args.resume and args.out is None:
-        raise UserError("--resume needs --out DIR (the folder of the run to continue)")
-    if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("under torchrun, give --out DIR (every process must write to the same run)")
-    out = Path(args.out) if args.out else default_path("train")
-    if args.resume:  # the run's own config wins, so the continuation is the same run
-        saved = out / CONFIG
-        if saved.is_file():
-            cfg = config_mod.apply_overrides(config_mod.load(str(saved)), args.overrides)
+    out = out_path(args.out, "train", args.resume)
+    cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume, the run's own config wins
     g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
     if args.from_run and not args.resume:
         # The searched network's scale (and N, which FF bits are tied to) unless overridden.
@@ -331,9 +308,7 @@ def cli_train(args) -> int:
     if g.ff and len(g.gff) != cfg.model.blocks:
         raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg.model.blocks}; "
                         f"set model.blocks={len(g.gff)}")
-    for p in (args.train or []) + ([args.val] if args.val else []):
-        if not Path(p).is_dir():
-            raise UserError(f"{p}: not a folder of images")
+    check_folders(*(args.train or []), args.val)
     check_resume(out, "training run", args.resume)
     if args.init and args.resume:
         raise UserError("--init starts a new run from a checkpoint; --resume continues one: give one of them")

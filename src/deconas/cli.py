@@ -33,6 +33,21 @@ def _backend(p):
                    help="where the network runs: auto = ONNX Runtime on the CPU, torch on CUDA (default auto)")
 
 
+def _config(p, preset: str, example: str):
+    p.add_argument("--config", default=preset, help=f"preset name or YAML file (default: {preset})")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+
+
+def _images(p):
+    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
+    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
+
+
+def _run_folder(p, default: str, what: str):
+    p.add_argument("--out", metavar="DIR", default=None, help=f"run folder (default: {default})")
+    p.add_argument("--resume", action="store_true", help=f"continue the {what} in --out where it stopped")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="deconas", description="DeCoNAS: neural architecture search for single-image "
                  "super-resolution. Search, derive, train, evaluate, upscale.")
@@ -71,13 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="run the DeCoNAS search (controller + shared-weight supernet)",
                        description="ENAS-style search: child steps on the shared weights, then REINFORCE "
                        "controller steps with reward PSNR - alpha * params / max params.")
-    p.add_argument("--config", default="cpu", help="preset name or YAML file (default: cpu)")
-    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
-    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
-    p.add_argument("--out", metavar="RUN_DIR", default=None, help="run folder (default: runs/search-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _config(p, "cpu", "search.alpha=0")
+    _images(p)
+    _run_folder(p, "runs/search-<time>", "search")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.alpha=0")
     p.set_defaults(handler="deconas.search:cli_search")
 
     p = sub.add_parser("derive", help="sample architectures from a trained controller and rank them",
@@ -94,16 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--genotype", help="the architecture, e.g. 7,6,4,3,0,2,2,3,4,1")
     g.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="use best.json of a search run")
-    p.add_argument("--config", default="train-cpu", help="preset name or YAML file (default: train-cpu)")
-    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
-    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: runs/train-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    _config(p, "train-cpu", "train.lr=2e-4")
+    _images(p)
+    _run_folder(p, "runs/train-<time>", "training")
     p.add_argument("--init", metavar="CHECKPOINT", default=None,
                    help="start from a checkpoint's weights ('pretrained' = the shipped network; same genotype, "
                         "C and N): fine-tuning, another scale from the x2 body, or a warm restart")
     p.add_argument("--device", default=None)
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=2e-4")
     p.set_defaults(handler="deconas.train:cli_train")
 
     p = sub.add_parser("upscale", help="upscale images with a pretrained or your own network",
@@ -143,26 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
     p.add_argument("--top", type=int, default=None, help="searched architectures (default: study.top, 8)")
     p.add_argument("--random", type=int, default=None, help="random architectures (default: study.random, 8)")
-    p.add_argument("--config", default="study-cpu", help="training recipe and study settings (default: study-cpu)")
+    _config(p, "study-cpu", "train.steps=3000 (the training recipe and the study's settings)")
     p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
-    p.add_argument("--out", metavar="DIR", default=None, help="study folder (default: RUN_DIR/study)")
+    _run_folder(p, "RUN_DIR/study", "study")
     p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
-    p.add_argument("--resume", action="store_true", help="continue the study in --out")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=3000")
     p.set_defaults(handler="deconas.study:cli_study")
 
     p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
                        description="Search, derive the best architecture, train it from scratch and evaluate "
                        "it against bicubic, into one run folder with a Markdown report. With no arguments it "
                        "runs a small CPU experiment on built-in images in a few minutes.")
-    p.add_argument("--config", default="run-cpu", help="preset name or YAML file (default: run-cpu)")
-    p.add_argument("--train", metavar="DIR", nargs="+", help="folders of training HR images (default: built-in images)")
-    p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
+    _config(p, "run-cpu", "seed=1")
+    _images(p)
     p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
-    p.add_argument("--out", metavar="DIR", default=None, help="run folder (default: runs/run-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _run_folder(p, "runs/run-<time>", "run, stage by stage,")
     p.add_argument("--device", default=None)
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(handler="deconas.pipeline:cli_run")
     return ap
 

@@ -11,6 +11,7 @@ import torch
 
 from deconas import config
 from deconas.cli import main
+from deconas.errors import UserError
 from deconas.complexity import count_params
 from deconas.derive import derive
 from deconas.genotype import parse
@@ -148,6 +149,22 @@ def test_study_resume_retrains_only_what_is_missing(study, search_run):
     assert [r["genotype"] for r in again["rows"]] == [r["genotype"] for r in doc["rows"]]
     # Deterministic training: the retrained architecture lands on the same PSNR.
     assert again["rows"][3]["standalone_psnr"] == pytest.approx(doc["rows"][3]["standalone_psnr"], abs=1e-9)
+
+
+def test_study_resume_keeps_its_recipe_and_refuses_another_in_one_line(study, search_run, capsys):
+    out, doc = study
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    assert main(["study", str(search_run), "--out", str(out), "--resume", "train.steps=7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.steps=7" in err[0] and "train.steps=6" in err[0], err
+    with pytest.raises(UserError, match="data.lr_patch"):
+        run_study(search_run, replace(tiny_study_config(), data=replace(tiny_study_config().data, lr_patch=9)),
+                  out, resume=True, progress=False)
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before  # nothing touched
+    # How it runs may change: a resume on one process finds every architecture done.
+    again = run_study(search_run, tiny_study_config(jobs=1, threads=2), out, resume=True, progress=False)
+    assert [r["standalone_psnr"] for r in again["rows"]] == pytest.approx(
+        [r["standalone_psnr"] for r in doc["rows"]], abs=1e-9)
 
 
 def test_study_in_two_processes_gives_the_same_rows(study, search_run, tmp_path):

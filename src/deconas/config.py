@@ -208,6 +208,12 @@ def to_dict(cfg: Config) -> dict:
     return asdict(cfg)
 
 
+def flatten(cfg: Config) -> dict:
+    """Every setting by its dotted key (``"train.lr"``), as in overrides and docs/config.md."""
+    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) if "." in key else getattr(cfg, key)
+            for key in SCHEMA}
+
+
 def _from_dict(d: dict) -> Config:
     """A complete, checked mapping as a :class:`Config`."""
     sections = {sec: cls(**d[sec]) for sec, cls in SECTIONS if sec}

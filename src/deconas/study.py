@@ -50,7 +50,7 @@ from .errors import UserError
 from .genotype import K, Genotype, num_pairs
 from .runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_DATA, SEARCH_STATE, STUDY_PLAN, STUDY_ROW,
                         STUDY_RESULT, STUDY_TABLE, TRAIN_RECORD, TRAIN_STATE, TRAIN_SUMMARY, check_resume,
-                        read_data_record)
+                        read_data_record, run_config)
 from .runtime import atomic_write, atomic_write_text, seed_everything
 
 PLAN, ROW, RESULT = STUDY_PLAN, STUDY_ROW, STUDY_RESULT
@@ -431,7 +431,7 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
         atomic_write_text(out / CONFIG, config_mod.dump(cfg))
         atomic_write_text(out / PLAN, json.dumps(plan, indent=1))
     if resume and (out / CONFIG).is_file():
-        cfg = config_mod.load(str(out / CONFIG))  # the recipe the study started with
+        cfg = _resumed_config(out / CONFIG, cfg)
         st = cfg.study
     prov = read_data_json(run)
     scfg = config_mod.load(str(run / CONFIG))
@@ -485,8 +485,26 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     return write_results(out, plan, rows(), cfg)
 
 
+# On --resume only how the study runs may change; what it measures (the recipe) may not.
+_RUN_ONLY = ("study.jobs", "study.threads")
+
+
+def _resumed_config(path: Path, cfg: Config) -> Config:
+    """The recipe the study started with (``path``), with ``cfg``'s jobs and threads; any other
+    difference would train the remaining architectures unlike the finished ones: refused."""
+    saved = config_mod.load(str(path))
+    then, now = config_mod.flatten(saved), config_mod.flatten(cfg)
+    changed = [k for k in now if now[k] != then[k] and k not in _RUN_ONLY]
+    if changed:
+        k = changed[0]
+        raise UserError(f"--resume: {k}={now[k]!r} differs from the study's recipe ({k}={then[k]!r} in {path}); "
+                        f"a study keeps its recipe (only {' and '.join(_RUN_ONLY)} may change)")
+    return replace(saved, study=replace(saved.study, jobs=cfg.study.jobs, threads=cfg.study.threads))
+
+
 def cli_study(args) -> int:
-    cfg = config_mod.load(args.config, args.overrides)
+    out = Path(args.out) if args.out is not None else Path(args.run_dir) / "study"
+    cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume: its own recipe + overrides
     if args.jobs is not None:
         cfg.study.jobs = int(args.jobs)
     doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)

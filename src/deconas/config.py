@@ -34,7 +34,7 @@ def resolve(name_or_path: str) -> Path:
     raise UserError(f"config {name_or_path!r} is neither a YAML file nor a preset; presets: {', '.join(presets())}")
 
 
-def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> "Config":
+def load(name_or_path: str, overrides: Optional[Iterable[str]] = None) -> Config:
     """The config with every default filled in, the overrides applied, and every value checked."""
     return apply_overrides(complete(_load_chain(name_or_path, ())), overrides or [])  # validates
 
@@ -210,8 +210,13 @@ def to_dict(cfg: Config) -> dict:
 
 def flatten(cfg: Config) -> dict:
     """Every setting by its dotted key (``"train.lr"``), as in overrides and docs/config.md."""
-    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) if "." in key else getattr(cfg, key)
-            for key in SCHEMA}
+    flat = {}
+    for key in SCHEMA:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        flat[key] = node
+    return flat
 
 
 def _from_dict(d: dict) -> Config:

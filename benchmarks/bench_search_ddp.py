@@ -47,8 +47,7 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     distributed.setup("cpu")
     rank, world = distributed.rank(), distributed.world_size()
-    cfg = config.load("cpu")
-    cfg["seed"] = args.seed
+    cfg = config.load("cpu", [f"seed={args.seed}"])
     train, val, _ = load_search_data(cfg, args.train, None)
     search = Search(cfg, train, val, torch.device("cpu"), rank, world)
     search.supernet.train()
@@ -97,10 +96,10 @@ def paper_costs(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = config.load("search-paper")
-    s = cfg["search"]
+    s = cfg.search
     sn, ctrl = build_supernet(cfg).eval(), build_controller(cfg)
-    opt = torch.optim.Adam(ctrl.parameters(), lr=float(s["controller_lr"]))
-    vp, vb, scale = int(s["val_patch"]), int(s["val_batch"]), int(cfg["scale"])
+    opt = torch.optim.Adam(ctrl.parameters(), lr=s.controller_lr)
+    vp, vb, scale = s.val_patch, s.val_batch, cfg.scale
     lr, hr = torch.rand(vb, 3, vp, vp), torch.rand(vb, 3, vp * scale, vp * scale)
     fwd, pol = [], []
     for i in range(args.repeats + 1):

@@ -3,6 +3,8 @@ stage of a network's history; a warm restart is a later stage on the same scale)
 
     python docs/plot_shipped_curves.py docs/results/pretrained-x3*.jsonl docs/results/pretrained-x4*.jsonl \
         -o docs/img/pretrained-curves.png
+    python docs/plot_shipped_curves.py docs/results/pretrained-x2-2.jsonl --start x2=5750 \
+        -o docs/img/pretrained-x2-restart-curves.png
 """
 
 import argparse
@@ -19,9 +21,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logs", nargs="+", type=Path, help="metrics.jsonl files, named <preset>[-<stage>].jsonl")
     ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--start", nargs="*", default=[], metavar="xS=STEPS",
+                    help="steps a scale's network had before its first log here (a stage whose log is not given)")
     args = ap.parse_args()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    offsets = {}
+    offsets = {k: int(v) for k, v in (s.split("=", 1) for s in args.start)}
     for log in args.logs:
         recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
         scale = log.stem.split("-")[1]  # pretrained-x3[-stage]
@@ -33,6 +37,8 @@ def main():
     ax[0].set_xlabel("step (this network)"), ax[0].set_ylabel("L1 loss (train)"), ax[0].set_yscale("log")
     ax[1].set_xlabel("step (this network)"), ax[1].set_ylabel("validation PSNR (dB, Y, 6 held-out images)")
     ax[1].legend(fontsize=7)
+    for a in ax:
+        a.xaxis.set_major_locator(plt.MaxNLocator(6))
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
 

@@ -40,7 +40,7 @@ from .runfolder import (BEST, BEST_WEIGHTS, LAST_WEIGHTS, METRICS, TRAIN_LOG, TR
 from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
 
 
-def learning_rate(step: int, t: "config_mod.Train") -> float:
+def learning_rate(step: int, t: config_mod.Train) -> float:
     """Learning rate before optimizer step ``step`` (0-based)."""
     base = float(t.lr)
     warm = t.warmup_steps

@@ -12,6 +12,10 @@ from deconas.network import DeCoNASNet
 from deconas.supernet import SuperNet
 
 DATA = Path(__file__).parent / "data"
+# The saved outputs were computed on another CPU, whose convolution kernels round differently
+# (up to 1.2e-7 on an AVX-512 machine), so not bit for bit: a tensor loaded into the wrong place
+# moves the output far more than this bound (swapping two pointwise weights: 4e-4).
+SAME = dict(rtol=0, atol=1e-5)
 
 
 def test_a_network_checkpoint_with_the_old_names_loads_and_computes_the_same():
@@ -19,7 +23,7 @@ def test_a_network_checkpoint_with_the_old_names_loads_and_computes_the_same():
     model, _ = load_model(DATA / "legacy-net-x2.safetensors")
     assert any(k.endswith(".pw.weight") for k in model.state_dict())  # named now
     with torch.no_grad():
-        assert torch.equal(model(old["input"]), old["net_output"])
+        torch.testing.assert_close(model(old["input"]), old["net_output"], **SAME)
     # The optimizer state of a resumed run is keyed by parameter order: unchanged.
     assert [tuple(p.shape) for p in model.parameters()] == old["net_param_shapes"]
 
@@ -45,7 +49,7 @@ def test_a_search_checkpoints_supernet_with_the_old_names_loads_and_computes_the
     sup.load_state_dict(old["supernet"])
     assert "dnbs.0.nodes.0.ops.1.dw.weight" in sup.state_dict()
     with torch.no_grad():
-        assert torch.equal(sup(old["input"], parse(old["genotype"])), old["supernet_output"])
+        torch.testing.assert_close(sup(old["input"], parse(old["genotype"])), old["supernet_output"], **SAME)
     assert [tuple(p.shape) for p in sup.parameters()] == old["supernet_param_shapes"]
 
 

@@ -502,7 +502,7 @@ def cli_search(args) -> int:
 def _cli_search(args, main_process: bool) -> int:
     out = out_path(args.out, "search", args.resume)
     cfg = run_config(out, args.resume, args.config, args.overrides)
-    check_folders(*([args.train] if isinstance(args.train, str) else (args.train or [])), args.val)
+    check_folders(*(args.train or []), args.val)
     check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
     if args.resume:
         resume_sources(read_data_json(out), args.train, args.val, out / SEARCH_DATA)

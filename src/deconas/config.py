@@ -159,8 +159,6 @@ class Search:
 class Train:
     """Training one DeCoNASNet from scratch: L1 loss, Adam."""
     steps: int = setting(1_000_000, "int", 1, doc="optimizer steps")
-    epoch_steps: int = setting(1000, "int", 1, doc="steps per epoch: a checkpoint (and validation) every epoch")
-    val_every: int = setting(1, "int", 1, doc="validate every this many epochs (and after the last step)")
     lr: float = setting(1e-4, "float", 1e-12, doc="Adam learning rate")
     schedule: str = setting("step", "choice", ("step", "cosine"), doc="learning-rate schedule after the warm-up")
     lr_min: float = setting(0.0, "float", 0, doc="cosine schedule: the final learning rate")
@@ -169,6 +167,8 @@ class Train:
     lr_gamma: float = setting(0.5, "float", 1e-12, doc="step schedule: the factor")
     grad_clip: float = setting(0.0, "float", 0, doc="gradient-norm clip (0 = off)")
     amp: str = setting("none", "choice", ("none", "bf16"), doc="bf16 autocast (faster with AMX or tensor cores; 10x slower on CPUs without bf16 units)")
+    epoch_steps: int = setting(1000, "int", 1, doc="steps per epoch: a checkpoint (and validation) every epoch")
+    val_every: int = setting(1, "int", 1, doc="validate every this many epochs (and after the last step)")
 
 
 @dataclass

@@ -203,3 +203,19 @@ def test_init_from_another_genotype_or_width_is_one_line_and_exit_2(images, tmp_
     assert main(base + ["--genotype", "7,6,4", "--out", str(tmp_path / "c"), "model.channels=5"]) == 2
     assert "channels 4 (this run: 5)" in capsys.readouterr().err
     assert not (tmp_path / "b" / "best.safetensors").exists() and not (tmp_path / "c" / "best.safetensors").exists()
+
+
+def test_init_pretrained_x2_starts_another_scale_from_the_shipped_x2_body(images, tmp_path, capsys):
+    # 'pretrained' at x3 would pick the shipped x3 itself; 'pretrained-x2' names the x2 body.
+    paper = ["--genotype", "7,6,4,3,0,2,2,3,4,1", "--config", "train-cpu", "scale=3", "model.channels=32",
+             "model.blocks=4", "data.lr_patch=8", "data.batch=1", "data.val_fraction=0.34", "train.steps=1",
+             "train.epoch_steps=1", "plot=false", "--train", str(images)]
+    assert main(["train", *paper, "--init", "pretrained-x2", "--out", str(tmp_path / "a")]) == 0
+    rec = json.loads((tmp_path / "a" / "run.json").read_text())["init"]
+    assert rec["checkpoint"].endswith("deconas_x2.safetensors") and rec["scale"] == 2
+    assert rec["fresh"] == ["upsample.0.weight", "upsample.0.bias"]
+    capsys.readouterr()
+    assert main(["train", *paper, "--init", "pretrained-x5", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pretrained-x5" in err and "pretrained-x2" in err
+    assert not (tmp_path / "b").exists()

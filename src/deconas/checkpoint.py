@@ -8,6 +8,7 @@ rebuilds its network: ``load_model(path)``. The networks shipped with the packag
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -142,10 +143,19 @@ def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASN
 
 def resolve_checkpoint(path, scale: int) -> Path:
     """``'pretrained'`` -> the shipped network for ``scale`` (else the shipped x2, whose body
-    starts the other scales); anything else is a file path that must exist."""
+    starts the other scales); ``'pretrained-xS'`` -> the shipped xS network, whatever the run's
+    scale (to start x3 from the x2 body now that x3 ships too); anything else is a file path
+    that must exist."""
     if str(path) == "pretrained":
         p = pretrained_path(scale)
         return p if p.is_file() else pretrained_path(2)
+    named = re.fullmatch(r"pretrained-x(\d+)", str(path))
+    if named:
+        p = pretrained_path(int(named.group(1)))
+        if not p.is_file():
+            have = ", ".join(f"pretrained-x{s}" for s in pretrained_scales()) or "none"
+            raise UserError(f"--init {path}: no such shipped network (shipped: {have})")
+        return p
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--init {path}: no such checkpoint file")

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _images(p)
     _run_folder(p, "runs/train-<time>", "training")
     p.add_argument("--init", metavar="CHECKPOINT", default=None,
-                   help="start from a checkpoint's weights ('pretrained' = the shipped network; same genotype, "
-                        "C and N): fine-tuning, another scale from the x2 body, or a warm restart")
+                   help="start from a checkpoint's weights (same genotype, C and N): fine-tuning, another scale "
+                        "from the x2 body, or a warm restart; 'pretrained' = the shipped network of the "
+                        "run's scale, 'pretrained-x2' = the shipped x2 at any scale")
     p.add_argument("--device", default=None)
     p.set_defaults(handler="deconas.train:cli_train")
 

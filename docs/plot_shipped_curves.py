@@ -1,8 +1,8 @@
 """Training curves of the shipped networks, from their runs' metrics.jsonl files (one run per
 stage of a network's history; a warm restart is a later stage on the same scale).
 
-    python docs/plot_shipped_curves.py docs/results/pretrained-x3-2.jsonl docs/results/pretrained-x4-2.jsonl \
-        docs/results/pretrained-x4-3.jsonl -o docs/img/pretrained-curves.png
+    python docs/plot_shipped_curves.py docs/results/pretrained-x3-[23].jsonl docs/results/pretrained-x4-[23].jsonl \
+        -o docs/img/pretrained-curves.png
     python docs/plot_shipped_curves.py docs/results/pretrained-x2-2.jsonl --start x2=5750 \
         -o docs/img/pretrained-x2-restart-curves.png
 """

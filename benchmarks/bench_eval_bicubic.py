@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deconas.datasets import builtin_images
+from deconas.data.datasets import builtin_images
 from deconas.evaluate import evaluate, format_table
-from deconas.images import read_image
-from deconas.imresize import bicubic_lr, bicubic_up, modcrop
+from deconas.data.images import read_image
+from deconas.data.imresize import bicubic_lr, bicubic_up, modcrop
 from deconas.metrics import psnr_ssim_y
 
 W, H = 1024, 768

@@ -42,7 +42,8 @@ def worker(args) -> None:
     import torch
 
     from deconas import config, distributed
-    from deconas.search import Search, load_search_data
+    from deconas.search.loop import Search
+    from deconas.search.runs import load_search_data
 
     torch.set_num_threads(1)
     distributed.setup("cpu")
@@ -91,7 +92,8 @@ def paper_costs(args) -> None:
     import torch
 
     from deconas import config
-    from deconas.search import build_controller, build_supernet, psnr_y_batch
+    from deconas.search.reward import psnr_y_batch
+    from deconas.search.runs import build_controller, build_supernet
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

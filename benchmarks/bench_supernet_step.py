@@ -17,9 +17,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from deconas.controller import Controller
-from deconas.genotype import parse
-from deconas.supernet import SuperNet
+from deconas.search.controller import Controller
+from deconas.space.genotype import parse
+from deconas.search.supernet import SuperNet
 
 
 def step_fn(model, opt, lr, hr, genotype=None):

@@ -24,9 +24,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from deconas.complexity import cost
-from deconas.genotype import parse
-from deconas.network import DeCoNASNet
+from deconas.space.complexity import cost
+from deconas.space.genotype import parse
+from deconas.space.network import DeCoNASNet
 
 
 def conv_rate(dtype: str, repeats: int) -> float:

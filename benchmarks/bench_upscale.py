@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deconas.complexity import cost
-from deconas.genotype import parse
+from deconas.space.complexity import cost
+from deconas.space.genotype import parse
 
 GENOTYPE, C, N = "7,6,4,3,0,2,2,3,4,1", 32, 4  # the shipped network
 
@@ -138,7 +138,8 @@ def bench_memory(args) -> None:
 
 def bench_windows(args) -> None:
     """The network alone on one window of each size, per backend (and batched windows)."""
-    from deconas.backend import OnnxRuntimeBackend, TorchBackend, onnxruntime_for_checkpoint
+    from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend
+    from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
     from deconas.checkpoint import load_model, pretrained_path
 
     model = load_model("pretrained", scale=2)[0]

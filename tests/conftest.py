@@ -31,8 +31,8 @@ def shared_data():
 def ckpt(tmp_path_factory):
     """A tiny random x2 network (C=8, N=1) as a checkpoint file: for the CLI and file handling."""
     from deconas.checkpoint import save_model
-    from deconas.genotype import parse
-    from deconas.network import DeCoNASNet
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"

@@ -4,8 +4,6 @@ import numpy as np
 from PIL import Image
 
 from deconas import config
-
-
 def tiny_images(folder, n=6, size=40, seed=0):
     """Smooth random colour images (a few sinusoids plus noise), PNG."""
     folder.mkdir(parents=True, exist_ok=True)

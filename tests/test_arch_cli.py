@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from deconas.cli import build_parser, main
-from deconas.genotype import PAPER_GENOTYPE
+from deconas.space.genotype import PAPER_GENOTYPE
 
 
 def test_arch_json_reports_spec_parameters_and_mult_adds(capsys):

@@ -6,8 +6,8 @@ import torch
 
 from deconas.checkpoint import load_model, pretrained_path, pretrained_scales, read_meta, save_model
 from deconas.errors import UserError
-from deconas.genotype import PAPER_GENOTYPE, parse
-from deconas.network import DeCoNASNet
+from deconas.space.genotype import PAPER_GENOTYPE, parse
+from deconas.space.network import DeCoNASNet
 
 
 def test_checkpoint_rebuilds_the_same_network_from_its_metadata(tmp_path):
@@ -53,8 +53,8 @@ MARGIN = {2: 2.5, 3: 1.8, 4: 1.5}
 def test_shipped_network_beats_bicubic_clearly_on_set5(shared_data, scale):
     # The protocol's bicubic row is computed here too, and the network must stay well above it.
     from deconas.evaluate import evaluate
-    from deconas.imresize import bicubic_up
-    from deconas.inference import upscale_array
+    from deconas.data.imresize import bicubic_up
+    from deconas.infer.inference import upscale_array
 
     model, _ = load_model("pretrained", scale=scale)
     bench = [shared_data / "benchmark" / "Set5"]

@@ -2,8 +2,8 @@
 
 import torch
 
-from deconas.controller import Controller
-from deconas.genotype import K, num_pairs
+from deconas.search.controller import Controller
+from deconas.space.genotype import K, num_pairs
 
 
 def test_strongly_biased_head_emits_its_bit_at_least_99_percent_of_the_time():

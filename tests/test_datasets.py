@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from deconas.datasets import builtin_images, find_hr_folder, holdout_split, load_hr_images, load_pairs
+from deconas.data.datasets import builtin_images, find_hr_folder, holdout_split, load_hr_images, load_pairs
 from deconas.errors import UserError
-from deconas.images import write_image
-from deconas.imresize import bicubic_lr
+from deconas.data.images import write_image
+from deconas.data.imresize import bicubic_lr
 
 
 def img(h, w, seed=0, grey=False):

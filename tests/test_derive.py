@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from deconas.cli import main
-from deconas.derive import derive, pareto_front
+from deconas.search.derive import derive, pareto_front
 from deconas.errors import UserError
-from deconas.genotype import parse
-from deconas.search import run_search
+from deconas.space.genotype import parse
+from deconas.search.loop import run_search
 
 from search_helpers import tiny_config, tiny_images
 
@@ -63,8 +63,8 @@ def test_score_turns_the_output_of_a_grey_image_grey_with_the_luma_weights():
     import numpy as np
     import torch
 
-    from deconas.derive import score
-    from deconas.inference import rgb_to_grey_uint8
+    from deconas.search.derive import score
+    from deconas.infer.tiling import rgb_to_grey_uint8
     from deconas.metrics import psnr_y
 
     rng = np.random.default_rng(0)

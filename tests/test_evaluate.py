@@ -12,8 +12,8 @@ import pytest
 
 from deconas.cli import main
 from deconas.evaluate import evaluate
-from deconas.images import read_image, write_image
-from deconas.imresize import bicubic_lr, bicubic_up
+from deconas.data.images import read_image, write_image
+from deconas.data.imresize import bicubic_lr, bicubic_up
 from deconas.metrics import psnr_y, ssim_y
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -134,10 +134,10 @@ def test_bad_image_file_exits_2_with_one_stderr_line_and_no_traceback(tmp_path):
 
 
 def test_checkpoint_eval_defaults_to_the_networks_scale(small_set, tmp_path, capsys):
-    pytest.importorskip("deconas.inference")
+    pytest.importorskip("deconas.infer.inference")
     checkpoint = pytest.importorskip("deconas.checkpoint")
-    from deconas.genotype import parse
-    from deconas.network import DeCoNASNet
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
 
     net = DeCoNASNet(parse("7,6,4,3,0,2,2,3,4,1"), scale=3, channels=4, blocks=1)
     ck = tmp_path / "tiny.safetensors"

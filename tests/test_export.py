@@ -11,11 +11,13 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-from deconas import backend as backend_mod
-from deconas import export as export_mod
+from deconas.infer import backends as backend_mod
+from deconas.infer.onnx_cache import cache_path
+from deconas.runtime import file_digest
+from deconas.infer import export as export_mod
 from deconas.checkpoint import load_model
 from deconas.cli import main
-from deconas.inference import receptive_radius
+from deconas.space.network import receptive_radius
 
 
 def one_line_error(capsys, *needles):
@@ -49,7 +51,7 @@ def test_exported_shipped_network_matches_torch_on_97x131_in_a_plain_session(tmp
     assert props["genotype"] == str(meta["genotype"]) and props["scale"] == "2"
     assert props["channels"] == str(meta["channels"]) and props["blocks"] == str(meta["blocks"])
     assert props["receptive_radius"] == str(receptive_radius(net)) == "37"
-    ckpt = backend_mod.file_digest(__import__("deconas.checkpoint").checkpoint.pretrained_path(2))
+    ckpt = file_digest(__import__("deconas.checkpoint").checkpoint.pretrained_path(2))
     assert props["checkpoint_sha256"] == ckpt
 
 
@@ -107,8 +109,8 @@ def test_upscale_caches_the_graph_by_checkpoint_hash_and_exports_it_once(tmp_pat
 def test_a_damaged_cache_entry_is_exported_again(tmp_path, ckpt, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo(tmp_path / "a.png")
-    digest = backend_mod.file_digest(ckpt)
-    entry = backend_mod.cache_path(digest)
+    digest = file_digest(ckpt)
+    entry = cache_path(digest)
     entry.parent.mkdir(parents=True)
     entry.write_bytes(b"\x00" * 100)  # a torn write
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0

@@ -17,9 +17,9 @@ from deconas import config
 from deconas.checkpoint import load_model, save_model
 from deconas.cli import main
 from deconas.errors import UserError
-from deconas.genotype import parse
-from deconas.images import read_image
-from deconas.network import DeCoNASNet
+from deconas.space.genotype import parse
+from deconas.data.images import read_image
+from deconas.space.network import DeCoNASNet
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from deconas.genotype import (PAPER_GENOTYPE, Genotype, GenotypeError, all_ones, node_table, num_pairs,
+from deconas.space.genotype import (PAPER_GENOTYPE, Genotype, GenotypeError, all_ones, node_table, num_pairs,
                               parse)
 
 PAPER_BITS = "1 1 1 1 1 0 1 0 0 0 1 1 0 0 0 0 1 0 0 1 0 0 1 1 1 0 0 0 0 1"

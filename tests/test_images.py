@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deconas.errors import UserError
-from deconas.images import (IMAGE_EXTENSIONS, ImageError, list_image_files, load_folder, read_image,
+from deconas.data.images import (IMAGE_EXTENSIONS, ImageError, list_image_files, load_folder, read_image,
                             write_image)
 
 

@@ -1,13 +1,12 @@
 """imresize against a direct, per-pixel evaluation of MATLAB's kernel sum (written independently
-of the matrix construction in deconas.imresize), plus numpy/torch agreement and rounding."""
+of the matrix construction in deconas.data.imresize), plus rounding."""
 
 import math
 
 import numpy as np
 import pytest
-import torch
 
-from deconas.imresize import bicubic_lr, bicubic_up, imresize, imresize_torch, modcrop, round_uint8
+from deconas.data.imresize import bicubic_lr, bicubic_up, imresize, modcrop, round_uint8
 
 
 def keys_cubic(t):
@@ -69,17 +68,6 @@ def test_imresize_matches_direct_kernel_sum_on_odd_sized_images(s):
     np.testing.assert_allclose(got, ref, atol=1e-9)
 
 
-@pytest.mark.parametrize("s", SCALES)
-def test_torch_agrees_with_numpy_to_1e4_before_rounding(s):
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 256, size=(2, 3, 25, 19)).astype(np.float64)
-    want = np.stack([np.stack([imresize(c, s) for c in b]) for b in img])
-    for dtype in (torch.float64, torch.float32):
-        got = imresize_torch(torch.from_numpy(img).to(dtype), s)
-        assert got.dtype == dtype and got.shape == want.shape
-        np.testing.assert_allclose(got.double().numpy(), want, atol=1e-4)
-
-
 def test_colour_channels_are_resized_independently():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, size=(12, 10, 3)).astype(np.uint8)
@@ -101,7 +89,6 @@ def test_output_shape_sets_per_axis_scale():
     img = np.random.default_rng(3).random((8, 6))
     np.testing.assert_allclose(imresize(img, output_shape=(16, 12)), imresize(img, 2), atol=1e-12)
     assert imresize(img, output_shape=(4, 9)).shape == (4, 9)
-    assert imresize_torch(torch.zeros(1, 1, 8, 6), output_shape=(4, 9)).shape == (1, 1, 4, 9)
 
 
 def test_constant_image_stays_constant():
@@ -113,7 +100,6 @@ def test_constant_image_stays_constant():
 def test_round_uint8_rounds_half_away_from_zero_and_clips():
     x = np.array([-3.0, 0.49, 0.5, 1.5, 2.5, 254.5, 300.0])
     assert round_uint8(x).tolist() == [0, 0, 1, 2, 3, 255, 255]
-    assert round_uint8(torch.tensor([2.5])).tolist() == [3]
 
 
 def test_modcrop_drops_bottom_and_right_remainder():
@@ -131,11 +117,3 @@ def test_bicubic_lr_and_up_make_protocol_sized_uint8():
     np.testing.assert_array_equal(lr, round_uint8(imresize(hr[:48, :40], 0.25)))
     up = bicubic_up(lr, 4)
     assert up.dtype == np.uint8 and up.shape == (48, 40, 3)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_torch_on_cuda_matches_numpy():
-    img = np.random.default_rng(5).integers(0, 256, size=(1, 3, 40, 30)).astype(np.float32)
-    got = imresize_torch(torch.from_numpy(img).cuda(), 0.5).cpu().double().numpy()
-    want = np.stack([imresize(c, 0.5) for c in img[0]])[None]
-    np.testing.assert_allclose(got, want, atol=1e-4)

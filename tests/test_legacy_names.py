@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from deconas.checkpoint import init_from, load_model
-from deconas.genotype import parse
-from deconas.network import DeCoNASNet
-from deconas.supernet import SuperNet
+from deconas.space.genotype import parse
+from deconas.space.network import DeCoNASNet
+from deconas.search.supernet import SuperNet
 
 DATA = Path(__file__).parent / "data"
 # The saved outputs were computed on another CPU, whose convolution kernels round differently
@@ -58,7 +58,7 @@ def test_a_seed_still_initialises_the_same_weights_as_before():
     # and torch.manual_seed(1) -> SuperNet(x3, C=4, N=2, M=4) in the earlier version.
     from safetensors.torch import load_file
 
-    from deconas.ops import current_names
+    from deconas.space.ops import current_names
 
     old = torch.load(DATA / "legacy-supernet-x3.pt")
     torch.manual_seed(0)

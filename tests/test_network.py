@@ -2,9 +2,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from deconas import complexity
-from deconas.genotype import PAPER_GENOTYPE, Genotype, all_ones, num_pairs, parse
-from deconas.network import DeCoNASNet, count_params
+from deconas.space import complexity
+from deconas.space.genotype import PAPER_GENOTYPE, Genotype, all_ones, num_pairs, parse
+from deconas.space.network import DeCoNASNet, count_params
 
 
 @pytest.mark.parametrize("scale, expected", [(2, 1_693_251), (3, 1_877_891), (4, 1_840_963)])

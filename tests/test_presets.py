@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from deconas import config
-from deconas.complexity import count_params
-from deconas.genotype import PAPER_GENOTYPE, parse
-from deconas.network import DeCoNASNet
-from deconas.supernet import SuperNet
+from deconas.space.complexity import count_params
+from deconas.space.genotype import PAPER_GENOTYPE, parse
+from deconas.space.network import DeCoNASNet
+from deconas.search.supernet import SuperNet
 from deconas.pipeline import stage_configs
 
 

@@ -65,7 +65,6 @@ def test_out_path_needs_out_to_resume_and_under_torchrun(monkeypatch):
 
 def test_a_resumed_run_takes_its_own_config_plus_the_overrides(tmp_path):
     from deconas import config
-
     (tmp_path / "config.yaml").write_text(config.dump(config.load("train-cpu", ["train.steps=7", "seed=3"])))
     cfg = run_config(tmp_path, True, "search-paper", ["train.steps=9"])  # --config is not the run's: ignored
     assert (cfg.train.steps, cfg.seed, cfg.model) == (9, 3, config.load("train-cpu").model)

@@ -8,7 +8,8 @@ import torch
 from deconas.cli import main
 from deconas.metrics import psnr_y
 from deconas.runtime import torch_load
-from deconas.search import psnr_y_batch, run_search
+from deconas.search.loop import run_search
+from deconas.search.reward import psnr_y_batch
 
 from search_helpers import tiny_config, tiny_config_yaml, tiny_images
 
@@ -62,7 +63,7 @@ def test_reward_is_psnr_minus_cb_penalty_plus_entropy_bonus(images, tmp_path):
 
 def test_warmup_epochs_leave_the_controller_untouched(images, tmp_path):
     from deconas.runtime import seed_everything
-    from deconas.search import build_controller
+    from deconas.search.runs import build_controller
 
     cfg = tiny_config(epochs=2, warmup_epochs=2)
     run_search(cfg, images, None, tmp_path / "r", progress=False)
@@ -170,8 +171,7 @@ def test_a_damaged_checkpoint_or_data_json_is_a_one_line_error(images, tmp_path,
 
 
 def test_the_checkpoint_is_written_before_the_metrics_record(images, tmp_path, monkeypatch):
-    from deconas import search as search_mod
-
+    from deconas.search import loop as search_mod
     order = []
     real_save, real_write = search_mod.atomic_torch_save, search_mod.JsonlLog.write
     monkeypatch.setattr(search_mod, "atomic_torch_save", lambda *a, **k: (order.append("checkpoint"),
@@ -183,7 +183,7 @@ def test_the_checkpoint_is_written_before_the_metrics_record(images, tmp_path, m
 
 
 def _sampled_p_one_and_params(cfg, controller, n=40):
-    from deconas.search import build_supernet
+    from deconas.search.runs import build_supernet
 
     supernet = build_supernet(cfg)
     ops = [i for i, k in enumerate(controller.decision_names()) if not k.startswith(("lff.", "gff."))]
@@ -202,7 +202,7 @@ def test_reinforce_with_a_large_size_penalty_moves_the_controller_to_smaller_net
     params / params_max, so a few trained epochs must lower P(bit = 1) of the op decisions and
     the size of the sampled networks (a flipped sign raises both)."""
     from deconas.runtime import seed_everything
-    from deconas.search import build_controller
+    from deconas.search.runs import build_controller
 
     cfg = tiny_config(alpha=50.0, epochs=4, warmup_epochs=1, child_steps=1, controller_steps=10,
                       controller_lr=5e-2)
@@ -225,8 +225,7 @@ def test_cli_search_runs_a_tiny_config(images, tmp_path):
 
 
 def test_resume_after_an_interruption_mid_epoch_continues_exactly(images, tmp_path, monkeypatch):
-    from deconas import search as search_mod
-
+    from deconas.search import loop as search_mod
     cfg = tiny_config(epochs=3, warmup_epochs=1)
     run_search(cfg, images, None, tmp_path / "straight", progress=False)
     original = search_mod.Search.run_epoch

@@ -112,8 +112,8 @@ def test_the_grads_all_reduce_averages_with_missing_grads_as_zeros(worker_run):
 
 def test_batch_reinforce_update_is_the_mean_over_the_ranks_samples(worker_run):
     """An independent re-computation of one controller step with P = 2 in a single process."""
-    from deconas.genotype import parse
-    from deconas.search import build_controller
+    from deconas.space.genotype import parse
+    from deconas.search.runs import build_controller
 
     rec = torch.load(worker_run / "ctrlstep-rank0.pt", weights_only=True)
     cfg = tiny_config()
@@ -136,7 +136,7 @@ def test_batch_reinforce_update_is_the_mean_over_the_ranks_samples(worker_run):
 
 
 def test_derive_under_torchrun_writes_what_one_process_writes(worker_run, tmp_path):
-    from deconas.derive import derive
+    from deconas.search.derive import derive
 
     one = tmp_path / "one"
     shutil.copytree(worker_run / "straight", one)
@@ -153,8 +153,9 @@ def test_derive_under_torchrun_writes_what_one_process_writes(worker_run, tmp_pa
 def _worker(root: Path, images: Path) -> None:
     import torch.distributed as dist
 
-    from deconas import distributed, search as search_mod
-    from deconas.derive import derive
+    from deconas import distributed
+    from deconas.search import loop as search_mod
+    from deconas.search.derive import derive
     from deconas.runtime import seed_everything
 
     torch.set_num_threads(1)

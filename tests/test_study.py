@@ -12,13 +12,15 @@ import torch
 from deconas import config
 from deconas.cli import main
 from deconas.errors import UserError
-from deconas.complexity import count_params
-from deconas.derive import derive
-from deconas.genotype import parse
-from deconas.inference import upscale_array
+from deconas.space.complexity import count_params
+from deconas.search.derive import derive
+from deconas.space.genotype import parse
+from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.search import CHECKPOINT, build_supernet, reload_val_pairs, run_search
-from deconas.study import kendall_tau, matched_random, run_study, summarize, uniform_genotype
+from deconas.runfolder import SEARCH_STATE as CHECKPOINT
+from deconas.search.loop import run_search
+from deconas.search.runs import build_supernet, reload_val_pairs
+from deconas.search.study import kendall_tau, matched_random, run_study, summarize, uniform_genotype
 
 from search_helpers import tiny_config, tiny_images
 
@@ -101,7 +103,7 @@ def test_study_trains_searched_and_matched_random_architectures(study, search_ru
     derived = {r["genotype"] for r in csv.DictReader(open(search_run / "candidates.csv"))}
     for r in rows:
         g = parse(r["genotype"])
-        net_params = sum(p.numel() for p in __import__("deconas.network", fromlist=["x"]).DeCoNASNet(
+        net_params = sum(p.numel() for p in __import__("deconas.space.network", fromlist=["x"]).DeCoNASNet(
             g, scale=2, channels=cfg.model.channels, blocks=cfg.model.blocks).parameters())
         assert r["params"] == net_params
         assert np.isfinite(r["standalone_psnr"]) and r["standalone_psnr"] > 5 and r["steps"] == 6
@@ -203,7 +205,7 @@ def test_a_killed_study_leaves_no_training_behind(search_run, tmp_path):
         "if __name__ == '__main__':  # the spawned workers import this file too\n"
         "    sys.path.insert(0, sys.argv[1])\n"
         "    from test_study import tiny_study_config\n"
-        "    from deconas.study import run_study\n"
+        "    from deconas.search.study import run_study\n"
         "    cfg = tiny_study_config(jobs=2)\n"
         "    cfg.train.steps = cfg.train.epoch_steps = 100000  # still training when the study dies\n"
         "    run_study(sys.argv[2], cfg, sys.argv[3], top=2, n_random=0, progress=False)\n")

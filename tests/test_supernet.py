@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deconas import complexity
-from deconas.genotype import Genotype, all_ones, num_pairs
-from deconas.supernet import SuperNet, take_chunks
+from deconas.space import complexity
+from deconas.space.genotype import Genotype, all_ones, num_pairs
+from deconas.search.supernet import SuperNet, take_chunks
 
 
 def random_genotype(rnd, nodes, blocks, ff):

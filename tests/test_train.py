@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from deconas import config
 from deconas.checkpoint import load_model
 from deconas.cli import main
-from deconas.genotype import parse
+from deconas.space.genotype import parse
 from deconas.train import learning_rate, run_training
 
 from search_helpers import tiny_images

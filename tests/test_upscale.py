@@ -9,7 +9,7 @@ from PIL import Image
 
 from deconas import checkpoint
 from deconas.cli import main
-from deconas.imresize import bicubic_up
+from deconas.data.imresize import bicubic_up
 
 
 def rng_image(shape, seed=0):

@@ -17,23 +17,24 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
-from . import __version__
-from .errors import UserError
-from .genotype import GenotypeError, parse
-from .network import DeCoNASNet
-from .ops import current_names
-from .runtime import atomic_write, pick_device
+from deconas import __version__
+from deconas.errors import UserError
+from deconas.space.genotype import GenotypeError, parse
+from deconas.space.network import DeCoNASNet
+from deconas.space.ops import current_names
+from deconas.constants import PRETRAINED_GLOB, PRETRAINED_SCALE, pretrained_name
+from deconas.runtime import atomic_write, pick_device
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT = "deconas-net-1"
 
 
 def pretrained_path(scale: int) -> Path:
-    return WEIGHTS_DIR / f"deconas_x{scale}.safetensors"
+    return WEIGHTS_DIR / pretrained_name(scale)
 
 
 def pretrained_scales() -> list:
-    return sorted(int(p.stem.split("_x")[1]) for p in WEIGHTS_DIR.glob("deconas_x*.safetensors"))
+    return sorted(int(p.stem.split("_x")[1]) for p in WEIGHTS_DIR.glob(PRETRAINED_GLOB))
 
 
 def save_model(path, model: DeCoNASNet, **extra) -> None:
@@ -60,7 +61,7 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
 
 def check_bounds(what: str, genotype, scale: int, channels: int, blocks: int) -> None:
     """Refuse sizes no real network has, before anything is built (one line, naming the value)."""
-    from .complexity import count_params
+    from deconas.space.complexity import count_params
 
     if scale not in (2, 3, 4):
         raise UserError(f"{what}: scale {scale} is not 2, 3 or 4")
@@ -148,7 +149,7 @@ def resolve_checkpoint(path, scale: int) -> Path:
     that must exist."""
     if str(path) == "pretrained":
         p = pretrained_path(scale)
-        return p if p.is_file() else pretrained_path(2)
+        return p if p.is_file() else pretrained_path(PRETRAINED_SCALE)
     named = re.fullmatch(r"pretrained-x(\d+)", str(path))
     if named:
         p = pretrained_path(int(named.group(1)))

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 
 import yaml
 
-from .errors import UserError
+from deconas.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 

@@ -17,8 +17,8 @@ from typing import Iterable, List
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
-from .runtime import pick_device
+from deconas.errors import UserError
+from deconas.runtime import pick_device
 
 
 def world_size() -> int:

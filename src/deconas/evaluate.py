@@ -15,18 +15,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
-from .errors import UserError
-from .images import IMAGE_EXTENSIONS, iter_folder, read_image, write_image
-from .imresize import bicubic_lr, bicubic_up, modcrop
-from .metrics import WIN, psnr_ssim_y
-from .runtime import atomic_write_text
+from deconas.data.datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
+from deconas.errors import UserError
+from deconas.data.images import IMAGE_EXTENSIONS, iter_folder, read_image, write_image
+from deconas.data.imresize import bicubic_lr, bicubic_up, modcrop
+from deconas.metrics import WIN, psnr_ssim_y
+from deconas.checkpoint import load_model
+from deconas.infer.inference import make_backend
+from deconas.infer.inference import upscale_array
+from deconas.runtime import atomic_write_text, pick_device
 
-__all__ = ["evaluate", "format_table", "cli_eval"]
+__all__ = ["evaluate", "format_table", "bicubic_upscaler", "network_upscaler", "save_json"]
 
 log = logging.getLogger("deconas")
 
@@ -180,42 +183,27 @@ def _jsonable(x):
     return x
 
 
-def cli_eval(args) -> int:
-    if args.bicubic:
-        if args.scale is None:
-            raise UserError("--scale is required with --bicubic")
-        if args.self_ensemble:
-            raise UserError("--self-ensemble applies to --checkpoint only")
-        scale, method = args.scale, "Bicubic"
-        upscale_fn = lambda lr: bicubic_up(lr, scale)  # noqa: E731
-    else:
-        # imported here so that the bicubic path needs no network code
-        from .checkpoint import load_model
-        from .inference import upscale_array
-        from .runtime import pick_device
+def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The baseline row: MATLAB bicubic up, rounded to uint8."""
+    return lambda lr: bicubic_up(lr, scale)
 
-        if args.tile < 0:
-            raise UserError(f"--tile must be 0 or positive, got {args.tile}")
-        device = pick_device(args.device)
-        model, meta = load_model(args.checkpoint, scale=args.scale, device=device)
-        scale = int(args.scale or meta["scale"])
-        method = "pretrained" if args.checkpoint == "pretrained" else Path(args.checkpoint).name
-        if args.self_ensemble:
-            method += " (self-ensemble)"
-        from .backend import make_backend
 
-        # One backend for every image: an ONNX Runtime session is made (and the graph cached) once.
-        run = make_backend(model, getattr(args, "backend", "torch"), device=device)
-        upscale_fn = lambda lr: upscale_array(run, lr, tile=args.tile, self_ensemble=args.self_ensemble)  # noqa: E731
+def network_upscaler(checkpoint: str, scale: Optional[int], device: Optional[str], backend: str = "torch",
+                     tile: int = 0, self_ensemble: bool = False) -> Tuple[Callable, int, str]:
+    """(upscale_fn, scale, method name) for a checkpoint (or ``'pretrained'``) at ``scale``
+    (None: the network's own), run on one backend made once for every image (an ONNX Runtime
+    session and its cached graph are made once)."""
+    if tile < 0:
+        raise UserError(f"--tile must be 0 or positive, got {tile}")
+    dev = pick_device(device)
+    model, meta = load_model(checkpoint, scale=scale, device=dev)
+    method = "pretrained" if checkpoint == "pretrained" else Path(checkpoint).name
+    if self_ensemble:
+        method += " (self-ensemble)"
+    run = make_backend(model, backend, device=dev)
+    return (lambda lr: upscale_array(run, lr, tile=tile, self_ensemble=self_ensemble)), int(scale or meta["scale"]), method
 
-    result = evaluate(upscale_fn, args.benchmark, scale, save_dir=args.save_images, progress=True)
-    result["method"] = method
-    print(format_table(result, method))
-    if args.json:
-        try:
-            atomic_write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
-        except OSError as e:
-            raise UserError(f"--json: cannot write {args.json} ({e.strerror or e})") from None
-        except UserError as e:  # atomic_write's own one-line message; name the option too
-            raise UserError(f"--json: {e}") from None
-    return 0
+
+def save_json(result: Dict, path) -> None:
+    """``result`` as JSON at ``path`` (atomically; inf, which JSON lacks, as a string)."""
+    atomic_write_text(path, json.dumps(_jsonable(result), indent=2) + "\n")

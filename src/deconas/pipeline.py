@@ -18,34 +18,43 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import config as config_mod
-from .arch import describe, format_table
-from .config import Config
-from .errors import UserError
-from .runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, METRICS, PIPELINE_TIMES, SEARCH_STATE, SEARCH_SUMMARY,
-                        TRAIN_STATE, TRAIN_SUMMARY, check_folders, check_out_dir, out_path, run_config, write_config)
-from .runtime import atomic_write_text, read_jsonl
+from deconas import config as config_mod
+from deconas.checkpoint import load_model, read_meta
+from deconas.config import Config
+from deconas.data.datasets import builtin_images, expand_sources, find_hr_folder, hr_files, holdout_split
+from deconas.data.images import write_image
+from deconas.data.imresize import bicubic_up
+from deconas.errors import UserError
+from deconas.evaluate import evaluate
+from deconas.infer.inference import upscale_array
+from deconas.runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CURVES, METRICS, PIPELINE_DATA, PIPELINE_REPORT,
+                               PIPELINE_RESULTS, PIPELINE_SEARCH, PIPELINE_SPLIT, PIPELINE_SR, PIPELINE_TIMES,
+                               PIPELINE_TRAIN, SCATTER, SEARCH_STATE, SEARCH_SUMMARY, TRAIN_STATE, TRAIN_SUMMARY,
+                               write_config)
+from deconas.runtime import atomic_write_text, read_jsonl
+from deconas.search.derive import derive
+from deconas.search.loop import run_search
+from deconas.space.describe import describe, format_table
+from deconas.space.genotype import parse
+from deconas.train import run_training
 
 
 def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
     """Hold ``test_fraction`` of the images out for the final evaluation, as two folders.
 
     Built-in images are written as PNG; a user's files are linked (not copied)."""
-    from .datasets import builtin_images, expand_sources, holdout_split
-    from .images import write_image
-
-    marker = out / "data" / "split.json"
+    data = out / PIPELINE_DATA
+    marker = data / PIPELINE_SPLIT
     if marker.is_file():
         return json.loads(marker.read_text())
     frac, seed = float(cfg.test_fraction), cfg.seed
-    tmp = out / "data.partial"
+    tmp = out / (PIPELINE_DATA + ".partial")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     (tmp / "train").mkdir(parents=True)
     (tmp / "test").mkdir(parents=True)
@@ -57,8 +66,6 @@ def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
                 write_image(tmp / sub / (Path(name).stem + ".png"), pixels)
         source = "built-in (scikit-image sample photographs)"
     else:
-        from .datasets import find_hr_folder, hr_files
-
         files, seen = [], set()
         for d in expand_sources(train_dirs):
             prefix = d.resolve().name
@@ -73,9 +80,9 @@ def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
         source = ", ".join(str(d) for d in train_dirs)
     split = {"source": source, "test_fraction": frac, "seed": seed,
              "train": sorted(n for n, _ in train), "test": sorted(n for n, _ in test)}
-    (out / "data").mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     for sub in ("train", "test"):
-        os.replace(tmp / sub, out / "data" / sub)
+        os.replace(tmp / sub, data / sub)
     tmp.rmdir()
     atomic_write_text(marker, json.dumps(split, indent=1))
     return split
@@ -95,24 +102,18 @@ def stage_configs(cfg: Config):
 
 def _invalidate(out: Path, *paths: Path) -> None:
     """An earlier stage is (re)running: what later stages made from its old output is stale."""
-    import shutil
-
     for p in paths:
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    for p in (out / "report.md",):
+    for p in (out / PIPELINE_REPORT,):
         if p.exists():
             p.unlink()
 
 
 def run_pipeline(cfg: Config, train_dirs=None, val_dir=None, benchmarks=None, out_dir="runs/run", resume=False,
                  device=None, progress=True) -> dict:
-    from .derive import derive
-    from .search import run_search
-    from .train import run_training
-
     s_cfg, t_cfg = stage_configs(cfg)
     out = Path(out_dir)
     if not resume and out.exists() and any(out.iterdir()):
@@ -131,55 +132,53 @@ def run_pipeline(cfg: Config, train_dirs=None, val_dir=None, benchmarks=None, ou
     def say(msg):
         print(f"[deconas run] {msg}", file=sys.stderr, flush=True)
 
-    say(f"data -> {out / 'data'}")
+    say(f"data -> {out / PIPELINE_DATA}")
     split = timed("data", lambda: _split_data(cfg, train_dirs, out))
-    train_dir, test_dir = out / "data" / "train", out / "data" / "test"
+    train_dir, test_dir = out / PIPELINE_DATA / "train", out / PIPELINE_DATA / "test"
     scale = cfg.scale
 
     eval_dirs = ([test_dir] if split["test"] else []) + list(benchmarks or [])
     if not eval_dirs:
         raise UserError("nothing to evaluate on: set test_fraction > 0 or pass --benchmark DIR")
 
-    search_dir = out / "search"
+    search_dir = out / PIPELINE_SEARCH
     ckpt = search_dir / SEARCH_STATE
     epochs = s_cfg.search.epochs
     last_epoch = _last_epoch(search_dir / METRICS)
     if last_epoch < epochs:
-        _invalidate(out, search_dir / BEST, search_dir / CANDIDATES, out / "train", out / "results.json")
+        _invalidate(out, search_dir / BEST, search_dir / CANDIDATES, out / PIPELINE_TRAIN, out / PIPELINE_RESULTS)
         say(f"search ({s_cfg.model}, {epochs} epochs) -> {search_dir}")
         timed("search", lambda: run_search(s_cfg, train_dir, val_dir, search_dir, resume=ckpt.is_file(),
                                            device=device, progress=progress))
     if not (search_dir / BEST).is_file():
-        _invalidate(out, out / "train", out / "results.json")
+        _invalidate(out, out / PIPELINE_TRAIN, out / PIPELINE_RESULTS)
         say("derive")
         timed("derive", lambda: derive(search_dir, cfg.derive_samples, device=device, progress=progress))
     best = json.loads((search_dir / BEST).read_text())
-    from .genotype import parse
-
     genotype = parse(best["genotype"])
 
     # Train the best architecture from scratch. With FF bits, N must be the searched N.
     if genotype.ff:
         t_cfg.model.blocks = len(genotype.gff)
-    train_out = out / "train"
+    train_out = out / PIPELINE_TRAIN
     if not (train_out / TRAIN_SUMMARY).is_file():
-        _invalidate(out, out / "results.json")
+        _invalidate(out, out / PIPELINE_RESULTS)
         say(f"train {genotype} from scratch -> {train_out}")
         timed("train", lambda: run_training(t_cfg, genotype, train_dir, val_dir, train_out,
                                             resume=(train_out / TRAIN_STATE).is_file(), device=device,
                                             progress=progress))
 
     # Evaluate the found network against bicubic on the held-out images (and any benchmarks).
-    results_path = out / "results.json"
+    results_path = out / PIPELINE_RESULTS
     if not results_path.is_file():
         say("evaluate")
         results = timed("evaluate", lambda: _evaluate(train_out / BEST_WEIGHTS, eval_dirs, scale, device,
-                                                      out / "sr"))
+                                                      out / PIPELINE_SR))
         atomic_write_text(results_path, json.dumps(results, indent=1))
     results = json.loads(results_path.read_text())
     report = _report(cfg, out, split, best, genotype, t_cfg, results, times)
-    atomic_write_text(out / "report.md", report)
-    say(f"done: {out / 'report.md'}")
+    atomic_write_text(out / PIPELINE_REPORT, report)
+    say(f"done: {out / PIPELINE_REPORT}")
     return {"results": results, "genotype": str(genotype), "times": times}
 
 
@@ -189,11 +188,6 @@ def _last_epoch(path: Path) -> int:
 
 
 def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dict:
-    from .checkpoint import load_model
-    from .evaluate import evaluate
-    from .imresize import bicubic_up
-    from .inference import upscale_array
-
     model, meta = load_model(checkpoint, scale=scale, device=device)
     bic = evaluate(lambda lr: bicubic_up(lr, scale), dirs, scale, progress=False)
     net = evaluate(lambda lr: upscale_array(model, lr), dirs, scale, save_dir=save_dir, progress=False)
@@ -207,12 +201,11 @@ def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dic
 
 
 def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str:
-    from .checkpoint import read_meta
-
-    meta = read_meta(out / "train" / BEST_WEIGHTS)  # what was trained, whatever the config says now
+    meta = read_meta(out / PIPELINE_TRAIN / BEST_WEIGHTS)  # what was trained, whatever the config says now
     info = describe(genotype, int(meta["scale"]), int(meta["channels"]), int(meta["blocks"]))
-    summary_md = (out / "search" / SEARCH_SUMMARY).read_text() if (out / "search" / SEARCH_SUMMARY).is_file() else ""
-    tr = json.loads((out / "train" / TRAIN_SUMMARY).read_text())
+    summary = out / PIPELINE_SEARCH / SEARCH_SUMMARY
+    summary_md = summary.read_text() if summary.is_file() else ""
+    tr = json.loads((out / PIPELINE_TRAIN / TRAIN_SUMMARY).read_text())
     lines = [
         "# DeCoNAS run", "",
         f"Data: {split['source']}; {len(split['train'])} images for search and training, "
@@ -230,26 +223,12 @@ def _report(cfg, out: Path, split, best, genotype, t_cfg, results, times) -> str
         lines.append(f"| {r['dataset']} | {r['images']} | {r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f} | "
                      f"{r['psnr']:.2f} / {r['ssim']:.4f} | {r['psnr'] - r['bicubic_psnr']:+.2f} dB |")
     lines += ["", "## Search", "", summary_md.replace("# Derive", "### Derive"), "",
-              "![PSNR versus parameters of the derived samples](search/scatter.png)", "",
+              f"![PSNR versus parameters of the derived samples]({PIPELINE_SEARCH}/{SCATTER})", "",
               "## Training", "",
               f"{tr['steps']} steps; best validation PSNR {tr['best_val_psnr']:.2f} dB." if tr.get("best_val_psnr")
               else f"{tr['steps']} steps.", "",
-              "![Training curves](train/curves.png)", "",
+              f"![Training curves]({PIPELINE_TRAIN}/{CURVES})", "",
               "## Time (seconds, this machine)", "",
               "| " + " | ".join(times) + " | total |", "|" + "---|" * (len(times) + 1),
               "| " + " | ".join(f"{v:.0f}" for v in times.values()) + f" | {sum(times.values()):.0f} |", ""]
     return "\n".join(lines)
-
-
-def cli_run(args) -> int:
-    out = out_path(args.out, "run", args.resume)
-    cfg = run_config(out, args.resume, args.config, args.overrides)
-    stage_configs(cfg)
-    check_out_dir(out, "pipeline run")
-    check_folders(*(args.train or []), args.val, *(args.benchmark or []), what="no such folder")
-    res = run_pipeline(cfg, args.train, args.val, args.benchmark, out, args.resume, args.device)
-    for r in res["results"]["datasets"]:
-        print(f"{r['dataset']:<16} bicubic {r['bicubic_psnr']:.2f} dB   found network {r['psnr']:.2f} dB "
-              f"({r['psnr'] - r['bicubic_psnr']:+.2f})")
-    print(f"report: {out / 'report.md'}")
-    return 0

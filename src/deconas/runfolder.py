@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import UserError
-from .runtime import atomic_write_text
+from deconas.errors import UserError
+from deconas.runtime import atomic_write_text
 
 # What each kind of run writes (other modules use these names, never their own strings).
 CONFIG = "config.yaml"  # the config as run (every default filled in; a resume rewrites it)
@@ -28,18 +28,32 @@ SEARCH_STATE = "checkpoint.pt"  # search: supernet, controller, optimizers, rand
 SEARCH_DATA = "data.json"  # search: the images it used (absolute paths) and its validation names
 BEST = "best.json"  # derive: the chosen genotype
 CANDIDATES = "candidates.csv"  # derive: every scored architecture
+SEARCH_LOG = "search.log"  # search: one line per epoch, for a person
+SEARCH_TB = "tb"  # search: TensorBoard events (when tensorboard is installed)
 SEARCH_SUMMARY = "summary.md"  # derive: the report
+SCATTER = "scatter.png"  # derive: PSNR against parameters of the samples
 TRAIN_STATE = "state.pt"  # training: weights, optimizer, samplers, random streams
 TRAIN_RECORD = "run.json"  # training: the network, its cost, its data and its --init
 TRAIN_SUMMARY = "summary.json"  # training: written when the schedule has finished
 TRAIN_LOG = "resume.log"  # training: one line per resume
 BEST_WEIGHTS = "best.safetensors"  # training: best validation PSNR (or the last, without validation)
 LAST_WEIGHTS = "last.safetensors"
+CURVES = "curves.png"  # training: loss and validation PSNR
 PIPELINE_TIMES = "times.json"  # pipeline: seconds per stage
+PIPELINE_DATA = "data"  # pipeline: the images, as train/ and test/
+PIPELINE_SPLIT = "split.json"  # pipeline: in data/, written last: which images went where
+PIPELINE_SEARCH, PIPELINE_TRAIN = "search", "train"  # pipeline: the stages' run folders
+PIPELINE_RESULTS = "results.json"  # pipeline: bicubic and the found network on each set
+PIPELINE_SR = "sr"  # pipeline: the found network's outputs
+PIPELINE_REPORT = "report.md"  # pipeline: the report
 STUDY_PLAN = "plan.json"  # study: the architectures and their seeds
 STUDY_ROW = "row.json"  # study: one trained architecture's results, in its own folder
 STUDY_RESULT = "study.json"  # study: every row, the summary and the recipe
 STUDY_TABLE = "study.csv"  # study: the rows as a table
+STUDY_RANKING = "ranking.png"  # study: standalone against shared-weight PSNR
+STUDY_MATCHED = "matched.png"  # study: searched against random, pair by pair
+STUDY_ARCHS = "arch"  # study: one training folder per architecture, arch/<pair>-<group>/
+STUDY_TRAIN_LOG = "train.log"  # study: in an architecture's folder, its training's lines
 
 
 def default_path(prefix: str) -> Path:
@@ -60,8 +74,7 @@ def out_path(out: Optional[str], prefix: str, resume: bool) -> Path:
 def run_config(out: Path, resume: bool, config: str, overrides: Sequence[str]):
     """A new run's config is ``config`` (a preset or YAML file) with the overrides; a resumed
     run continues with its own ``config.yaml`` plus the overrides (e.g. a longer schedule)."""
-    from . import config as config_mod
-
+    from deconas import config as config_mod
     if resume and (Path(out) / CONFIG).is_file():
         return config_mod.apply_overrides(config_mod.load(str(Path(out) / CONFIG)), overrides)
     return config_mod.load(config, overrides)
@@ -119,13 +132,12 @@ def check_resume(out: Path, kind: str, resume: bool) -> Path:
 
 
 def write_config(out: Path, cfg) -> None:
-    from . import config as config_mod
-
+    from deconas import config as config_mod
     atomic_write_text(Path(out) / CONFIG, config_mod.dump(cfg))
 
 
 # ----------------------------------------------------------------------------- the data record
-# What a run trained and validated on (:func:`deconas.datasets.load_train_val`'s provenance:
+# What a run trained and validated on (:func:`deconas.data.datasets.load_train_val`'s provenance:
 # absolute folders, or "built-in", and the names of the validation images): a search keeps it
 # in data.json, a training in run.json's "data".
 
@@ -156,7 +168,7 @@ def resume_sources(rec: dict, train_dir, val_dir, where) -> tuple:
     """(train_dir, val_dir) a resumed run continues with: its own, from the data record.
     ``--train``/``--val`` may be given again but must name the same folders (in any order and
     from any working directory); anything else is refused in one line."""
-    from .datasets import expand_sources
+    from deconas.data.datasets import expand_sources
 
     then = rec["train_dir"]
     if train_dir is not None:

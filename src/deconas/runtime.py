@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import UserError
+from deconas.errors import UserError
 
 
 class _LazyTorch:
@@ -157,3 +158,12 @@ class JsonlLog:
             return
         keep = [r for r in read_jsonl(self.path) if r.get(key, -1) <= value]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (checkpoints name their ONNX cache entries by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -24,20 +25,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import config as config_mod
-from .config import Config
-from . import distributed
-from .checkpoint import check_init, init_from, save_model
-from .datasets import load_train_val
-from .complexity import cost
-from .errors import UserError
-from .genotype import Genotype, parse
-from .network import DeCoNASNet
-from .patches import PatchSampler
-from .runfolder import (BEST, BEST_WEIGHTS, LAST_WEIGHTS, METRICS, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY,
+from deconas import config as config_mod
+from deconas.config import Config
+from deconas import distributed
+from deconas.checkpoint import check_init, init_from, save_model
+from deconas.data.datasets import load_train_val
+from deconas.space.complexity import cost
+from deconas.errors import UserError
+from deconas.space.genotype import Genotype, parse
+from deconas.space.network import DeCoNASNet
+from deconas.data.patches import PatchSampler
+from deconas.runfolder import (BEST, BEST_WEIGHTS, CURVES, LAST_WEIGHTS, METRICS, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY,
                         check_folders, check_resume, out_path, read_data_record, resume_sources, run_config,
                         write_config)
-from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
+from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
 
 
 def learning_rate(step: int, t: config_mod.Train) -> float:
@@ -56,8 +57,8 @@ def learning_rate(step: int, t: config_mod.Train) -> float:
 def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
     """Mean PSNR on Y (border = scale) over whole validation images, through the same
     inference path as ``deconas eval`` (rounded to uint8; grey in, grey out)."""
-    from .inference import upscale_array
-    from .metrics import psnr_y
+    from deconas.infer.inference import upscale_array
+    from deconas.metrics import psnr_y
 
     if not val_pairs:
         return float("nan")
@@ -82,14 +83,14 @@ def _plot_curves(records, path):
         ax[1].plot(*zip(*vp), marker="o")
     ax[1].set_xlabel("step"), ax[1].set_ylabel("validation PSNR (dB, Y)")
     fig.tight_layout()
-    from .runtime import atomic_write
+    from deconas.runtime import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
 class Training:
-    """One DeCoNASNet's training, shaped like :class:`deconas.search.Search`: ``step`` (one
+    """One DeCoNASNet's training, shaped like :class:`deconas.search.loop.Search`: ``step`` (one
     optimizer step on a fresh batch of patches), ``validate``, and ``state_dict`` /
     ``load_state_dict`` (an exact resume: weights, optimizer, patch stream, random streams).
     :func:`run_training` drives it; distributed wrapping and mixed precision (``step`` takes
@@ -267,7 +268,7 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
                 save_model(out / LAST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 atomic_torch_save(state_path, tr.state_dict(samplers))
                 if cfg.plot:
-                    _plot_curves(records, out / "curves.png")
+                    _plot_curves(records, out / CURVES)
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
                           + (f"  val PSNR {psnr:.3f} dB" if psnr is not None else ""))
     bar.close()
@@ -293,35 +294,20 @@ def genotype_from_run(run_dir) -> Genotype:
         raise UserError(f"{p}: no readable 'genotype' ({e})") from None
 
 
-def cli_train(args) -> int:
-    out = out_path(args.out, "train", args.resume)
-    cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume, the run's own config wins
-    g = parse(args.genotype) if args.genotype else genotype_from_run(args.from_run)
-    if args.from_run and not args.resume:
-        # The searched network's scale (and N, which FF bits are tied to) unless overridden.
-        best = json.loads((Path(args.from_run) / BEST).read_text())
-        given = {o.split("=", 1)[0].strip() for o in args.overrides}
-        if "scale" in best and "scale" not in given:
-            cfg.scale = int(best["scale"])
-        if g.ff and "blocks" in best and "model.blocks" not in given:
-            cfg.model.blocks = int(best["blocks"])
+def config_from_run(cfg: Config, run_dir, keep=()) -> Config:
+    """``cfg`` with the searched network's scale (and N, which FF bits are tied to) from a
+    search's ``best.json``, except for the dotted keys in ``keep`` (set by the user)."""
+    best = json.loads((Path(run_dir) / BEST).read_text())
+    g = parse(best["genotype"])
+    if "scale" in best and "scale" not in keep:
+        cfg = replace(cfg, scale=int(best["scale"]))
+    if g.ff and "blocks" in best and "model.blocks" not in keep:
+        cfg = replace(cfg, model=replace(cfg.model, blocks=int(best["blocks"])))
+    return cfg
+
+
+def check_genotype(g: Genotype, cfg: Config) -> None:
+    """The genotype fits the config's network (its GFF bits are one per block)."""
     if g.ff and len(g.gff) != cfg.model.blocks:
         raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg.model.blocks}; "
                         f"set model.blocks={len(g.gff)}")
-    check_folders(*(args.train or []), args.val)
-    check_resume(out, "training run", args.resume)
-    if args.init and args.resume:
-        raise UserError("--init starts a new run from a checkpoint; --resume continues one: give one of them")
-    if args.init:  # refused before any image is loaded
-        check_init(args.init, g, cfg.scale, cfg.model.channels, cfg.model.blocks)
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks
-    if main_process:
-        print(f"training {g} x{cfg.scale} C={cfg.model.channels} N={cfg.model.blocks} -> {out}",
-              file=sys.stderr)
-    try:
-        summary = run_training(cfg, g, args.train, args.val, out, args.resume, args.device, init=args.init)
-    finally:
-        distributed.cleanup()
-    if main_process:
-        print(json.dumps(summary))
-    return 0

@@ -13,21 +13,26 @@ tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
 
-from .backend import DEFAULT_OPSET, OPSETS, file_digest
-from .errors import UserError
+import onnx
+import torch
+
+from deconas import __version__
+from deconas.checkpoint import load_model, pretrained_path
+from deconas.constants import DEFAULT_OPSET, OPSETS, PRETRAINED_SCALE
+from deconas.errors import UserError
+from deconas.runtime import atomic_write, file_digest
+from deconas.space.network import receptive_radius
 
 FORMAT = "deconas-onnx-1"
 INPUT, OUTPUT = "lr", "sr"
 
 
 def _metadata(model, source: Optional[str]) -> dict:
-    from . import __version__
-    from .inference import receptive_radius
-
     meta = {"format": FORMAT, "deconas_version": __version__, "genotype": str(model.genotype),
             "scale": str(model.scale), "channels": str(model.channels), "blocks": str(model.blocks),
             "nodes": str(model.genotype.nodes), "receptive_radius": str(receptive_radius(model)),
@@ -40,9 +45,6 @@ def _metadata(model, source: Optional[str]) -> dict:
 
 def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> bytes:
     """The serialized ONNX graph of a DeCoNASNet (fp32, dynamic batch/height/width)."""
-    import onnx
-    import torch
-
     if opset not in OPSETS:
         raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
     model = model.float().eval().cpu()
@@ -66,48 +68,38 @@ def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) 
 
 def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> Path:
     """Write the ONNX graph of ``model`` to ``path`` atomically."""
-    from .runtime import atomic_write
-
     data = onnx_bytes(model, opset=opset, source=source)
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 
-def cli_export(args) -> int:
-    from .checkpoint import load_model, pretrained_path
-
-    out = Path(args.output)
+def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, opset: int, overwrite: bool) -> dict:
+    """Write the ONNX graph of ``checkpoint`` (None: the shipped network of ``scale``) to
+    ``output``; returns what was written (the network's metadata and receptive radius)."""
+    out = Path(output)
     if out.suffix.lower() != ".onnx":
         raise UserError(f"-o {out}: the output must be a .onnx file")
     if out.is_dir():
         raise UserError(f"-o {out}: is a folder")
-    if args.opset not in OPSETS:
-        raise UserError(f"--opset {args.opset}: use {OPSETS.start}..{OPSETS.stop - 1} "
+    if opset not in OPSETS:
+        raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1} "
                         f"(torch's TorchScript exporter; default {DEFAULT_OPSET})")
-    if out.exists() and not args.overwrite:
+    if out.exists() and not overwrite:
         raise UserError(f"-o {out}: exists; pass --overwrite to replace it")
-    src = pretrained_path(args.scale or 2) if args.checkpoint is None else Path(args.checkpoint)
-    model, meta = load_model("pretrained" if args.checkpoint is None else args.checkpoint,
-                             scale=args.scale or (2 if args.checkpoint is None else None), device="cpu")
+    shipped = scale or PRETRAINED_SCALE
+    src = pretrained_path(shipped) if checkpoint is None else Path(checkpoint)
+    model, meta = load_model("pretrained" if checkpoint is None else checkpoint,
+                             scale=shipped if checkpoint is None else scale, device="cpu")
     if src.resolve() == out.resolve():
         raise UserError(f"-o {out}: is the checkpoint itself")
-    export_onnx(model, out, opset=args.opset, source=file_digest(src))
-    from .inference import receptive_radius
-
-    print(f"wrote {out} (x{meta['scale']}, {meta['genotype']}, C={meta['channels']}, N={meta['blocks']}, "
-          f"receptive radius {receptive_radius(model)}, opset {args.opset}; "
-          f"input '{INPUT}' (batch, 3, height, width) float32 in [0, 1])")
-    return 0
+    export_onnx(model, out, opset=opset, source=file_digest(src))
+    return {**meta, "radius": receptive_radius(model), "opset": opset, "input": INPUT}
 
 
 def cache_worker(argv) -> int:
     """``CHECKPOINT CACHE_FILE OPSET SHA256``: load and export (run by the backend in a child
     process). Exit 2 with the error line for a bad checkpoint, 3 when the file cannot be written."""
-    import sys
-
-    from .checkpoint import load_model
-
     path, out, opset, digest = argv
     try:
         model = load_model(path, device="cpu")[0]

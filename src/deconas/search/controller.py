@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .genotype import OPS, Genotype, K, num_pairs
+from deconas.space.genotype import OPS, Genotype, K, num_pairs
 
 
 @dataclass

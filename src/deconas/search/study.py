@@ -32,11 +32,17 @@ unfinished ones. ``study.jobs`` architectures train at once, each in its own pro
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
 import json
 import math
+import multiprocessing as mp
+import signal
 import sys
 import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -44,16 +50,27 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import config as config_mod
-from .config import Config
-from .errors import UserError
-from .genotype import K, Genotype, num_pairs
-from .runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_DATA, SEARCH_STATE, STUDY_PLAN, STUDY_ROW,
-                        STUDY_RESULT, STUDY_TABLE, TRAIN_RECORD, TRAIN_STATE, TRAIN_SUMMARY, check_resume,
-                        read_data_record, run_config)
-from .runtime import atomic_write, atomic_write_text, seed_everything
+from scipy.stats import kendalltau
+from tqdm import tqdm
 
-PLAN, ROW, RESULT = STUDY_PLAN, STUDY_ROW, STUDY_RESULT
+from deconas import config as config_mod
+from deconas.checkpoint import load_model
+from deconas.config import Config
+from deconas.constants import SEED_NOISE, SEED_STUDY
+from deconas.data.patches import PatchSampler
+from deconas.errors import UserError
+from deconas.evaluate import evaluate
+from deconas.infer.inference import upscale_array
+from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, STUDY_ARCHS, STUDY_MATCHED, STUDY_PLAN,
+                               STUDY_RANKING, STUDY_RESULT, STUDY_ROW, STUDY_TABLE, STUDY_TRAIN_LOG, TRAIN_RECORD,
+                               TRAIN_STATE, TRAIN_SUMMARY, check_resume, read_data_record)
+from deconas.runtime import atomic_write, atomic_write_text, seed_everything
+from deconas.search.derive import prepare_val, score
+from deconas.search.reward import psnr_y_batch
+from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
+from deconas.space.complexity import count_params
+from deconas.space.genotype import K, Genotype, num_pairs, parse
+from deconas.train import run_training
 
 
 # ----------------------------------------------------------------------------- the architectures
@@ -76,8 +93,6 @@ def matched_random(target_params: int, count_params, nodes: int, rng: np.random.
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b of two sequences (ties counted as neither concordant nor discordant)."""
-    from scipy.stats import kendalltau
-
     if len(x) < 2:
         return float("nan")
     return float(kendalltau(x, y).statistic)
@@ -85,8 +100,6 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
 
 def _candidates(run: Path) -> List[tuple]:
     """The distinct architectures of ``candidates.csv`` with derive's score, best first."""
-    from .genotype import parse
-
     path = run / CANDIDATES
     if not path.is_file():
         raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
@@ -107,9 +120,6 @@ class SharedScorer:
     """The search's shared weights, to score any architecture of its space on its validation split."""
 
     def __init__(self, run: Path, max_images: int = 0, max_size: int = 0, device="cpu"):
-        from .derive import prepare_val
-        from .search import build_supernet, read_checkpoint, reload_val_pairs
-
         self.cfg = config_mod.load(str(run / CONFIG))
         self.scale = self.cfg.scale
         st = read_checkpoint(run / SEARCH_STATE, device, keys=("supernet",))
@@ -124,17 +134,12 @@ class SharedScorer:
         self.prepared = prepare_val(self.val, max_size, self.scale, device)
 
     def psnr(self, g: Genotype) -> float:
-        from .derive import score
-
         return score(self.supernet, g, self.prepared, self.scale)
 
     @torch.no_grad()
     def reward_noise(self, genotypes: Sequence[Genotype], batches: int, seed: int) -> dict:
         """Reward PSNR of each architecture on ``batches`` fresh reward batches (the search's
         ``val_batch`` patches of ``val_patch`` pixels, as ``val_resample: step`` draws them)."""
-        from .patches import PatchSampler
-        from .search import psnr_y_batch
-
         s = self.cfg.search
         vp, vb = s.val_patch, s.val_batch
         sampler = PatchSampler([(hr, lr) for _, hr, lr in self.val], self.scale, vp, vb, seed=seed, augment=False)
@@ -160,11 +165,6 @@ class SharedScorer:
 
 def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", progress: bool = True) -> dict:
     """Choose the architectures (searched and matched random) and score them with the shared weights."""
-    from tqdm import tqdm
-
-    from .complexity import count_params
-    from .genotype import parse
-
     st = cfg.study
     scorer = SharedScorer(run, st.shared_max_images, st.shared_max_size, device)
     scfg = scorer.cfg
@@ -185,7 +185,7 @@ def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", pr
         shared[g] = scorer.psnr(g)
     ranked = sorted(cands, key=lambda g: -shared[g])
     searched = ranked[:top]
-    rng = np.random.default_rng(cfg.seed + 12345)
+    rng = np.random.default_rng(cfg.seed + SEED_STUDY)
     tol = float(st.param_tolerance)
     rows = []
     base_seed = cfg.seed
@@ -201,7 +201,7 @@ def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", pr
         rows.append({"genotype": str(g), "group": "random", "pair": partner["pair"], "params": params(g),
                      "shared_psnr": shared[g], "seed": partner["seed"], "draws": draws})
     noise_set = [parse(r["genotype"]) for r in rows]
-    noise = scorer.reward_noise(noise_set, st.noise_batches, seed=base_seed + 1)
+    noise = scorer.reward_noise(noise_set, st.noise_batches, seed=base_seed + SEED_NOISE)
     # The spread of the shared-weight PSNR on the whole validation split, for comparison.
     noise["shared_between_std_db"] = float(np.std([r["shared_psnr"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0
     return {"run": str(run.resolve()), "scale": scale, "channels": C, "blocks": N, "nodes": M,
@@ -222,11 +222,7 @@ def _train_cfg(cfg: Config, scfg: Config, seed: int) -> Config:
 
 def _worker_init() -> None:
     """A worker ends with the study: a killed study must not leave trainings writing into its folders."""
-    import signal
-
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError):
         pass  # elsewhere: the pool's own shutdown on interrupt below
@@ -234,27 +230,18 @@ def _worker_init() -> None:
 
 def _train_one(job: dict) -> dict:
     """Train (or finish training) one architecture and score it; runs in a worker process."""
-    import warnings
-
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, int(job["threads"])))
-    from .checkpoint import load_model
-    from .genotype import parse
-    from .inference import upscale_array
-    from .train import run_training
-
     out = Path(job["out"])
-    row_path = out / ROW
+    row_path = out / STUDY_ROW
     if row_path.is_file():
         return json.loads(row_path.read_text())
     g = parse(job["row"]["genotype"])
     t0 = time.time()
     if not (out / TRAIN_SUMMARY).is_file():
-        import contextlib
-
         out.mkdir(parents=True, exist_ok=True)
         # The training's epoch lines go to the architecture's own log, not between the study's bar.
-        with open(out / "train.log", "a") as logf, contextlib.redirect_stdout(logf):
+        with open(out / STUDY_TRAIN_LOG, "a") as logf, contextlib.redirect_stdout(logf):
             run_training(job["cfg"], g, job["train_dir"], job["val_dir"], out, resume=(out / TRAIN_STATE).is_file(),
                          device="cpu", progress=False, split_seed=job["split_seed"])
     if read_data_record(out / TRAIN_RECORD, "data")["val_images"] != job["val_images"]:
@@ -265,8 +252,6 @@ def _train_one(job: dict) -> dict:
     row["best_val_psnr"] = summary["best_val_psnr"]
     row["steps"] = summary["steps"]
     if job["benchmarks"]:
-        from .evaluate import evaluate
-
         model, _ = load_model(out / LAST_WEIGHTS)
         res = evaluate(lambda lr: upscale_array(model, lr), job["benchmarks"], job["cfg"].scale,
                        progress=False)
@@ -318,7 +303,7 @@ def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
         rs = [r for r in done if r["group"] == grp]
         ax.scatter([r["shared_psnr"] for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, label=grp)
     _finish(plt, fig, ax, "shared-weight PSNR (dB, validation)",
-            f"{title}\nKendall tau = {summ['kendall_tau']:.2f} over {len(done)} architectures", out / "ranking.png")
+            f"{title}\nKendall tau = {summ['kendall_tau']:.2f} over {len(done)} architectures", out / STUDY_RANKING)
 
     fig, ax = plt.subplots(figsize=(5.2, 4))
     by_pair = {}
@@ -335,7 +320,7 @@ def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
         ax.scatter([r["params"] / 1e3 for r in rs], [r["standalone_psnr"] for r in rs], c=c, s=28, zorder=2,
                    label=f"{grp} (mean {m:.3f} dB)" if m is not None else grp)
     _finish(plt, fig, ax, "parameters (K)", f"{title}\nsearched against random at matched parameters (pairs joined)",
-            out / "matched.png")
+            out / STUDY_MATCHED)
 
 
 def _finish(plt, fig, ax, xlabel: str, title: str, path: Path) -> None:
@@ -357,7 +342,7 @@ def write_results(out: Path, plan: dict, rows: List[dict], cfg: Config) -> dict:
     summ = summarize(rows)
     doc = {k: v for k, v in plan.items() if k not in ("rows", "candidate_shared_psnr")}
     doc.update({"recipe": {"train": asdict(cfg.train), "data": asdict(cfg.data)}, "summary": summ, "rows": rows})
-    atomic_write_text(out / RESULT, json.dumps(doc, indent=1))
+    atomic_write_text(out / STUDY_RESULT, json.dumps(doc, indent=1))
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
@@ -394,14 +379,7 @@ def format_summary(doc: dict) -> str:
 # ----------------------------------------------------------------------------- the driver
 def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_random: Optional[int] = None,
               benchmarks: Sequence = (), resume: bool = False, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
-    from .search import read_data_json
-
-    run = Path(run_dir)
-    for f in (CONFIG, SEARCH_STATE, SEARCH_DATA):
-        if not (run / f).is_file():
-            raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
+    run = check_search_folder(run_dir)
     out = Path(out_dir) if out_dir is not None else run / "study"
     check_resume(out, "study", resume)
     for b in benchmarks:
@@ -411,10 +389,10 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     seed_everything(cfg.seed)
     if resume:
         try:
-            plan = json.loads((out / PLAN).read_text())
+            plan = json.loads((out / STUDY_PLAN).read_text())
             plan["rows"]
         except (OSError, ValueError, KeyError):
-            raise UserError(f"{out / PLAN}: damaged; start the study again in another --out") from None
+            raise UserError(f"{out / STUDY_PLAN}: damaged; start the study again in another --out") from None
     else:
         top = int(top if top is not None else st.top)
         n_random = int(n_random if n_random is not None else st.random)
@@ -429,7 +407,7 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
         plan["benchmarks"] = [str(Path(b).resolve()) for b in benchmarks]
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG, config_mod.dump(cfg))
-        atomic_write_text(out / PLAN, json.dumps(plan, indent=1))
+        atomic_write_text(out / STUDY_PLAN, json.dumps(plan, indent=1))
     if resume and (out / CONFIG).is_file():
         cfg = _resumed_config(out / CONFIG, cfg)
         st = cfg.study
@@ -439,13 +417,13 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     jobs = []
     for r in plan["rows"]:
         name = f"{r['pair']:02d}-{r['group']}"
-        jobs.append({"row": r, "out": str(out / "arch" / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
+        jobs.append({"row": r, "out": str(out / STUDY_ARCHS / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
                      "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
                      "split_seed": scfg.seed, "threads": st.threads,
                      "benchmarks": plan["benchmarks"]})
     done: Dict[int, dict] = {}
     for i, j in enumerate(jobs):
-        p = Path(j["out"]) / ROW
+        p = Path(j["out"]) / STUDY_ROW
         if p.is_file():
             try:
                 done[i] = json.loads(p.read_text())
@@ -462,9 +440,6 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
             bar.update(1)
             write_results(out, plan, rows(), cfg)
     elif todo:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
         try:
             futures = {pool.submit(_train_one, jobs[i]): i for i in todo}
@@ -500,13 +475,3 @@ def _resumed_config(path: Path, cfg: Config) -> Config:
         raise UserError(f"--resume: {k}={now[k]!r} differs from the study's recipe ({k}={then[k]!r} in {path}); "
                         f"a study keeps its recipe (only {' and '.join(_RUN_ONLY)} may change)")
     return replace(saved, study=replace(saved.study, jobs=cfg.study.jobs, threads=cfg.study.threads))
-
-
-def cli_study(args) -> int:
-    out = Path(args.out) if args.out is not None else Path(args.run_dir) / "study"
-    cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume: its own recipe + overrides
-    if args.jobs is not None:
-        cfg.study.jobs = int(args.jobs)
-    doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)
-    print(format_summary(doc))
-    return 0

@@ -14,7 +14,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 
-from .errors import UserError
+from deconas.errors import UserError
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:

@@ -24,8 +24,8 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
-from .runtime import atomic_write
+from deconas.errors import UserError
+from deconas.runtime import atomic_write
 
 __all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "iter_folder",
            "load_folder"]

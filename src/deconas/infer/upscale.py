@@ -11,15 +11,23 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .backend import TorchBackend, onnxruntime_for_checkpoint, resolve_backend, upscale_uint8
-from .errors import UserError
-from .images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_image, write_image
+from deconas.infer.backends import TorchBackend, resolve_backend
+from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
+from deconas.infer.tiling import upscale_uint8
+from deconas.errors import UserError, is_out_of_memory
+from deconas.constants import PRETRAINED_SCALE, pretrained_name
+from deconas.data.images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_image, write_image
+from deconas.data.imresize import bicubic_up
+from deconas.runtime import pick_device
 
 # torch is imported only where the network runs with torch or is exported: with ONNX Runtime and
 # a cached graph a run never loads it (start-up time and about 220 MB of memory).
@@ -66,10 +74,6 @@ def earlier_outputs(files: List[Path], scale: int) -> List[Path]:
 def image_pixels(path: Path) -> int:
     """Width x height from the file's header (nothing decoded); 0 when the header is unreadable
     (the file is then skipped, with its reason, when it is read)."""
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the decompression-bomb warning: the caller compares sizes itself
@@ -108,8 +112,6 @@ def upscale_file(run, src: Path, dst: Path, scale: int, tile: Optional[int]) -> 
     sr = upscale_uint8(run, pixels, tile=tile)
     del pixels
     if alpha is not None:
-        from .imresize import bicubic_up
-
         # Alpha is a mask, not a photo: bicubic keeps its edges predictable. write_image drops
         # it (with a warning naming the file) for formats without alpha, such as JPEG.
         alpha = bicubic_up(alpha, scale)
@@ -123,7 +125,7 @@ def upscale_file(run, src: Path, dst: Path, scale: int, tile: Optional[int]) -> 
 def _weights_dir() -> Path:
     # checkpoint.py imports torch; its WEIGHTS_DIR is used when it is loaded (tests point it elsewhere)
     ck = sys.modules.get("deconas.checkpoint")
-    return Path(ck.WEIGHTS_DIR) if ck is not None else Path(__file__).parent / "weights"
+    return Path(ck.WEIGHTS_DIR) if ck is not None else Path(__file__).parents[1] / "weights"
 
 
 def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, device=None,
@@ -134,11 +136,12 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
     first use. Every other case, and a shipped scale that does not exist, goes through
     :func:`deconas.checkpoint.load_model`, which checks the file and says what is wrong."""
     kind = resolve_backend(backend, device)
-    path = _weights_dir() / f"deconas_x{scale or 2}.safetensors" if checkpoint is None else Path(checkpoint)
-    name, want = ("pretrained", scale or 2) if checkpoint is None else (checkpoint, scale)
+    shipped = scale or PRETRAINED_SCALE
+    path = _weights_dir() / pretrained_name(shipped) if checkpoint is None else Path(checkpoint)
+    name, want = ("pretrained", shipped) if checkpoint is None else (checkpoint, scale)
 
     def load(dev=None):
-        from .checkpoint import load_model
+        from deconas.checkpoint import load_model
 
         return load_model(name, scale=want, device=dev)
 
@@ -155,44 +158,57 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
     return TorchBackend(model), int(meta["scale"])
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, MemoryError):
-        return True
-    text = str(e).lower()
-    # torch (RuntimeError) and ONNX Runtime (its own exception types) both say it in words
-    return "alloc" in text or "out of memory" in text
+@dataclass
+class UpscaleRequest:
+    """What ``deconas upscale`` is asked to do (every option typed; see ``deconas upscale --help``)."""
+    inputs: List[str]  # image files or folders
+    output: Path  # the output folder
+    checkpoint: Optional[str]  # None: the shipped network of ``scale``
+    scale: Optional[int]  # None: the checkpoint's own (the shipped x2 without one)
+    tile: Optional[int]  # LR tile size; 0 = whole image, None = automatic
+    ext: Optional[str]  # output format; None = the input's
+    overwrite: bool  # replace existing outputs (never an input)
+    max_pixels: int  # refuse inputs above this many pixels, read from their headers
+    device: Optional[str]
+    backend: str
+    threads: Optional[int]
 
 
-def cli_upscale(args) -> int:
-    if args.tile is not None and args.tile < 0:
-        raise UserError(f"--tile {args.tile}: must be 0 (whole image) or a positive size in pixels")
-    if args.max_pixels < 1:
-        raise UserError(f"--max-pixels {args.max_pixels}: must be a positive number of input pixels")
-    ext = normalize_ext(args.ext) if args.ext is not None else None
-    files = collect_inputs(args.inputs)
-    outdir = Path(args.output)
+@dataclass
+class UpscaleReport:
+    written: int  # images upscaled
+    failed: List[Tuple[Path, str]]  # unreadable files, skipped, with the reason
+    skipped: int  # outputs that exist already
+    onto_input: int  # outputs that would replace an input
+    earlier_results: List[Path]  # this command's own results among the inputs, not upscaled again
+
+
+def upscale_images(req: UpscaleRequest) -> UpscaleReport:
+    """Check everything, then upscale every image of ``req``; a bad file is skipped and named."""
+    if req.tile is not None and req.tile < 0:
+        raise UserError(f"--tile {req.tile}: must be 0 (whole image) or a positive size in pixels")
+    if req.max_pixels < 1:
+        raise UserError(f"--max-pixels {req.max_pixels}: must be a positive number of input pixels")
+    ext = normalize_ext(req.ext) if req.ext is not None else None
+    files = collect_inputs(req.inputs)
+    outdir = Path(req.output)
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"-o {outdir}: exists and is not a folder")
-    from PIL import Image
-
     # Pillow's own bomb check (a warning, then an error at 2x) follows the limit asked for.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, req.max_pixels)
     # Sizes come from the headers, before any image is decoded or any memory is spent on it.
     for f in files:
         n = image_pixels(f)
-        if n > args.max_pixels:
-            raise UserError(f"{f}: {n / 1e6:.1f} Mpx is above the limit of {args.max_pixels / 1e6:.1f} Mpx "
+        if n > req.max_pixels:
+            raise UserError(f"{f}: {n / 1e6:.1f} Mpx is above the limit of {req.max_pixels / 1e6:.1f} Mpx "
                             f"per input image; raise it with --max-pixels if you have the memory")
-
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads {args.threads}: must be a positive number of threads")
-    if args.device is not None:
-        from .runtime import pick_device
-
-        pick_device(args.device)  # a bad name is one line here, before any network is loaded
-    run, scale = open_network(args.checkpoint, args.scale, args.backend, args.device, args.threads)
+    if req.threads is not None and req.threads < 1:
+        raise UserError(f"--threads {req.threads}: must be a positive number of threads")
+    if req.device is not None:
+        pick_device(req.device)  # a bad name is one line here, before any network is loaded
+    run, scale = open_network(req.checkpoint, req.scale, req.backend, req.device, req.threads)
     inputs = {f.resolve() for f in files}  # every file named or found: none of them is ever written
-    named = {Path(n).resolve() for n in args.inputs if Path(n).is_file()}
+    named = {Path(n).resolve() for n in req.inputs if Path(n).is_file()}
     again = [f for f in earlier_outputs(files, scale) if f.resolve() not in named]
     files = [f for f in files if f not in again]
     outs = output_paths(files, outdir, scale, ext)
@@ -201,13 +217,10 @@ def cli_upscale(args) -> int:
         if dst.resolve() in inputs:  # even with --overwrite: it may be the user's own file
             log.warning("skipped %s: its output %s is one of the inputs and is left as it is", src, dst)
             onto_input += 1
-        elif dst.exists() and not args.overwrite:
+        elif dst.exists() and not req.overwrite:
             skipped += 1
         else:
             work.append((src, dst))
-    if again:
-        print(f"{len(again)} earlier result(s) in the inputs (like {again[0].name}) not upscaled again",
-              file=sys.stderr)
 
     failed: List[Tuple[Path, str]] = []
     bar = tqdm(work, desc="upscale", unit="img", disable=True if len(work) < 2 else None,
@@ -215,11 +228,11 @@ def cli_upscale(args) -> int:
     # While the bar is drawn, warnings go through tqdm.write so they do not break it.
     redirect = logging_redirect_tqdm(loggers=[log]) if not bar.disable else contextlib.nullcontext()
     t0, done, out_px = time.perf_counter(), 0, 0
-    tile_said = args.tile or "automatic"
+    tile_said = req.tile or "automatic"
     with redirect, bar:
         for src, dst in bar:
             try:
-                out_px += upscale_file(run, src, dst, scale, args.tile)
+                out_px += upscale_file(run, src, dst, scale, req.tile)
                 done += 1
             except ImageError as e:
                 failed.append((src, str(e)))
@@ -230,14 +243,10 @@ def cli_upscale(args) -> int:
                 if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's, without importing torch
                     raise UserError(f"{src}: out of accelerator memory; try a smaller --tile "
                                     f"(now {tile_said})") from None
-                if not _out_of_memory(e):
+                if not is_out_of_memory(e):
                     raise
                 raise UserError(f"{src}: out of memory; try a smaller --tile (now {tile_said}) "
                                 f"or a lower --max-pixels") from None
             el = max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{done / el:.2f} img/s, {out_px / 1e6 / el:.2f} Mpx/s out", refresh=False)
-    n = len(work)
-    print(f"upscaled {n - len(failed)} of {n} images; {len(failed)} failed"
-          + (f"; {skipped} skipped (output exists; --overwrite replaces)" if skipped else "")
-          + (f"; {onto_input} skipped (output would replace an input)" if onto_input else ""))
-    return 1 if failed else 0
+    return UpscaleReport(done, failed, skipped, onto_input, again)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .genotype import Genotype, K, all_ones
-from .ops import OPS, ca_hidden, upsampler_stages
+from deconas.space.genotype import Genotype, K, all_ones
+from deconas.space.ops import OPS, ca_hidden, upsampler_stages
 
 HR_SIZE = (720, 1280)  # (H, W) of the HR output the Mult-Adds are quoted for
 

@@ -12,8 +12,8 @@ from typing import Callable, List
 import torch
 from torch import nn
 
-from .genotype import Genotype, K
-from .ops import ChannelAttention, Op, Upsampler, conv, current_names
+from deconas.space.genotype import Genotype, K
+from deconas.space.ops import ChannelAttention, Op, Upsampler, conv, current_names
 
 SCALES = (2, 3, 4)
 
@@ -100,7 +100,7 @@ class DenseNetwork(nn.Module):
         return self.tail(self.upsample(y))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Also takes the tensor names of earlier versions (:func:`deconas.ops.current_names`)."""
+        """Also takes the tensor names of earlier versions (:func:`deconas.space.ops.current_names`)."""
         return super().load_state_dict(current_names(state_dict), strict=strict, assign=assign)
 
 
@@ -125,3 +125,31 @@ class DeCoNASNet(DenseNetwork):
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_radius(model: nn.Module) -> Optional[int]:
+    """How many LR pixels away an output pixel can see, from the network's structure; None
+    when ``model`` is not a :class:`DeCoNASNet`.
+
+    A node's radius is the largest of (operation radius + radius of what it reads) over its
+    active operations, so it follows the longest chain of nodes through the cell; 1x1 fusions
+    add nothing. Upsampler and tail convolutions are counted as one LR pixel each (an upper
+    bound: at HR resolution they reach less).
+    """
+    if not isinstance(model, DeCoNASNet):
+        return None
+    r = 2  # sfe1 and sfe2, 3x3 each
+    for dnb in model.dnbs:  # the same cell in every block, but walk them anyway
+        feats = [r]
+        for node in dnb.nodes:
+            if len(node.ops) == 0:
+                feats.append(feats[-1])
+                continue
+            feats.append(max(op.spec.radius + max(feats[j] for j in idx)
+                             for op, idx in zip(node.ops, node.op_inputs)))
+        # The block's output is LFF(what it reads) + x_in; the dense connection after it reads
+        # every block output so far, the deepest being this one.
+        r = max(feats[i] for i in (0, *dnb.lff_inputs))
+    r += 1  # GFF 3x3
+    r += sum(1 for m in model.upsample.modules() if isinstance(m, nn.Conv2d))
+    return r + 1  # tail 3x3

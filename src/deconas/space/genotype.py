@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-from .errors import UserError
+from deconas.errors import UserError
 
 OPS = ("conv", "sep", "dil")  # index k = 0, 1, 2; bit weight 2**(K-1-k)
 OP_NAMES = {"conv": "conv 3x3", "sep": "separable 3x3", "dil": "dilated 3x3 (rate 3)"}

@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic ``imresize``, for numpy images and batched torch tensors.
+"""MATLAB-compatible bicubic ``imresize`` for numpy images.
 
 Every SR benchmark number is computed on LR images made by MATLAB's ``imresize(HR, 1/s,
 'bicubic')``; PIL, OpenCV and torch's ``interpolate`` all differ from it by tenths of a dB.
@@ -14,9 +14,8 @@ beyond rounding noise of ~1e-13):
   (``[1..n, n..1]`` periodically);
 * output size is ``ceil(scale * size)``.
 
-An axis is therefore a fixed (out_len x in_len) matrix.  numpy applies it as a sparse
-matrix (a few taps per row: cheap for big images); torch applies it as a dense matrix
-(one matmul per axis, fast on a GPU for the patch-sized images training makes).
+An axis is therefore a fixed (out_len x in_len) matrix, applied as a sparse matrix (a few
+taps per row: cheap for big images).
 """
 
 from __future__ import annotations
@@ -27,10 +26,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 import scipy.sparse
-import torch
 
-__all__ = ["imresize", "imresize_torch", "round_uint8", "modcrop", "bicubic_lr", "bicubic_up",
-           "resize_matrix"]
+__all__ = ["imresize", "round_uint8", "modcrop", "bicubic_lr", "bicubic_up"]
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -76,11 +73,6 @@ def _matrix(in_len: int, out_len: int, scale: float) -> scipy.sparse.csr_matrix:
     m.sum_duplicates()
     m.eliminate_zeros()
     return m
-
-
-def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """The dense (out_len, in_len) float64 matrix that resizes one axis like MATLAB."""
-    return _matrix(int(in_len), int(out_len), float(scale)).toarray()
 
 
 def _plan(shape_hw, scale, output_shape):
@@ -131,45 +123,8 @@ def imresize(img: np.ndarray, scale: Optional[float] = None,
     return np.ascontiguousarray(a)
 
 
-_TORCH_CACHE: dict = {}
-
-
-def _torch_matrix(in_len, out_len, scale, device, dtype) -> torch.Tensor:
-    key = (in_len, out_len, scale, str(device), dtype)
-    m = _TORCH_CACHE.get(key)
-    if m is None:
-        if len(_TORCH_CACHE) > 256:
-            _TORCH_CACHE.clear()
-        m = torch.from_numpy(resize_matrix(in_len, out_len, scale)).to(device=device, dtype=dtype)
-        _TORCH_CACHE[key] = m
-    return m
-
-
-def imresize_torch(x: torch.Tensor, scale: Optional[float] = None, output_shape=None) -> torch.Tensor:
-    """MATLAB bicubic resize of a (B, C, H, W) (or (C, H, W) / (H, W)) float tensor.
-
-    Same device and dtype as ``x``; not rounded.  Matches :func:`imresize` to ~1e-5 in float32
-    on 0..255 values (the matmuls run with full float32 precision, TF32 switched off here).
-    """
-    if not torch.is_floating_point(x):
-        x = x.to(torch.float32)
-    (h, ho, sh), (w, wo, sw) = _plan(x.shape[-2:], scale, output_shape)
-    mh = _torch_matrix(h, ho, sh, x.device, x.dtype)
-    mw = _torch_matrix(w, wo, sw, x.device, x.dtype)
-    if x.device.type == "cuda":
-        prev = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would cost ~1e-2 on 0..255 values
-        try:
-            return mh @ x @ mw.T
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = prev
-    return mh @ x @ mw.T
-
-
 def round_uint8(x) -> np.ndarray:
     """MATLAB's double -> uint8: clip to 0..255, round half away from zero."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
     a = np.array(x, dtype=np.float64)  # a copy: the steps below work in place
     # floor(clip(a) + 0.5) in three passes: after + 0.5 and clipping to [0, 255] the value is
     # non-negative, where the truncation of astype is floor

@@ -32,15 +32,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import complexity
-from . import config as config_mod
-from .config import Config
-from . import distributed
-from .errors import UserError
-from .genotype import Genotype
-from .runtime import atomic_write, atomic_write_text, seed_everything
-from .runfolder import BEST, CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_SUMMARY
-from .search import CHECKPOINT, build_controller, build_supernet, read_checkpoint, read_data_json, reload_val_pairs
+from deconas import config as config_mod
+from deconas import distributed
+from deconas.config import Config
+from deconas.constants import SEED_DERIVE
+from deconas.errors import UserError
+from deconas.infer.tiling import rgb_to_grey_uint8
+from deconas.metrics import psnr_y
+from deconas.runfolder import BEST, CANDIDATES, CONFIG, SCATTER, SEARCH_STATE, SEARCH_SUMMARY
+from deconas.runtime import atomic_write, atomic_write_text, seed_everything
+from deconas.search.reward import reward_of
+from deconas.search.runs import (build_controller, build_supernet, check_search_folder, read_checkpoint,
+                                 read_data_json, reload_val_pairs)
+from deconas.space import complexity
+from deconas.space.genotype import Genotype
 
 
 def _centre_crop(hr: np.ndarray, lr: np.ndarray, size: int, scale: int):
@@ -75,9 +80,6 @@ def pareto_front(params: List[int], psnr: List[float]) -> List[bool]:
 @torch.no_grad()
 def score(supernet, genotype: Genotype, val, scale: int) -> float:
     """Mean PSNR on Y (border = scale) of the sampled architecture over the validation images."""
-    from .inference import rgb_to_grey_uint8
-    from .metrics import psnr_y
-
     vals = []
     for lr_t, hr in val:
         sr = supernet(lr_t, genotype).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
@@ -130,10 +132,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     """Draw ``samples`` architectures from the trained controller and score each distinct one
     with the shared weights: their rows (genotype, cost, PSNR, reward, Pareto flag) and what
     :func:`report` needs to describe them."""
-    run = Path(run_dir)
-    for f in (CONFIG, CHECKPOINT, SEARCH_DATA):
-        if not (run / f).is_file():
-            raise UserError(f"{run}: no {f}; is this the folder of a 'deconas search' run?")
+    run = check_search_folder(run_dir)
     cfg = config_mod.load(str(run / CONFIG))
     s, scale = cfg.search, cfg.scale
     k = int(samples if samples is not None else s.derive_samples)
@@ -142,13 +141,13 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     read_data_json(run)  # a damaged data.json is named before the (longer) checkpoint load
-    st = read_checkpoint(run / CHECKPOINT, device, keys=("controller", "supernet"))
+    st = read_checkpoint(run / SEARCH_STATE, device, keys=("controller", "supernet"))
     controller, supernet = build_controller(cfg).to(device), build_supernet(cfg).to(device)
     try:
         controller.load_state_dict(st["controller"])
         supernet.load_state_dict(st["supernet"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{run / CHECKPOINT}: damaged or does not match {run / CONFIG} "
+        raise UserError(f"{run / SEARCH_STATE}: damaged or does not match {run / CONFIG} "
                         f"({type(e).__name__})") from None
     controller.eval(), supernet.eval()
 
@@ -157,7 +156,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     val = val[:nmax] if nmax else val
     prepared = prepare_val(val, size, scale, device)
 
-    seed_everything(cfg.seed + 1)  # the same K samples every time derive runs
+    seed_everything(cfg.seed + SEED_DERIVE)  # the same K samples every time derive runs
     alpha, ff = float(s.alpha), s.ff
     m = cfg.model
     pmax = supernet.max_params(ff)
@@ -175,7 +174,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
         g = smp.genotype
         c = complexity.cost(g, scale, m.channels, m.blocks)
         rows.append({"genotype": str(g), "params": c.params, "mult_adds": c.mult_adds, "val_psnr": scores[g],
-                     "reward": scores[g] - alpha * c.params / pmax, "log_prob": float(smp.log_prob),
+                     "reward": reward_of(scores[g], c.params, pmax, alpha), "log_prob": float(smp.log_prob),
                      "_g": g})
     front = pareto_front([r["params"] for r in rows], [r["val_psnr"] for r in rows])
     for r, f in zip(rows, front):
@@ -232,17 +231,7 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
           f"{sum(front)} of {k} samples on the Pareto front; {scored['unique']} distinct architectures.\n")
     if write:
         atomic_write_text(run / SEARCH_SUMMARY, md)
-        _plot(rows, front, best_row, run / "scatter.png",
+        _plot(rows, front, best_row, run / SCATTER,
               f"{name}: {k} samples, x{scale} C={m.channels} N={m.blocks} M={m.nodes}")
     return {**best, "mean_psnr": mean_psnr, "mean_params": mean_params, "pareto_count": int(sum(front)),
             "summary_md": md}
-
-
-def cli_derive(args) -> int:
-    def body(main_process: bool) -> int:
-        res = derive(args.run_dir, args.samples, args.device)
-        if main_process:
-            print(res["summary_md"])
-            print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
-        return 0
-    return distributed.rank0_speaks(body)

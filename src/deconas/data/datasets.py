@@ -12,7 +12,7 @@ A source is a folder of HR images.  Common layouts are understood too:
   there, it is used for both.
 
 HR images are cropped to a multiple of the scale and LR images are made with the MATLAB
-bicubic of :mod:`deconas.imresize`, rounded to uint8, so a model trains and is evaluated on
+bicubic of :mod:`deconas.data.imresize`, rounded to uint8, so a model trains and is evaluated on
 exactly what the protocol's LR images are.  Greyscale images stay 2-D.
 """
 
@@ -24,9 +24,9 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserError
-from .images import iter_folder, list_image_files, read_image
-from .imresize import bicubic_lr, modcrop
+from deconas.errors import UserError
+from deconas.data.images import iter_folder, list_image_files, read_image
+from deconas.data.imresize import bicubic_lr, modcrop
 
 __all__ = ["find_hr_folder", "hr_files", "load_hr_images", "load_pairs", "holdout_split", "builtin_images",
            "BUILTIN_NAMES"]

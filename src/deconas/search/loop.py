@@ -13,7 +13,7 @@ Each epoch:
    ``loss = -log_prob * (R - b)`` with Adam, then the moving-average baseline
    ``b <- decay * b + (1 - decay) * R`` (the first reward initialises ``b``, so the first
    advantages are not dominated by a 30 dB offset). ``params_max`` is the largest network
-   of the space (:func:`deconas.complexity.max_params`); alpha = 0 is CB0, 2 is CB1.
+   of the space (:func:`deconas.space.complexity.max_params`); alpha = 0 is CB0, 2 is CB1.
    During the first ``warmup_epochs`` epochs the controller steps still sample and score
    (this warms the baseline and logs the validation PSNR) but do not update the controller.
 
@@ -25,7 +25,7 @@ those channels: errors are scaled by 219/255, which reads 20 * log10(255/219) = 
 than PSNR on the grey values themselves. The reward only compares architectures, so the
 offset does not matter there; ``deconas derive`` and ``deconas eval`` score a grey image on its
 one channel (the network's output turned grey with BT.601 luma weights,
-:func:`deconas.inference.rgb_to_grey_uint8`).
+:func:`deconas.infer.inference.rgb_to_grey_uint8`).
 
 Run folder: ``config.yaml``, ``data.json`` (where the images came from, as absolute paths, and
 which were held out), ``checkpoint.pt`` (atomic, every epoch; holds the controller, supernet,
@@ -49,7 +49,6 @@ resume must use the same number of processes (docs/search.md, "The search under 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -60,95 +59,18 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from . import config as config_mod
-from .config import Config
-from . import distributed
-from .controller import Controller, Sample
-from .errors import UserError
-from .genotype import Genotype
-from .patches import PatchSampler
-from .runfolder import (CONFIG, METRICS, SEARCH_DATA, SEARCH_STATE, check_folders, check_resume, out_path,
-                        read_data_record, resume_sources, run_config, write_config)
-from .runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state, torch_load
-from .supernet import SuperNet
-
-CHECKPOINT = SEARCH_STATE
-
-
-# ----------------------------------------------------------------------------- data
-def load_search_data(cfg: Config, train_dir=None, val_dir=None):
-    """(train pairs, val pairs, provenance): see :func:`deconas.datasets.load_train_val`."""
-    from .datasets import load_train_val
-
-    d = cfg.data
-    return load_train_val(train_dir, val_dir, cfg.scale, d.val_fraction, d.val_max, cfg.seed)
-
-
-def read_data_json(run_dir) -> dict:
-    """A search's ``data.json`` (the images it used), checked: missing or damaged is one line."""
-    return read_data_record(Path(run_dir) / SEARCH_DATA)
-
-
-def read_checkpoint(path, device="cpu", keys=("epoch", "controller", "supernet")) -> dict:
-    """``checkpoint.pt`` of a search, checked: missing, unreadable or incomplete is a one-line
-    :class:`UserError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: missing; is this the folder of a 'deconas search' run?")
-    try:
-        st = torch_load(path, map_location=device)
-    except UserError:
-        raise
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"{path}: unreadable ({type(e).__name__}); the checkpoint is damaged") from None
-    if not isinstance(st, dict):
-        raise UserError(f"{path}: damaged (not a search checkpoint)")
-    missing = [k for k in keys if k not in st]
-    if missing:
-        raise UserError(f"{path}: damaged or not a search checkpoint (no {', '.join(missing)})")
-    return st
-
-
-def reload_val_pairs(run_dir) -> list:
-    """The validation pairs of a finished run, from its ``data.json`` and ``config.yaml``."""
-    run = Path(run_dir)
-    prov = read_data_json(run)
-    cfg = config_mod.load(str(run / CONFIG))
-    train = None if prov["train_dir"] == "built-in" else prov["train_dir"]
-    _, val, _ = load_search_data(cfg, train, prov["val_dir"])
-    if [n for n, _, _ in val] != prov["val_images"]:
-        raise UserError(f"{run}: the validation images on disk differ from the ones the search used")
-    return val
-
-
-# ----------------------------------------------------------------------------- reward
-def quantized_y(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> Y (BT.601, 16..235) of the 8-bit-rounded image, float64."""
-    q = x.clamp(0, 1).mul(255).round().double()
-    return 16.0 + (65.481 * q[:, 0] + 128.553 * q[:, 1] + 24.966 * q[:, 2]) / 255.0
-
-
-def psnr_y_batch(sr: torch.Tensor, hr: torch.Tensor, border: int) -> torch.Tensor:
-    """Per-image PSNR on Y with ``border`` pixels cropped (the SR protocol), shape (B,)."""
-    ys, yh = quantized_y(sr), quantized_y(hr)
-    if border:
-        ys, yh = ys[:, border:-border, border:-border], yh[:, border:-border, border:-border]
-    mse = (ys - yh).pow(2).mean((1, 2)).clamp_min(1e-10)
-    return 10.0 * torch.log10(255.0 ** 2 / mse)
-
-
-# ----------------------------------------------------------------------------- the loop
-def build_controller(cfg: Config) -> Controller:
-    m, s = cfg.model, cfg.search
-    return Controller(m.nodes, m.blocks, ff=s.ff, lstm_size=s.lstm_size, lstm_layers=s.lstm_layers,
-                      tanh_constant=s.tanh_constant, op_tanh_reduce=float(s.op_tanh_reduce),
-                      temperature=s.temperature, tie_embeddings=s.tie_embeddings)
-
-
-def build_supernet(cfg: Config) -> SuperNet:
-    m = cfg.model
-    return SuperNet(cfg.scale, m.channels, m.blocks, m.nodes)
-
+from deconas import config as config_mod
+from deconas import distributed
+from deconas.config import Config
+from deconas.constants import SEED_RANK_STRIDE, SEED_REWARD
+from deconas.data.patches import PatchSampler
+from deconas.errors import UserError
+from deconas.runfolder import METRICS, SEARCH_DATA, SEARCH_LOG, SEARCH_TB, check_resume, resume_sources, write_config
+from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state
+from deconas.search.controller import Sample
+from deconas.search.reward import psnr_y_batch, reward_of
+from deconas.search.runs import build_controller, build_supernet, load_search_data, read_checkpoint, read_data_json
+from deconas.space.genotype import Genotype
 
 class Search:
     """State and steps of one search; :func:`run_search` drives it epoch by epoch."""
@@ -163,18 +85,18 @@ class Search:
         self.controller = build_controller(cfg).to(device)
         self.supernet = build_supernet(cfg).to(device)
         if rank > 0:  # then each rank its own stream (rank 0 keeps the single-process one)
-            seed_everything(seed + 7919 * rank)
+            seed_everything(seed + SEED_RANK_STRIDE * rank)
         self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s.lr))
         self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s.controller_lr))
         # Own training patches per rank; the reward patches are the same on every rank, so the
         # P rewards of one controller step compare architectures on the same images.
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
-                                          d.lr_patch, d.batch, seed=seed + 7919 * rank,
+                                          d.lr_patch, d.batch, seed=seed + SEED_RANK_STRIDE * rank,
                                           augment=d.augment)
         vp = self.s.val_patch
         try:
             self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale, vp,
-                                            self.s.val_batch, seed=seed + 1, augment=False)
+                                            self.s.val_batch, seed=seed + SEED_REWARD, augment=False)
         except UserError:
             raise UserError(f"no validation image is at least {vp * self.scale}x{vp * self.scale} pixels "
                             f"(reward patch {vp} at x{self.scale}); lower search.val_patch") from None
@@ -251,7 +173,7 @@ class Search:
                                 self.scale).mean().item()
         n = self.params(sample.genotype)
         entropy = float(sample.entropy.detach())
-        reward = psnr - self.alpha * n / self.params_max + float(self.s.entropy_weight) * entropy
+        reward = reward_of(psnr, n, self.params_max, self.alpha, entropy, float(self.s.entropy_weight))
         decay = float(self.s.baseline_decay)
         if not batch:
             if self.baseline is None:
@@ -389,7 +311,7 @@ def _tensorboard(out: Path):
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # optional: tensorboard is not a dependency
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(out / SEARCH_TB))
 
 
 def run_search(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/search", resume: bool = False,
@@ -457,7 +379,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     per_epoch = cfg.search.child_steps + cfg.search.controller_steps
     tb = _tensorboard(out) if writer and cfg.tensorboard else None
     if writer:
-        _log_line(out / "search.log", f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
+        _log_line(out / SEARCH_LOG, f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
                   f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
                   f"params_max {search.params_max:,}")
     bar = tqdm(total=epochs * per_epoch, initial=search.epoch * per_epoch, disable=not progress or not writer,
@@ -477,7 +399,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
             line = (f"epoch {rec['epoch']}/{epochs}  loss {rec['child_loss']:.4f}  val PSNR {rec['val_psnr']:.3f}  "
                     f"reward {rec['reward']:.3f}  baseline {rec['baseline']:.3f}  entropy {rec['entropy']:.2f}  "
                     f"params {rec['params_mean']:,.0f}  greedy {rec['greedy']}")
-            _log_line(out / "search.log", line)
+            _log_line(out / SEARCH_LOG, line)
             bar.write(line)
             if tb is not None:
                 for k in ("child_loss", "val_psnr", "reward", "baseline", "entropy", "params_mean", "lr"):
@@ -492,27 +414,3 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         lines = (out / METRICS).read_text().splitlines()
         rec = json.loads(lines[-1]) if lines else None
     return rec or {}
-
-
-def cli_search(args) -> int:
-    """Under torchrun every process runs this; rank 0 speaks (an error is one line, from rank 0)."""
-    return distributed.rank0_speaks(lambda main_process: _cli_search(args, main_process))
-
-
-def _cli_search(args, main_process: bool) -> int:
-    out = out_path(args.out, "search", args.resume)
-    cfg = run_config(out, args.resume, args.config, args.overrides)
-    check_folders(*(args.train or []), args.val)
-    check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
-    if args.resume:
-        resume_sources(read_data_json(out), args.train, args.val, out / SEARCH_DATA)
-    m = cfg.model
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if main_process:
-        print(f"search x{cfg.scale} C={m.channels} N={m.blocks} M={m.nodes} "
-              f"alpha={cfg.search.alpha} ff={cfg.search.ff}"
-              f"{f' processes={world}' if world > 1 else ''} -> {out}", file=sys.stderr)
-    rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
-    if main_process:
-        print(json.dumps({k: rec.get(k) for k in ("epoch", "val_psnr", "params_mean", "greedy", "elapsed")}))
-    return 0

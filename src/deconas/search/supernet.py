@@ -28,10 +28,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import complexity
-from .genotype import Genotype, K
-from .network import DeCoNASNet, DenseNetwork, check_size
-from .ops import ChannelAttention, Op, conv
+from deconas.space import complexity
+from deconas.space.genotype import Genotype, K
+from deconas.space.network import DeCoNASNet, DenseNetwork, check_size
+from deconas.space.ops import ChannelAttention, Op, conv
 
 
 @lru_cache(maxsize=4096)
@@ -77,7 +77,7 @@ class SharedOp(Op):
                         dilation=s.dilation)
 
     def sliced_state(self, idx: Tuple[int, ...]) -> Dict[str, torch.Tensor]:
-        """This op's weights for inputs ``idx``, as the standalone :class:`deconas.ops.Op` holds them."""
+        """This op's weights for inputs ``idx``, as the standalone :class:`deconas.space.ops.Op` holds them."""
         c = self.channels
         if self.spec.separable:
             return {"dw.weight": take_chunks(self.dw.weight, idx, c, 0),
@@ -156,7 +156,7 @@ class SuperNet(DenseNetwork):
             _cat(feats, plan.gff), take_chunks(gff.weight, plan.gff, self.channels, 1), gff.bias))
 
     def num_params(self, genotype: Genotype) -> int:
-        """Trainable parameters of the sampled architecture (analytic, deconas.complexity)."""
+        """Trainable parameters of the sampled architecture (analytic, deconas.space.complexity)."""
         return complexity.count_params(genotype, self.scale, self.channels, self.blocks)
 
     def max_params(self, ff: bool = False) -> int:

@@ -1,21 +1,18 @@
-"""The ``deconas`` command: a thin layer of argparse over the modules that do the work.
+"""The ``deconas`` command line: every subcommand, option and help text (argparse only).
 
-Each subcommand's handler lives beside its idea (``deconas.evaluate.cli_eval``, ...) and is
-imported only when used, so ``deconas --help`` is instant. A :class:`UserError` becomes one
-line on stderr and exit code 2.
+Building the parser imports nothing heavy (no torch), so ``deconas --help`` is instant. Each
+subcommand names its handler in ``deconas.cli.<group>``; :func:`deconas.cli.main` imports it
+only when that command runs. Defaults come from the config schema or the module that owns
+the value, never from a literal here.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
-from . import __version__
-from .errors import UserError
-
-# Input pixels above which `upscale` refuses an image (about 8000x5000): checked from the header.
-DEFAULT_MAX_PIXELS = 40_000_000
+from deconas import __version__
+from deconas import config
+from deconas.constants import BACKENDS, DEFAULT_OPSET, MAX_PIXELS, OPSETS, SCALES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,12 +21,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _scale(p, required=False, default=None):
-    p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=default, required=required,
+    p.add_argument("--scale", "-s", type=int, choices=SCALES, default=default, required=required,
                    help="upscaling factor" + (f" (default {default})" if default else ""))
 
 
 def _backend(p):
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="where the network runs: auto = ONNX Runtime on the CPU, torch on CUDA (default auto)")
 
 
@@ -59,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Parameters and Mult-Adds (1280x720 HR output) of a DeCoNASNet, computed "
                        "from the genotype, and which inputs each operation of each mix node reads.")
     p.add_argument("genotype", help="e.g. 7,6,4,3,0,2,2,3,4,1 (paper), 30 release bits, or CELL|LFF|GFF")
-    _scale(p, default=2)
-    p.add_argument("--channels", "-C", type=int, default=64, help="feature channels C (default 64)")
-    p.add_argument("--blocks", "-N", type=int, default=4, help="dense blocks N (default 4)")
+    _scale(p, default=config.default("scale"))
+    p.add_argument("--channels", "-C", type=int, default=config.default("model.channels"),
+                   help="feature channels C (default %(default)s)")
+    p.add_argument("--blocks", "-N", type=int, default=config.default("model.blocks"),
+                   help="dense blocks N (default %(default)s)")
     p.add_argument("--nodes", "-M", type=int, default=None, help="mix nodes per block M (checked against the genotype)")
     p.add_argument("--ff-bits", default=None, help="feature-fusion bits: M LFF bits then N GFF bits (e.g. 1011|1101)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler="deconas.arch:cli_arch")
+    p.set_defaults(handler="deconas.cli.arch:cmd_arch")
 
     p = sub.add_parser("eval", help="PSNR/SSIM on Y of bicubic or a checkpoint on benchmark folders",
                        description="Evaluate with the standard SR protocol (MATLAB bicubic LR, Y channel, "
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=0, help="tile size in LR pixels for large images (0 = whole image)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     _backend(p)
-    p.set_defaults(handler="deconas.evaluate:cli_eval")
+    p.set_defaults(handler="deconas.cli.evaluate:cmd_eval")
 
     p = sub.add_parser("search", help="run the DeCoNAS search (controller + shared-weight supernet)",
                        description="ENAS-style search: child steps on the shared weights, then REINFORCE "
@@ -90,15 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     _images(p)
     _run_folder(p, "runs/search-<time>", "search")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.set_defaults(handler="deconas.search:cli_search")
+    p.set_defaults(handler="deconas.cli.search:cmd_search")
 
     p = sub.add_parser("derive", help="sample architectures from a trained controller and rank them",
                        description="Sample K architectures from the run's controller, score each with the "
                        "shared weights on the validation images, write candidates.csv, best.json and a plot.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--samples", type=int, default=None, help="number of architectures (default: from the config, 100)")
+    p.add_argument("--samples", type=int, default=None, help=f"number of architectures (default: search.derive_samples, {config.default('search.derive_samples')})")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.derive:cli_derive")
+    p.set_defaults(handler="deconas.cli.search:cmd_derive")
 
     p = sub.add_parser("train", help="train a DeCoNASNet from scratch",
                        description="From-scratch training (L1, Adam, step schedule) with periodic validation, "
@@ -114,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the x2 body, or a warm restart; 'pretrained' = the shipped network of the "
                         "run's scale, 'pretrained-x2' = the shipped x2 at any scale")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.train:cli_train")
+    p.set_defaults(handler="deconas.cli.train:cmd_train")
 
     p = sub.add_parser("upscale", help="upscale images with a pretrained or your own network",
                        description="Upscale image files or folders. By default the shipped pretrained network "
@@ -129,12 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default=None, help="output format/extension, e.g. png (default: the input's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that already exist (default: skip them); inputs are never written")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse input images above N pixels (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse input images above N pixels (default {MAX_PIXELS:,})")
     p.add_argument("--device", default=None)
     _backend(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
-    p.set_defaults(handler="deconas.upscale:cli_upscale")
+    p.set_defaults(handler="deconas.cli.upscale:cmd_upscale")
 
     p = sub.add_parser("export", help="write a network as an ONNX graph (dynamic batch, height, width)",
                        description="Export a checkpoint (default: the shipped network for --scale) to ONNX, "
@@ -142,22 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
     _scale(p, default=None)
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
-    p.set_defaults(handler="deconas.export:cli_export")
+    p.set_defaults(handler="deconas.cli.upscale:cmd_export")
 
     p = sub.add_parser("study", help="searched against random architectures, each trained standalone",
                        description="Train the --top K best derived architectures of a search and K uniform "
                        "random ones matched in parameters, each from scratch with one recipe; report "
                        "Kendall tau of shared-weight against standalone PSNR and searched against random.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
-    p.add_argument("--top", type=int, default=None, help="searched architectures (default: study.top, 8)")
-    p.add_argument("--random", type=int, default=None, help="random architectures (default: study.random, 8)")
+    p.add_argument("--top", type=int, default=None, help=f"searched architectures (default: study.top, {config.default('study.top')})")
+    p.add_argument("--random", type=int, default=None, help=f"random architectures (default: study.random, {config.default('study.random')})")
     _config(p, "study-cpu", "train.steps=3000 (the training recipe and the study's settings)")
     p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
     _run_folder(p, "RUN_DIR/study", "study")
     p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
-    p.set_defaults(handler="deconas.study:cli_study")
+    p.set_defaults(handler="deconas.cli.search:cmd_study")
 
     p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
                        description="Search, derive the best architecture, train it from scratch and evaluate "
@@ -168,40 +168,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
     _run_folder(p, "runs/run-<time>", "run, stage by stage,")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.pipeline:cli_run")
+    p.set_defaults(handler="deconas.cli.train:cmd_run")
     return ap
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # KEY=VALUE overrides may stand anywhere, also after options (argparse takes a positional
-    # list only once).
-    if extra:
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = list(args.overrides or []) + extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    module, func = args.handler.split(":")
-    try:
-        handler = getattr(importlib.import_module(module), func)
-        return int(handler(args) or 0)
-    except UserError as e:
-        print(f"deconas {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"deconas {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except (MemoryError, RuntimeError) as e:
-        # The last net under every command: memory that ran out (a memory limit, a huge input)
-        # is one line, not a traceback. Other RuntimeErrors are bugs and keep their traceback.
-        text = str(e)
-        if not isinstance(e, MemoryError) and "alloc" not in text.lower() and "out of memory" not in text.lower():
-            raise
-        print(f"deconas {args.command}: error: out of memory ({' '.join(text.split())[:160] or 'MemoryError'}); "
-              f"try smaller inputs, a smaller --tile or data.batch", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``deconas search``, ``deconas derive`` and ``deconas study``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from deconas import distributed
+from deconas.runfolder import SEARCH_DATA, check_folders, check_resume, out_path, resume_sources, run_config
+from deconas.search.derive import derive
+from deconas.search.loop import run_search
+from deconas.search.runs import read_data_json
+from deconas.search.study import format_summary, run_study
+
+
+def cmd_search(args) -> int:
+    """Under torchrun every process runs this; rank 0 speaks (an error is one line, from rank 0)."""
+    return distributed.rank0_speaks(lambda main_process: _search(args, main_process))
+
+
+def _search(args, main_process: bool) -> int:
+    out = out_path(args.out, "search", args.resume)
+    cfg = run_config(out, args.resume, args.config, args.overrides)
+    check_folders(*(args.train or []), args.val)
+    check_resume(out, "search", args.resume)  # before the banner: a refusal is one line
+    if args.resume:
+        resume_sources(read_data_json(out), args.train, args.val, out / SEARCH_DATA)
+    m = cfg.model
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if main_process:
+        print(f"search x{cfg.scale} C={m.channels} N={m.blocks} M={m.nodes} "
+              f"alpha={cfg.search.alpha} ff={cfg.search.ff}"
+              f"{f' processes={world}' if world > 1 else ''} -> {out}", file=sys.stderr)
+    rec = run_search(cfg, args.train, args.val, out, args.resume, args.device)
+    if main_process:
+        print(json.dumps({k: rec.get(k) for k in ("epoch", "val_psnr", "params_mean", "greedy", "elapsed")}))
+    return 0
+
+
+def cmd_derive(args) -> int:
+    def body(main_process: bool) -> int:
+        res = derive(args.run_dir, args.samples, args.device)
+        if main_process:
+            print(res["summary_md"])
+            print(json.dumps({k: res[k] for k in ("genotype", "val_psnr", "params", "mean_psnr", "mean_params")}))
+        return 0
+    return distributed.rank0_speaks(body)
+
+
+def cmd_study(args) -> int:
+    out = Path(args.out) if args.out is not None else Path(args.run_dir) / "study"
+    cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume: its own recipe + overrides
+    if args.jobs is not None:
+        cfg.study.jobs = int(args.jobs)
+    doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)
+    print(format_summary(doc))
+    return 0

@@ -1,0 +1,34 @@
+"""Fixed values of deconas that are not config settings (``config.py`` holds those), each
+named once here and imported wherever it is used."""
+
+# The upscaling factors of the search space, the networks and their checkpoints.
+SCALES = (2, 3, 4)
+# 'pretrained' with no scale means the shipped x2 network, whose body starts every scale.
+PRETRAINED_SCALE = 2
+# A checkpoint whose network would hold more parameters than this is refused before anything
+# is built (far above any network of the space; the channel, block and node bounds are the
+# config schema's).
+MAX_PARAMS = 200_000_000
+
+# Where a network runs (`--backend`): auto = ONNX Runtime on the CPU, torch on CUDA.
+BACKENDS = ("auto", "torch", "onnxruntime")
+# ONNX opsets torch's TorchScript exporter writes (21+ needs the dynamo exporter), and ours.
+OPSETS = range(11, 21)
+DEFAULT_OPSET = 17
+# Input pixels above which `upscale` refuses an image (about 8000x5000), checked from the header.
+MAX_PIXELS = 40_000_000
+
+# Every random stream of a run is seeded from `seed` plus one of these offsets, so the streams
+# differ and a rerun draws them again exactly.
+SEED_RANK_STRIDE = 7919  # rank r's own streams (its training patches, its torch RNG): seed + 7919 r
+SEED_REWARD = 1  # the search's reward patches, the same on every rank
+SEED_DERIVE = 1  # derive's samples from the controller
+SEED_STUDY = 12345  # the study's uniform draws of random architectures
+SEED_NOISE = 1  # the study's reward-noise batches
+
+# The shipped networks' files, in deconas/weights/.
+PRETRAINED_GLOB = "deconas_x*.safetensors"
+
+
+def pretrained_name(scale: int) -> str:
+    return f"deconas_x{scale}.safetensors"

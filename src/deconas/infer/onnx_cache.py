@@ -1,0 +1,121 @@
+"""The ONNX graph of a checkpoint, exported once and cached in the user cache directory
+(``$XDG_CACHE_HOME/deconas/onnx``, else platformdirs' user cache), named by the SHA-256 of the
+checkpoint file, so a folder of images, or a later run, is not exported again. A checkpoint's
+graph is exported in a child process, so that this one never loads torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from deconas.constants import DEFAULT_OPSET
+from deconas.errors import UserError
+from deconas.infer.backends import OnnxRuntimeBackend, notice_once
+from deconas.runtime import file_digest
+
+log = logging.getLogger("deconas")
+
+# Bumped when the exported graph changes for the same weights: old cache entries are then unused.
+EXPORT_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/deconas/onnx`` when XDG_CACHE_HOME is set (on every platform, so tests
+    and users can point it anywhere), else the platform's user cache directory."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "deconas" / "onnx"
+    try:
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("deconas")) / "onnx"
+    except ImportError:
+        return Path.home() / ".cache" / "deconas" / "onnx"
+
+
+def model_digest(model) -> str:
+    """SHA-256 of a DeCoNASNet's structure and weights (for networks that are not a file)."""
+    import torch  # the model is a torch module: torch is loaded already
+
+    h = hashlib.sha256(f"{model.genotype}|{model.scale}|{model.channels}|{model.blocks}".encode())
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_path(digest: str, opset: int = DEFAULT_OPSET, kind: str = "ckpt") -> Path:
+    """``kind`` ``ckpt``: ``digest`` is the checkpoint file's; ``model``: the weights' (model_digest)."""
+    return cache_dir() / f"{kind}-{digest[:40]}-opset{opset}-v{EXPORT_VERSION}.onnx"
+
+
+def _open_cached(path: Path, threads) -> Optional[OnnxRuntimeBackend]:
+    """The cached session, or None when there is none or it is damaged (then it is removed)."""
+    if not path.is_file():
+        return None
+    try:
+        return OnnxRuntimeBackend(path, threads)
+    except Exception as e:  # a truncated or foreign file: export again
+        log.warning("cached ONNX graph %s is unreadable (%s); exporting it again", path,
+                    " ".join(str(e).split())[:120])
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+
+
+def _export_into_cache(model, path: Path, opset: int, source: Optional[str], threads) -> OnnxRuntimeBackend:
+    from deconas.infer.export import export_onnx, onnx_bytes  # torch: only when a graph must be made
+
+    try:
+        export_onnx(model, path, opset=opset, source=source)
+    except UserError as e:  # an unwritable cache costs the export on every run, nothing else
+        notice_once("cache", f"cannot cache the ONNX graph ({e}); exporting it in memory")
+        return OnnxRuntimeBackend(onnx_bytes(model, opset=opset, source=source), threads)
+    return OnnxRuntimeBackend(path, threads)
+
+
+def onnxruntime_for_model(model, threads: Optional[int] = None, opset: int = DEFAULT_OPSET) -> OnnxRuntimeBackend:
+    """An ONNX Runtime backend for a DeCoNASNet object, through the cache (keyed by its weights)."""
+    path = cache_path(model_digest(model), opset, kind="model")
+    return _open_cached(path, threads) or _export_into_cache(model, path, opset, None, threads)
+
+
+def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Optional[int] = None,
+                               opset: int = DEFAULT_OPSET) -> OnnxRuntimeBackend:
+    """An ONNX Runtime backend for a checkpoint file, keyed by the file's SHA-256. ``load()``
+    builds the torch network, and is only called (importing torch) when the graph is not cached."""
+    digest = file_digest(path)
+    cached = cache_path(digest, opset)
+    hit = _open_cached(cached, threads)
+    if hit is not None:
+        return hit
+    if _export_in_child(path, cached, opset, digest):
+        return OnnxRuntimeBackend(cached, threads)
+    return _export_into_cache(load(), cached, opset, digest, threads)
+
+
+def _export_in_child(path, cached: Path, opset: int, digest: str) -> bool:
+    """Export into the cache in a child process, so that this one never loads torch (its ~220 MB
+    would count against an upscaling job's memory). False when the cache cannot be written
+    (the caller then exports in memory); a bad checkpoint is the child's one-line error."""
+    code = "import sys; from deconas.infer.export import cache_worker; sys.exit(cache_worker(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(cached), str(opset), digest],
+                       capture_output=True, text=True)
+    if r.returncode == 0 and cached.is_file():
+        return True
+    lines = r.stderr.strip().splitlines()
+    if r.returncode == 2 and lines:  # the checkpoint's own error, said once
+        raise UserError(lines[-1])
+    if r.returncode not in (0, 3):
+        log.warning("exporting the ONNX graph in a child process failed (%s); exporting here",
+                    lines[-1][:160] if lines else f"exit code {r.returncode}")
+    return False

@@ -24,6 +24,7 @@ from deconas.space.network import DeCoNASNet
 from deconas.space.ops import current_names
 from deconas.constants import PRETRAINED_GLOB, PRETRAINED_SCALE, pretrained_name
 from deconas.runtime import atomic_write, pick_device
+from deconas.space.complexity import count_params
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT = "deconas-net-1"
@@ -61,8 +62,6 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
 
 def check_bounds(what: str, genotype, scale: int, channels: int, blocks: int) -> None:
     """Refuse sizes no real network has, before anything is built (one line, naming the value)."""
-    from deconas.space.complexity import count_params
-
     if scale not in (2, 3, 4):
         raise UserError(f"{what}: scale {scale} is not 2, 3 or 4")
     for name, v, hi in (("channels", channels, MAX_CHANNELS), ("blocks", blocks, MAX_BLOCKS),

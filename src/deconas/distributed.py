@@ -11,6 +11,7 @@ Without torchrun (no ``WORLD_SIZE`` in the environment) everything here is a no-
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Iterable, List
 
@@ -141,8 +142,6 @@ def same_on_every_rank(tensors: Iterable[torch.Tensor]) -> bool:
     """True when these tensors are bitwise equal on every rank (a digest is compared)."""
     if world_size() == 1:
         return True
-    import hashlib
-
     h = hashlib.sha256()
     for t in tensors:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from deconas.data.datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
 from deconas.errors import UserError
@@ -108,8 +109,6 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
     "ssim", "per_image": [{"name", "psnr", "ssim"}], "skipped": [...]}]}``.  ``save_dir``:
     write each SR image to ``save_dir/<dataset>/<image stem>.png``.
     """
-    from tqdm import tqdm
-
     s = int(scale)
     if s < 1:
         raise UserError(f"scale must be a positive integer, got {scale}")

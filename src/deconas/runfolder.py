@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from deconas import config as config_mod
+from deconas.data.datasets import expand_sources
 from deconas.errors import UserError
 from deconas.runtime import atomic_write_text
 
@@ -74,7 +76,6 @@ def out_path(out: Optional[str], prefix: str, resume: bool) -> Path:
 def run_config(out: Path, resume: bool, config: str, overrides: Sequence[str]):
     """A new run's config is ``config`` (a preset or YAML file) with the overrides; a resumed
     run continues with its own ``config.yaml`` plus the overrides (e.g. a longer schedule)."""
-    from deconas import config as config_mod
     if resume and (Path(out) / CONFIG).is_file():
         return config_mod.apply_overrides(config_mod.load(str(Path(out) / CONFIG)), overrides)
     return config_mod.load(config, overrides)
@@ -132,7 +133,6 @@ def check_resume(out: Path, kind: str, resume: bool) -> Path:
 
 
 def write_config(out: Path, cfg) -> None:
-    from deconas import config as config_mod
     atomic_write_text(Path(out) / CONFIG, config_mod.dump(cfg))
 
 
@@ -168,8 +168,6 @@ def resume_sources(rec: dict, train_dir, val_dir, where) -> tuple:
     """(train_dir, val_dir) a resumed run continues with: its own, from the data record.
     ``--train``/``--val`` may be given again but must name the same folders (in any order and
     from any working directory); anything else is refused in one line."""
-    from deconas.data.datasets import expand_sources
-
     then = rec["train_dir"]
     if train_dir is not None:
         try:

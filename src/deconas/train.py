@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
@@ -23,6 +24,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from deconas import config as config_mod
@@ -31,6 +33,7 @@ from deconas import distributed
 from deconas.checkpoint import check_init, init_from, save_model
 from deconas.data.datasets import load_train_val
 from deconas.space.complexity import cost
+from deconas.constants import SEED_RANK_STRIDE
 from deconas.errors import UserError
 from deconas.space.genotype import Genotype, parse
 from deconas.space.network import DeCoNASNet
@@ -38,7 +41,10 @@ from deconas.data.patches import PatchSampler
 from deconas.runfolder import (BEST, BEST_WEIGHTS, CURVES, LAST_WEIGHTS, METRICS, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY,
                         check_folders, check_resume, out_path, read_data_record, resume_sources, run_config,
                         write_config)
-from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load
+from deconas.infer.inference import upscale_array
+from deconas.metrics import psnr_y
+from deconas.runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pyplot, read_jsonl, rng_state, save_figure,
+                             seed_everything, set_rng_state, torch_load)
 
 
 def learning_rate(step: int, t: config_mod.Train) -> float:
@@ -57,9 +63,6 @@ def learning_rate(step: int, t: config_mod.Train) -> float:
 def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
     """Mean PSNR on Y (border = scale) over whole validation images, through the same
     inference path as ``deconas eval`` (rounded to uint8; grey in, grey out)."""
-    from deconas.infer.inference import upscale_array
-    from deconas.metrics import psnr_y
-
     if not val_pairs:
         return float("nan")
     model.eval()
@@ -69,11 +72,7 @@ def validation_psnr(model: torch.nn.Module, val_pairs, scale: int) -> float:
 
 
 def _plot_curves(records, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(steps, [r["loss"] for r in records])
@@ -83,10 +82,7 @@ def _plot_curves(records, path):
         ax[1].plot(*zip(*vp), marker="o")
     ax[1].set_xlabel("step"), ax[1].set_ylabel("validation PSNR (dB, Y)")
     fig.tight_layout()
-    from deconas.runtime import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 class Training:
@@ -105,7 +101,7 @@ class Training:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.t.lr), betas=(0.9, 0.999), eps=1e-8)
         # Each rank draws its own patches: its own random stream.
         self.sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale, d.lr_patch, d.batch,
-                                    seed=cfg.seed + 7919 * rank, augment=d.augment)
+                                    seed=cfg.seed + SEED_RANK_STRIDE * rank, augment=d.augment)
         self.val_pairs = val_pairs
         self.steps, self.best = 0, -float("inf")
 
@@ -160,10 +156,6 @@ def _wrap(model, device, world: int):
     """The forward a step goes through: the model, or under torchrun its DDP wrapper."""
     if world <= 1:
         return model
-    import warnings
-
-    from torch.nn.parallel import DistributedDataParallel
-
     # The depthwise weights' gradients come back in another (equivalent) memory layout.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

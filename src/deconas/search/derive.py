@@ -40,7 +40,7 @@ from deconas.errors import UserError
 from deconas.infer.tiling import rgb_to_grey_uint8
 from deconas.metrics import psnr_y
 from deconas.runfolder import BEST, CANDIDATES, CONFIG, SCATTER, SEARCH_STATE, SEARCH_SUMMARY
-from deconas.runtime import atomic_write, atomic_write_text, seed_everything
+from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
 from deconas.search.reward import reward_of
 from deconas.search.runs import (build_controller, build_supernet, check_search_folder, read_checkpoint,
                                  read_data_json, reload_val_pairs)
@@ -90,11 +90,7 @@ def score(supernet, genotype: Genotype, val, scale: int) -> float:
 
 
 def _plot(rows, front, best, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     p = np.array([r["params"] for r in rows], dtype=float) / 1e3
     q = np.array([r["val_psnr"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -109,8 +105,7 @@ def _plot(rows, front, best, path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def setting_name(cfg: Config) -> str:

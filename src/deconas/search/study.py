@@ -64,7 +64,7 @@ from deconas.infer.inference import upscale_array
 from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, STUDY_ARCHS, STUDY_MATCHED, STUDY_PLAN,
                                STUDY_RANKING, STUDY_RESULT, STUDY_ROW, STUDY_TABLE, STUDY_TRAIN_LOG, TRAIN_RECORD,
                                TRAIN_STATE, TRAIN_SUMMARY, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, seed_everything
+from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
 from deconas.search.derive import prepare_val, score
 from deconas.search.reward import psnr_y_batch
 from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
@@ -289,11 +289,7 @@ def summarize(rows: List[dict]) -> dict:
 
 
 def _plots(rows: List[dict], summ: dict, out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     done = [r for r in rows if r.get("standalone_psnr") is not None]
     if not done:
         return
@@ -330,8 +326,7 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 CSV_FIELDS = ["genotype", "group", "pair", "params", "shared_psnr", "standalone_psnr", "best_val_psnr", "seed",

@@ -7,7 +7,7 @@ data-dependent control flow (the loops run over structure only) and traces/expor
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -121,6 +121,12 @@ class DeCoNASNet(DenseNetwork):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self._run(lr, lambda dnb, x: dnb(x),
                          lambda feats: self.gff[0](torch.cat([feats[i] for i in self.gff_inputs], 1)))
+
+    @property
+    def receptive_radius(self) -> int:
+        """How many LR pixels away an output pixel sees (:func:`receptive_radius`): the overlap
+        tiles need."""
+        return receptive_radius(self)
 
 
 def count_params(model: nn.Module) -> int:

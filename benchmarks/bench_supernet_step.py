@@ -17,7 +17,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from deconas.search.controller import Controller
+from deconas.config import Config, Model, Search
+from deconas.search.runs import build_controller
 from deconas.space.genotype import parse
 from deconas.search.supernet import SuperNet
 
@@ -61,7 +62,8 @@ def main(argv=None) -> float:
     if args.genotype:
         g = parse(args.genotype, nodes=args.nodes, blocks=args.blocks)
     else:
-        g = Controller(args.nodes, args.blocks, ff=args.ff).sample().genotype
+        space = Config(scale=args.scale, model=Model(args.channels, args.blocks, args.nodes), search=Search(ff=args.ff))
+        g = build_controller(space).sample().genotype
     sup = SuperNet(args.scale, args.channels, args.blocks, args.nodes).to(dev)
     alone = sup.extract_standalone(g).to(dev)
     lr = torch.rand(args.batch, 3, args.patch, args.patch, device=dev)

@@ -36,6 +36,7 @@ def test_arch_human_output_has_table(capsys):
     assert "1,877,891" in out and "separable reads" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["7,6,4,3,0,2,2,3,4"],             # wrong length
     ["7,6,4,3,0,2,2,3,4,9"],           # out of range

@@ -123,6 +123,7 @@ def test_missing_benchmark_folder_is_a_user_error(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_image_file_exits_2_with_one_stderr_line_and_no_traceback(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")

@@ -1,6 +1,7 @@
 """deconas export, the ONNX Runtime backend and its cache (XDG_CACHE_HOME is a temporary folder
 of the test session: see conftest.py)."""
 
+import pytest
 import hashlib
 import os
 import subprocess
@@ -88,6 +89,7 @@ def test_export_refuses_to_replace_a_file_without_overwrite_and_bad_options_are_
     assert not (tmp_path / "n.onnx").exists()
 
 
+@pytest.mark.slow
 def test_upscale_caches_the_graph_by_checkpoint_hash_and_exports_it_once(tmp_path, ckpt, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo(tmp_path / "a.png")
@@ -106,6 +108,7 @@ def test_upscale_caches_the_graph_by_checkpoint_hash_and_exports_it_once(tmp_pat
                           np.asarray(Image.open(tmp_path / "o3" / "a_x2.png")))
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_entry_is_exported_again(tmp_path, ckpt, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo(tmp_path / "a.png")
@@ -117,6 +120,7 @@ def test_a_damaged_cache_entry_is_exported_again(tmp_path, ckpt, monkeypatch):
     assert entry.stat().st_size > 1000 and (tmp_path / "o" / "a_x2.png").is_file()
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_still_upscales_with_one_notice(tmp_path, ckpt, monkeypatch, capsys):
     (tmp_path / "cache").write_text("a file where the cache folder should be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -142,6 +146,7 @@ def test_auto_falls_back_to_torch_with_one_notice_without_onnxruntime(tmp_path, 
     one_line_error(capsys, "onnxruntime is not installed")
 
 
+@pytest.mark.slow
 def test_backends_agree_through_the_cli_and_eval_takes_backend(tmp_path, ckpt, capsys):
     d = tmp_path / "in"
     d.mkdir()
@@ -172,6 +177,7 @@ def test_out_of_memory_in_onnxruntime_is_one_line_naming_the_image_and_tile(tmp_
     one_line_error(capsys, "big.png", "out of memory", "--tile")
 
 
+@pytest.mark.slow
 def test_a_cached_run_never_imports_torch(tmp_path, ckpt):
     photo(tmp_path / "a.png")
     code = ("import sys; from deconas.cli import main; r = main(sys.argv[1:]); "

@@ -41,6 +41,7 @@ def photo(path, h=20, w=24, seed=0):
 
 # 1. upscale never writes onto its inputs, and skips what it has already written.
 
+@pytest.mark.slow
 def test_upscale_into_its_input_folder_changes_no_file_and_does_not_upscale_results_again(tmp_path, ckpt):
     photo(tmp_path / "foo.png", seed=0)
     photo(tmp_path / "foo_x2.png", seed=1)  # the user's own file, named like a result
@@ -71,6 +72,7 @@ def _crafted(path, meta, tensors=None):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("meta,says", [
     ({"channels": "20000", "blocks": "64"}, "channels=20000"),
     ({"blocks": "100000"}, "blocks=100000"),
@@ -200,6 +202,7 @@ def test_an_unsafe_resume_state_is_refused_without_pointing_at_the_unsafe_loader
     assert "weights_only" not in err and "this must never run" not in captured.out
 
 
+@pytest.mark.slow
 def test_crafted_checkpoint_stays_within_a_memory_limit(tmp_path):
     """Under `ulimit -v` of 3 GB the 188-byte checkpoint asking for C=20000, N=64 is one line."""
     bad = _crafted(tmp_path / "bad.safetensors", {"channels": "20000", "blocks": "64"})

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deconas.errors import UserError
-from deconas.data.images import (IMAGE_EXTENSIONS, ImageError, list_image_files, load_folder, read_image,
+from deconas.data.images import (IMAGE_EXTENSIONS, ImageError, iter_folder, list_image_files, read_image,
                             write_image)
 
 
@@ -229,7 +229,7 @@ def test_folder_scan_skips_corrupt_file_with_warning_and_summary(tmp_path, caplo
     write_image(tmp_path / "c.bmp", photo(seed=2))
     (tmp_path / "b.png").write_text("garbage")
     with caplog.at_level(logging.WARNING, logger="deconas"):
-        items = load_folder(tmp_path)
+        items = list(iter_folder(tmp_path))
     assert [n for n, _ in items] == ["a.png", "c.bmp"]
     assert "b.png" in caplog.text
     assert f"skipped 1 of 3 files in {tmp_path}" in caplog.text
@@ -238,10 +238,10 @@ def test_folder_scan_skips_corrupt_file_with_warning_and_summary(tmp_path, caplo
 def test_folder_without_readable_images_is_a_user_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(UserError, match=str(tmp_path.name)):
-        load_folder(tmp_path, warn=False)
+        list(iter_folder(tmp_path, warn=False))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="no image files"):
-        load_folder(empty)
+        list(iter_folder(empty))
     with pytest.raises(UserError, match="no such folder"):
-        load_folder(tmp_path / "missing")
+        list(iter_folder(tmp_path / "missing"))

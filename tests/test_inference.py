@@ -167,7 +167,7 @@ def test_tiling_is_exact_up_to_float_rounding_when_there_is_no_channel_attention
 def test_a_torch_backend_overlaps_tiles_by_the_receptive_radius():
     # the default overlap of upscale_array / upscale_uint8 for a DeCoNASNet: less context than
     # this would change the output of every tile's border pixels
-    net = DeCoNASNet(parse(PAPER_GENOTYPE), channels=4, blocks=4)
+    net = DeCoNASNet(parse(PAPER_GENOTYPE), scale=2, channels=4, blocks=4)
     assert TorchBackend(net).radius == receptive_radius(net) == 37
     assert TorchBackend(Nearest()).radius > 0  # not a DeCoNASNet: a generous margin
 
@@ -188,7 +188,7 @@ def test_receptive_radius_is_the_reach_of_an_output_pixel(genotype):
 
 def test_paper_network_with_four_blocks_sees_37_lr_pixels():
     # sfe 2 + 4 blocks x 8 (longest chain: dil 3 + sep 1 + ... see receptive_radius) + GFF, upsampler, tail
-    assert receptive_radius(DeCoNASNet(parse(PAPER_GENOTYPE), channels=4, blocks=4)) == 37
+    assert receptive_radius(DeCoNASNet(parse(PAPER_GENOTYPE), scale=2, channels=4, blocks=4)) == 37
 
 
 def test_tile_cores_cover_the_axis_once_and_windows_keep_one_size():

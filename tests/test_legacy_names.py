@@ -58,7 +58,7 @@ def test_a_seed_still_initialises_the_same_weights_as_before():
     # and torch.manual_seed(1) -> SuperNet(x3, C=4, N=2, M=4) in the earlier version.
     from safetensors.torch import load_file
 
-    from deconas.space.ops import current_names
+    from deconas.space.layers import current_names
 
     old = torch.load(DATA / "legacy-supernet-x3.pt")
     torch.manual_seed(0)

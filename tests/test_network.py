@@ -10,18 +10,18 @@ from deconas.space.network import DeCoNASNet, count_params
 @pytest.mark.parametrize("scale, expected", [(2, 1_693_251), (3, 1_877_891), (4, 1_840_963)])
 def test_paper_network_has_spec_parameter_count(scale, expected):
     g = parse(PAPER_GENOTYPE)
-    assert count_params(DeCoNASNet(g, scale)) == expected
-    assert complexity.count_params(g, scale) == expected
+    assert count_params(DeCoNASNet(g, scale, 64, 4)) == expected
+    assert complexity.count_params(g, scale, 64, 4) == expected
 
 
 def test_largest_network_in_space_has_spec_parameter_count():
-    assert count_params(DeCoNASNet(all_ones(4), 2)) == 3_537_987
-    assert complexity.max_params(4, 2) == 3_537_987
+    assert count_params(DeCoNASNet(all_ones(4), 2, 64, 4)) == 3_537_987
+    assert complexity.max_params(4, 2, 64, 4, False) == 3_537_987
 
 
 def test_release_checkpoint_size_is_ours_plus_unused_dense_conv():
     # SPEC: the paper's 1,713K = our network + the release's unused 1x1 conv (5*64*64 + 64).
-    assert complexity.count_params(parse(PAPER_GENOTYPE), 2) + 5 * 64 * 64 + 64 == 1_713_795
+    assert complexity.count_params(parse(PAPER_GENOTYPE), 2, 64, 4) + 5 * 64 * 64 + 64 == 1_713_795
 
 
 genotypes = st.integers(1, 5).flatmap(lambda m: st.tuples(

@@ -20,6 +20,9 @@ from search_helpers import tiny_config, tiny_config_yaml, tiny_images
 
 HERE = Path(__file__).resolve()
 
+pytestmark = pytest.mark.slow  # every test runs torchrun
+
+
 
 def _torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]

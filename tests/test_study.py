@@ -169,6 +169,7 @@ def test_study_resume_keeps_its_recipe_and_refuses_another_in_one_line(study, se
         [r["standalone_psnr"] for r in doc["rows"]], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_study_in_two_processes_gives_the_same_rows(study, search_run, tmp_path):
     _, doc = study
     two = run_study(search_run, tiny_study_config(jobs=2), tmp_path / "s2", top=2, n_random=2, progress=False)
@@ -192,6 +193,7 @@ def test_study_cli_refusals_are_one_line(search_run, tmp_path, capsys):
     assert "study.top" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_study_leaves_no_training_behind(search_run, tmp_path):
     """SIGKILL the study while its workers train: the workers end too (they would otherwise go on
     writing into the folders that a --resume trains in)."""

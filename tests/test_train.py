@@ -53,6 +53,7 @@ def _weights(path):
     return load_file(str(path))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(images, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     steps = 400
@@ -131,6 +132,7 @@ def _torchrun(nproc, images, out, steps, extra=()):
             f"train.steps={steps}", "train.epoch_steps=5", *extra]
 
 
+@pytest.mark.slow
 def test_torchrun_data_parallel_trains_one_model_and_resumes_only_with_the_same_world_size(images, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"

@@ -25,6 +25,7 @@ def run(*argv):
     return main(["upscale", *map(str, argv)])
 
 
+@pytest.mark.slow
 def test_greyscale_input_gives_a_greyscale_output_of_twice_the_size(tmp_path, ckpt):
     src = save(tmp_path / "g.png", rng_image((12, 10)))
     assert run(src, "-o", tmp_path / "out", "--checkpoint", ckpt) == 0
@@ -71,6 +72,7 @@ def test_tiled_and_whole_image_outputs_agree(tmp_path, ckpt):
     assert tiled.shape == (60, 82, 3) and np.abs(tiled - whole).max() <= 1  # rounding only
 
 
+@pytest.mark.slow
 def test_folder_with_one_corrupt_file_writes_the_others_names_it_and_exits_1(tmp_path, ckpt):
     d = tmp_path / "in"
     d.mkdir()

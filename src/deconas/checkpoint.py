@@ -21,8 +21,9 @@ from deconas import __version__
 from deconas.errors import UserError
 from deconas.space.genotype import GenotypeError, parse
 from deconas.space.network import DeCoNASNet
-from deconas.space.ops import current_names
-from deconas.constants import PRETRAINED_GLOB, PRETRAINED_SCALE, pretrained_name
+from deconas.space.layers import current_names
+from deconas import config
+from deconas.constants import MAX_PARAMS, PRETRAINED_GLOB, PRETRAINED_SCALE, SCALES, pretrained_name
 from deconas.runtime import atomic_write, pick_device
 from deconas.space.complexity import count_params
 
@@ -55,19 +56,18 @@ def read_meta(path) -> dict:
         raise UserError(f"checkpoint {path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
-# Bounds on what a checkpoint's metadata may ask for, far above any network of this space.
-MAX_CHANNELS, MAX_BLOCKS, MAX_NODES, MAX_PARAMS = 1024, 64, 32, 200_000_000
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 
 
 def check_bounds(what: str, genotype, scale: int, channels: int, blocks: int) -> None:
     """Refuse sizes no real network has, before anything is built (one line, naming the value)."""
-    if scale not in (2, 3, 4):
-        raise UserError(f"{what}: scale {scale} is not 2, 3 or 4")
-    for name, v, hi in (("channels", channels, MAX_CHANNELS), ("blocks", blocks, MAX_BLOCKS),
-                        ("nodes", genotype.nodes, MAX_NODES)):
-        if not 1 <= v <= hi:
-            raise UserError(f"{what}: {name}={v} is outside 1..{hi}")
+    if scale not in SCALES:
+        raise UserError(f"{what}: scale {scale} is not {', '.join(map(str, SCALES[:-1]))} or {SCALES[-1]}")
+    # The config schema's bounds on C, N and M: far above any network of this space.
+    for name, v in (("channels", channels), ("blocks", blocks), ("nodes", genotype.nodes)):
+        lo, hi = config.bounds(f"model.{name}")
+        if not lo <= v <= hi:
+            raise UserError(f"{what}: {name}={v} is outside {lo}..{hi}")
     n = count_params(genotype, scale, channels, blocks)
     if n > MAX_PARAMS:
         raise UserError(f"{what}: the network it describes has {n:,} parameters (limit {MAX_PARAMS:,})")

@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 
 import yaml
 
+from deconas.constants import SCALES
 from deconas.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -88,7 +89,7 @@ def setting(default, kind: str, arg=None, maximum=None, doc: str = ""):
 @dataclass
 class Common:
     """Top-level settings of every config."""
-    scale: int = setting(2, "choice", (2, 3, 4), doc="upscaling factor s")
+    scale: int = setting(2, "choice", SCALES, doc="upscaling factor s")
     seed: int = setting(0, "int", 0, doc="seed of every random stream (weights, patches, data split, controller)")
     threads: int = setting(0, "int", 0, doc="torch intra-op threads of a search (0 = torch's default)")
     deterministic: bool = setting(False, "bool", doc="deterministic torch algorithms (bit-identical reruns and resumes, slower on GPU)")
@@ -229,6 +230,12 @@ def _from_dict(d: dict) -> Config:
 def default(key: str):
     f = SCHEMA[key]
     return f.default_factory() if f.default is MISSING else f.default
+
+
+def bounds(key: str) -> tuple:
+    """(minimum, maximum) of a numeric setting (None where it has none)."""
+    m = SCHEMA[key].metadata
+    return m["arg"], m["max"]
 
 
 def complete(cfg: dict) -> dict:

@@ -66,15 +66,6 @@ def mean(value: float) -> float:
     return float(t.item()) / world_size()
 
 
-def broadcast(obj):
-    """Rank 0's ``obj`` on every rank (e.g. an error decided by the writer)."""
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _comm_device() -> torch.device:
     """Where collective tensors must live: the current GPU under NCCL, the CPU under gloo."""
     if dist.get_backend() == "nccl":

@@ -35,7 +35,7 @@ from deconas.data.datasets import load_train_val
 from deconas.space.complexity import cost
 from deconas.constants import SEED_RANK_STRIDE
 from deconas.errors import UserError
-from deconas.space.genotype import Genotype, parse
+from deconas.space.genotype import Genotype, GenotypeError, parse
 from deconas.space.network import DeCoNASNet
 from deconas.data.patches import PatchSampler
 from deconas.runfolder import (BEST, BEST_WEIGHTS, CURVES, LAST_WEIGHTS, METRICS, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY,
@@ -300,6 +300,7 @@ def config_from_run(cfg: Config, run_dir, keep=()) -> Config:
 
 def check_genotype(g: Genotype, cfg: Config) -> None:
     """The genotype fits the config's network (its GFF bits are one per block)."""
-    if g.ff and len(g.gff) != cfg.model.blocks:
-        raise UserError(f"genotype {g} has {len(g.gff)} GFF bits but model.blocks={cfg.model.blocks}; "
-                        f"set model.blocks={len(g.gff)}")
+    try:
+        g.check_blocks(cfg.model.blocks)
+    except GenotypeError as e:
+        raise GenotypeError(f"{e}; set model.blocks={len(g.gff)}") from None

@@ -6,7 +6,7 @@ and ``(H, W, 3)`` for colour.  Alpha is never mixed into the pixels: it comes ba
 (with a warning unless it is fully opaque, because SR and its metrics ignore it).  Palette images become RGB (grey when
 the palette is grey), 16-bit images are scaled to 8 bits with rounding, EXIF orientation is
 applied.  Anything that does not decode completely -- corrupt, truncated, empty, not an
-image -- is an :class:`ImageError` naming the file; ``load_folder`` skips such files with a
+image -- is an :class:`ImageError` naming the file; ``iter_folder`` skips such files with a
 warning each and a summary line.
 
 Warnings go through the ``logging`` logger ``deconas`` (plain one-line messages on stderr when
@@ -27,8 +27,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from deconas.errors import UserError
 from deconas.runtime import atomic_write
 
-__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "iter_folder",
-           "load_folder"]
+__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "iter_folder"]
 
 log = logging.getLogger("deconas")
 
@@ -252,12 +251,3 @@ def iter_folder(folder, warn: bool = True, files: Optional[List[Path]] = None) -
         log.warning("skipped %d of %d files in %s", skipped, len(files), d)
     if not read:
         raise UserError(f"{d}: none of its {len(files)} image files could be read")
-
-
-def load_folder(folder, warn: bool = True) -> List[Tuple[str, np.ndarray]]:
-    """``[(file name, pixels)]`` of every readable image in ``folder`` (alpha dropped).
-
-    Unreadable files are skipped, each with a warning, then one summary warning
-    ``skipped K of N files in DIR``.  A folder without any readable image is a UserError.
-    """
-    return list(iter_folder(folder, warn=warn))

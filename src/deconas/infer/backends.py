@@ -137,7 +137,7 @@ def resolve_backend(name: str, device=None) -> str:
     if name == "onnxruntime":
         if not have_onnxruntime():
             raise UserError("--backend onnxruntime: onnxruntime is not installed (pip install onnxruntime)")
-        if not on_cpu:
+        if dev is not None and not dev.startswith("cpu"):  # no --device: the CPU, even beside a GPU
             raise UserError(f"--backend onnxruntime runs on the CPU; drop --device {dev} or use --backend torch")
         return name
     if name == "torch" or not on_cpu:

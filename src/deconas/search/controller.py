@@ -2,10 +2,10 @@
 that writes a genotype.
 
 One LSTM step per (node, input) pair of the mix nodes, M(M+1)/2 steps, in genotype order.
-Each step emits K = 3 independent binary decisions (does op k read this input?) through
-op-specific heads: one linear layer per op (64 -> 2), shared by all steps, each a 2-way
-softmax. With feature-fusion search (FF1) one more step emits the M LFF bits and one the
-N GFF bits, each bit through its own head.
+Each step emits K = 3 independent binary decisions (does op k of the operation table,
+:data:`deconas.space.ops.OPS`, read this input?) through op-specific heads: one linear layer
+per op (64 -> 2), shared by all steps, each a 2-way softmax. With feature-fusion search
+(FF1) one more step emits the M LFF bits and one the N GFF bits, each bit through its own head.
 
 Logits: ``logits / temperature`` (optional), then ``c * tanh(.)`` with
 c = tanh_constant / op_tanh_reduce = 1.1 / 2.5 = 0.44 on the op heads (the release's
@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deconas.space.genotype import OPS, Genotype, K, num_pairs
+from deconas.space.genotype import Genotype, num_pairs
+from deconas.space.ops import NUM_VALUES, OPS, K, bits_of, value_of
 
 
 @dataclass
@@ -53,9 +54,11 @@ class Sample:
 
 
 class Controller(nn.Module):
-    def __init__(self, nodes: int, blocks: int, ff: bool = False, lstm_size: int = 64, lstm_layers: int = 2,
-                 tanh_constant: Optional[float] = 1.1, op_tanh_reduce: float = 2.5,
-                 temperature: Optional[float] = None, tie_embeddings: bool = True):
+    """The settings are the config's ``search`` section (:func:`deconas.search.runs.build_controller`)."""
+
+    def __init__(self, nodes: int, blocks: int, *, ff: bool, lstm_size: int, lstm_layers: int,
+                 tanh_constant: Optional[float], op_tanh_reduce: float, temperature: Optional[float],
+                 tie_embeddings: bool):
         super().__init__()
         self.nodes, self.blocks, self.ff = nodes, blocks, ff
         self.tanh_constant, self.op_tanh_reduce, self.temperature = tanh_constant, op_tanh_reduce, temperature
@@ -67,14 +70,14 @@ class Controller(nn.Module):
         self.op_w = nn.Parameter(torch.empty(K, 2, h))
         self.op_b = nn.Parameter(torch.zeros(K, 2))
         if not tie_embeddings:
-            self.op_emb = nn.Parameter(torch.empty(2 ** K, h))
+            self.op_emb = nn.Parameter(torch.empty(NUM_VALUES, h))
         if ff:
             self.lff_w = nn.Parameter(torch.empty(nodes, 2, h))
             self.lff_b = nn.Parameter(torch.zeros(nodes, 2))
             self.gff_w = nn.Parameter(torch.empty(blocks, 2, h))
             self.gff_b = nn.Parameter(torch.zeros(blocks, 2))
-        # bit k of integer v, most significant first (conv = 4, sep = 2, dil = 1)
-        bits = torch.tensor([[(v >> (K - 1 - k)) & 1 for k in range(K)] for v in range(2 ** K)])
+        # row v: the K bits of integer v (the tied embedding sums the heads' rows for them)
+        bits = torch.tensor([bits_of(v) for v in range(NUM_VALUES)])
         self.register_buffer("_int_bits", bits, persistent=False)
         self.reset_parameters()
 
@@ -95,7 +98,7 @@ class Controller(nn.Module):
         for m in range(self.nodes):
             for j in range(m + 1):
                 src = "x" if j == 0 else f"n{j - 1}"
-                names += [f"n{m}.{src}.{op}" for op in OPS]
+                names += [f"n{m}.{src}.{op.key}" for op in OPS]
         if self.ff:
             names += [f"lff.{'x' if i == 0 else f'n{i - 1}'}" for i in range(self.nodes)]
             names += [f"gff.{'F0' if i == 0 else f'B{i - 1}'}" for i in range(self.blocks)]
@@ -148,10 +151,9 @@ class Controller(nn.Module):
             h, state = self._lstm_step(x, state)
             forced = None
             if genotype is not None:
-                v = genotype.cell[t]
-                forced = [(v >> (K - 1 - k)) & 1 for k in range(K)]
+                forced = list(bits_of(genotype.cell[t]))
             bits, lp, ent, p1 = self._decide(self._logits(h, self.op_w, self.op_b, True), mode, forced)
-            value = int(sum(int(b) << (K - 1 - k) for k, b in enumerate(bits.tolist())))
+            value = value_of(bits.tolist())
             cell.append(value)
             log_prob, entropy = log_prob + lp, entropy + ent
             p_one.append(p1)
@@ -184,6 +186,3 @@ class Controller(nn.Module):
         if genotype.nodes != self.nodes or genotype.ff != self.ff:
             raise ValueError(f"genotype {genotype} does not fit this controller (M={self.nodes}, ff={self.ff})")
         return self._run("forced", genotype)
-
-    def forward(self) -> Sample:  # pragma: no cover - convenience
-        return self.sample()

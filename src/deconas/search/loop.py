@@ -17,15 +17,9 @@ Each epoch:
    During the first ``warmup_epochs`` epochs the controller steps still sample and score
    (this warms the baseline and logs the validation PSNR) but do not update the controller.
 
-Reward PSNR: the supernet output is clamped to [0, 1] and rounded to 8-bit levels, then PSNR
-on Y (BT.601, as :mod:`deconas.metrics`) with ``scale`` pixels of border cropped, computed per
-patch in one batched torch expression and averaged over the patches. A grey source image
-enters as three equal channels g, so its reward PSNR is measured on Y = 16 + 219/255 * g of
-those channels: errors are scaled by 219/255, which reads 20 * log10(255/219) = 1.32 dB higher
-than PSNR on the grey values themselves. The reward only compares architectures, so the
-offset does not matter there; ``deconas derive`` and ``deconas eval`` score a grey image on its
-one channel (the network's output turned grey with BT.601 luma weights,
-:func:`deconas.infer.inference.rgb_to_grey_uint8`).
+Reward PSNR and the reward are :mod:`deconas.search.reward`'s. ``deconas derive`` and ``deconas
+eval`` score a grey image on its one channel (the network's output turned grey with BT.601
+luma weights, :func:`deconas.infer.tiling.rgb_to_grey_uint8`).
 
 Run folder: ``config.yaml``, ``data.json`` (where the images came from, as absolute paths, and
 which were held out), ``checkpoint.pt`` (atomic, every epoch; holds the controller, supernet,

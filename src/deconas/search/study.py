@@ -69,14 +69,15 @@ from deconas.search.derive import prepare_val, score
 from deconas.search.reward import psnr_y_batch
 from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
 from deconas.space.complexity import count_params
-from deconas.space.genotype import K, Genotype, num_pairs, parse
+from deconas.space.genotype import Genotype, num_pairs, parse
+from deconas.space.ops import NUM_VALUES
 from deconas.train import run_training
 
 
 # ----------------------------------------------------------------------------- the architectures
 def uniform_genotype(nodes: int, rng: np.random.Generator) -> Genotype:
     """An architecture drawn uniformly from the (FF0) space: every op bit a fair coin."""
-    return Genotype(tuple(int(v) for v in rng.integers(0, 2 ** K, num_pairs(nodes))))
+    return Genotype(tuple(int(v) for v in rng.integers(0, NUM_VALUES, num_pairs(nodes))))
 
 
 def matched_random(target_params: int, count_params, nodes: int, rng: np.random.Generator,

@@ -29,9 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from deconas.space import complexity
-from deconas.space.genotype import Genotype, K
+from deconas.space.genotype import Genotype
+from deconas.space.layers import ChannelAttention, Op, conv
 from deconas.space.network import DeCoNASNet, DenseNetwork, check_size
-from deconas.space.ops import ChannelAttention, Op, conv
+from deconas.space.ops import K
 
 
 @lru_cache(maxsize=4096)
@@ -77,7 +78,7 @@ class SharedOp(Op):
                         dilation=s.dilation)
 
     def sliced_state(self, idx: Tuple[int, ...]) -> Dict[str, torch.Tensor]:
-        """This op's weights for inputs ``idx``, as the standalone :class:`deconas.space.ops.Op` holds them."""
+        """This op's weights for inputs ``idx``, as the standalone :class:`deconas.space.layers.Op` holds them."""
         c = self.channels
         if self.spec.separable:
             return {"dw.weight": take_chunks(self.dw.weight, idx, c, 0),
@@ -131,7 +132,7 @@ class SuperNet(DenseNetwork):
     ``extract_standalone(genotype)`` copies its slices into a :class:`DeCoNASNet`.
     """
 
-    def __init__(self, scale: int = 2, channels: int = 64, blocks: int = 4, nodes: int = 4):
+    def __init__(self, scale: int, channels: int, blocks: int, nodes: int):
         super().__init__()
         check_size(scale, channels, blocks)
         self.nodes = nodes
@@ -159,7 +160,7 @@ class SuperNet(DenseNetwork):
         """Trainable parameters of the sampled architecture (analytic, deconas.space.complexity)."""
         return complexity.count_params(genotype, self.scale, self.channels, self.blocks)
 
-    def max_params(self, ff: bool = False) -> int:
+    def max_params(self, ff: bool) -> int:
         """n_cm of the CB penalty: the largest network of the space."""
         return complexity.max_params(self.nodes, self.scale, self.channels, self.blocks, ff)
 

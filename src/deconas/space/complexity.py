@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deconas.space.genotype import Genotype, K, all_ones
-from deconas.space.ops import OPS, ca_hidden, upsampler_stages
+from deconas.space.genotype import Genotype, all_ones
+from deconas.space.layers import ca_hidden, upsampler_stages
+from deconas.space.ops import OPS
 
 HR_SIZE = (720, 1280)  # (H, W) of the HR output the Mult-Adds are quoted for
 
@@ -26,7 +27,7 @@ class Cost:
         self.mult_adds += w * pixels
 
 
-def cost(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4, hr_size=HR_SIZE) -> Cost:
+def cost(genotype: Genotype, scale: int, channels: int, blocks: int, hr_size=HR_SIZE) -> Cost:
     c, n = channels, blocks
     lr_pixels = hr_size[0] * hr_size[1] / scale ** 2
     out = Cost()
@@ -34,11 +35,10 @@ def cost(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4
     out.add_conv(c, c, 3, lr_pixels)  # SFE2
     cell = Cost()
     for m in range(genotype.nodes):
-        for k in range(K):
+        for k, op in enumerate(OPS):
             nin = len(genotype.op_inputs(m, k)) * c
             if nin == 0:
                 continue
-            op = OPS[k]
             if op.separable:
                 cell.add_conv(nin, nin, op.kernel, lr_pixels, groups=nin, bias=False)  # depthwise
                 cell.add_conv(nin, c, 1, lr_pixels)  # pointwise
@@ -62,10 +62,10 @@ def cost(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4
     return out
 
 
-def count_params(genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4) -> int:
+def count_params(genotype: Genotype, scale: int, channels: int, blocks: int) -> int:
     return cost(genotype, scale, channels, blocks).params
 
 
-def max_params(nodes: int, scale: int = 2, channels: int = 64, blocks: int = 4, ff: bool = False) -> int:
+def max_params(nodes: int, scale: int, channels: int, blocks: int, ff: bool) -> int:
     """n_cm of the CB penalty: the parameters of the most complex network in the space."""
     return count_params(all_ones(nodes, ff, blocks), scale, channels, blocks)

@@ -4,7 +4,8 @@ each operation of each mix node reads (``deconas arch`` and the run report print
 from __future__ import annotations
 
 from deconas.space import complexity
-from deconas.space.genotype import OPS, Genotype, node_table
+from deconas.space.genotype import Genotype, node_table
+from deconas.space.ops import OPS
 
 
 def describe(g: Genotype, scale: int, channels: int, blocks: int) -> dict:
@@ -20,10 +21,10 @@ def describe(g: Genotype, scale: int, channels: int, blocks: int) -> dict:
 
 
 def format_table(info: dict) -> str:
-    rows = [("node", "conv 3x3 reads", "separable reads", "dilated reads")]
+    rows = [("node",) + tuple(f"{op.label} reads" for op in OPS)]
     for r in info["node_table"]:
-        rows.append((str(r["node"]),) + tuple(", ".join(r[op]) or "-" for op in OPS))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((str(r["node"]),) + tuple(", ".join(r[op.key]) or "-" for op in OPS))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
     out = [line(rows[0]), line(tuple("-" * w for w in widths))] + [line(r) for r in rows[1:]]
     return "\n".join(out)

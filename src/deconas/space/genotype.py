@@ -3,8 +3,9 @@ optional feature-fusion (FF) bits.
 
 Encoding (docs/design.md, section 2): one integer per (node, input) pair, in the order
 node 0 input 0; node 1 inputs 0, 1; node 2 inputs 0..2; ... Input 0 is the block input
-``x_in``, input j >= 1 is node j-1. Each integer holds K bits, most significant first:
-conv 3x3 = 4, separable = 2, dilated = 1. With FF search, M bits choose the LFF inputs among
+``x_in``, input j >= 1 is node j-1. Each integer holds one bit per operation of the
+operation table (:mod:`deconas.space.ops`), most significant first: conv 3x3 = 4,
+separable = 2, dilated = 1. With FF search, M bits choose the LFF inputs among
 ``x_in, node_0..node_{M-2}`` and N bits the GFF inputs among ``F0, B0..B_{N-2}``.
 
 String forms accepted by :func:`parse`:
@@ -24,10 +25,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from deconas.errors import UserError
-
-OPS = ("conv", "sep", "dil")  # index k = 0, 1, 2; bit weight 2**(K-1-k)
-OP_NAMES = {"conv": "conv 3x3", "sep": "separable 3x3", "dil": "dilated 3x3 (rate 3)"}
-K = len(OPS)
+from deconas.space.ops import NUM_VALUES, OPS, K, bit_weight, bits_of, value_of
 
 PAPER_GENOTYPE = "7,6,4,3,0,2,2,3,4,1"
 
@@ -81,8 +79,7 @@ class Genotype:
 
     def op_inputs(self, node: int, op: int) -> Tuple[int, ...]:
         """Indices (0 = x_in, j = node j-1) of the inputs that operation ``op`` of ``node`` reads."""
-        shift = K - 1 - op
-        return tuple(j for j in range(node + 1) if (self.value(node, j) >> shift) & 1)
+        return tuple(j for j in range(node + 1) if self.value(node, j) & bit_weight(op))
 
     def lff_inputs(self) -> Tuple[int, ...]:
         """Indices into [x_in, node_0, .., node_{M-1}] the LFF reads; the last node always."""
@@ -92,12 +89,15 @@ class Genotype:
 
     def gff_inputs(self, blocks: int) -> Tuple[int, ...]:
         """Indices into [F0, B0, .., B_{N-1}] the GFF reads; B_{N-1} always."""
+        self.check_blocks(blocks)
         bits = self.gff if self.gff is not None else (1,) * blocks
-        if len(bits) != blocks:
-            raise GenotypeError(
-                f"genotype has {len(bits)} GFF bits but the network has {blocks} blocks (expected {blocks})"
-            )
         return tuple(i for i in range(blocks) if bits[i]) + (blocks,)
+
+    def check_blocks(self, blocks: int) -> None:
+        """The genotype fits a network of ``blocks`` DNBs: searched GFF bits are one per block."""
+        if self.gff is not None and len(self.gff) != blocks:
+            raise GenotypeError(f"genotype {self} has {len(self.gff)} GFF bits but the network has "
+                                f"N={blocks} blocks; expected one GFF bit per block")
 
     # -- printing ----------------------------------------------------------------
     def __str__(self) -> str:
@@ -108,7 +108,7 @@ class Genotype:
 
     def bits(self) -> str:
         """The release's form: K space-separated bits per integer, then the FF bits."""
-        out = [b for v in self.cell for b in format(v, f"0{K}b")]
+        out = [str(b) for v in self.cell for b in bits_of(v)]
         if self.ff:
             out += [str(b) for b in self.lff + self.gff]
         return " ".join(out)
@@ -137,8 +137,8 @@ def validate(g: Genotype, nodes: Optional[int] = None, blocks: Optional[int] = N
             f"genotype has {len(g.cell)} integers, which is M={m} nodes; expected {num_pairs(nodes)} for M={nodes}"
         )
     for i, v in enumerate(g.cell):
-        if not 0 <= v < 2 ** K:
-            raise GenotypeError(f"genotype integer #{i + 1} is {v}; expected 0..{2 ** K - 1} ({K} bits)")
+        if not 0 <= v < NUM_VALUES:
+            raise GenotypeError(f"genotype integer #{i + 1} is {v}; expected 0..{NUM_VALUES - 1} ({K} bits)")
     if (g.lff is None) != (g.gff is None):
         raise GenotypeError("feature-fusion bits need both the LFF and the GFF part")
     if g.lff is not None:
@@ -147,8 +147,8 @@ def validate(g: Genotype, nodes: Optional[int] = None, blocks: Optional[int] = N
                 raise GenotypeError(f"{name} bits {''.join(map(str, bits))!s} must all be 0 or 1")
         if len(g.lff) != m:
             raise GenotypeError(f"genotype has {len(g.lff)} LFF bits; expected M={m}")
-        if blocks is not None and len(g.gff) != blocks:
-            raise GenotypeError(f"genotype has {len(g.gff)} GFF bits; expected N={blocks}")
+        if blocks is not None:
+            g.check_blocks(blocks)
 
 
 _TOKEN = re.compile(r"[,\s]+")
@@ -216,11 +216,11 @@ def _cell_from_values(vals, nodes, text):
     if nodes_from_pairs(len(vals)) is not None and (nodes is None or num_pairs(nodes) == len(vals)):
         return vals
     if len(vals) % K == 0 and all(v in (0, 1) for v in vals):
-        ints = [int("".join(map(str, vals[i:i + K])), 2) for i in range(0, len(vals), K)]
+        ints = [value_of(vals[i:i + K]) for i in range(0, len(vals), K)]
         if nodes_from_pairs(len(ints)) is not None and (nodes is None or num_pairs(nodes) == len(ints)):
             return ints
     expect = f"{num_pairs(nodes)} integers or {K * num_pairs(nodes)} bits for M={nodes}" if nodes else \
-        "M(M+1)/2 integers (10 for M=4) or K bits per integer (30 for M=4)"
+        f"M(M+1)/2 integers (10 for M=4) or K bits per integer ({K * num_pairs(4)} for M=4)"
     raise GenotypeError(f"genotype {text.strip()!r} has {len(vals)} values; expected {expect}")
 
 
@@ -255,7 +255,7 @@ def _split_flat(vals, nodes, blocks, text):
     m, per, n = candidates[0]
     n_cell = num_pairs(m) * per
     head = vals[:n_cell]
-    cell = head if per == 1 else [int("".join(map(str, head[i:i + K])), 2) for i in range(0, n_cell, K)]
+    cell = head if per == 1 else [value_of(head[i:i + K]) for i in range(0, n_cell, K)]
     if n is None:
         return cell, None, None
     tail = vals[n_cell:]
@@ -264,7 +264,7 @@ def _split_flat(vals, nodes, blocks, text):
 
 def all_ones(nodes: int, ff: bool = False, blocks: int = 0) -> Genotype:
     """The largest network in the space: every bit set (its size normalises the CB penalty)."""
-    cell = tuple([2 ** K - 1] * num_pairs(nodes))
+    cell = tuple([value_of((1,) * K)] * num_pairs(nodes))
     if ff:
         return Genotype(cell, (1,) * nodes, (1,) * blocks)
     return Genotype(cell)
@@ -274,6 +274,6 @@ def node_table(g: Genotype) -> list:
     """Rows (node, {op: [input names]}) for printing which inputs each operation reads."""
     rows = []
     for m in range(g.nodes):
-        names = {op: [("x_in" if j == 0 else f"n{j - 1}") for j in g.op_inputs(m, k)] for k, op in enumerate(OPS)}
+        names = {op.key: [("x_in" if j == 0 else f"n{j - 1}") for j in g.op_inputs(m, k)] for k, op in enumerate(OPS)}
         rows.append((m, names))
     return rows

@@ -12,10 +12,10 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
-from deconas.space.genotype import Genotype, K
-from deconas.space.ops import ChannelAttention, Op, Upsampler, conv, current_names
-
-SCALES = (2, 3, 4)
+from deconas.constants import SCALES
+from deconas.space.genotype import Genotype
+from deconas.space.layers import ChannelAttention, Op, Upsampler, conv, current_names
+from deconas.space.ops import K
 
 
 class MixNode(nn.Module):
@@ -100,7 +100,7 @@ class DenseNetwork(nn.Module):
         return self.tail(self.upsample(y))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Also takes the tensor names of earlier versions (:func:`deconas.space.ops.current_names`)."""
+        """Also takes the tensor names of earlier versions (:func:`deconas.space.layers.current_names`)."""
         return super().load_state_dict(current_names(state_dict), strict=strict, assign=assign)
 
 
@@ -111,7 +111,7 @@ class DeCoNASNet(DenseNetwork):
     Input: LR RGB in [0, 1], (B, 3, H, W). Output: (B, 3, sH, sW), not clamped.
     """
 
-    def __init__(self, genotype: Genotype, scale: int = 2, channels: int = 64, blocks: int = 4):
+    def __init__(self, genotype: Genotype, scale: int, channels: int, blocks: int):
         super().__init__()
         check_size(scale, channels, blocks)
         self.genotype = genotype

@@ -1,27 +1,31 @@
-"""The building blocks of DeCoNASNet: the operation table, the mix-node operation, channel
-attention and the upsampler (docs/design.md, section 1.3).
+"""The operation table of the search space (docs/design.md, section 1.3): the K candidate
+operations of a mix node and how a genotype integer encodes them.
 
-``OPS`` is the one description of the K candidate operations: what the standalone network
-builds, what the supernet slices, what ``complexity`` counts and what inference's receptive
-radius adds up all read it. Every operation starts with a ReLU on its (concatenated) input,
-as in the authors' release.
+``OPS`` is the one description of the operations: the genotype's bit layout, the controller's
+decisions, what the standalone network builds (:mod:`deconas.space.layers`), what the supernet
+slices, what ``complexity`` counts, what ``deconas arch`` prints and what inference's
+receptive radius adds up all read it. Kept free of torch, so that parsing or describing a
+genotype does not load it.
+
+A genotype integer holds one bit per operation, operation 0 the most significant: with
+conv, sep, dil that is conv = 4, sep = 2, dil = 1.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-import torch
-from torch import nn
-from torch.nn import functional as F
+from typing import Sequence, Tuple
 
 
 @dataclass(frozen=True)
 class OpSpec:
     """A mix-node operation: ReLU, then a ``kernel`` conv with ``dilation``; a separable one is
-    a depthwise ``kernel`` conv (one filter per channel, no bias) then a pointwise 1x1 conv."""
-    name: str
+    a depthwise ``kernel`` conv (one filter per channel, no bias) then a pointwise 1x1 conv.
+
+    ``key`` names the operation in the controller's decisions and in ``deconas arch --json``;
+    ``label`` is the words of its column in ``deconas arch``'s table ("<label> reads")."""
+    key: str
+    label: str
     kernel: int
     dilation: int
     separable: bool
@@ -32,85 +36,27 @@ class OpSpec:
         return self.dilation * (self.kernel // 2)
 
 
-# Operation k of the genotype: conv 3x3, depthwise-separable 3x3, dilated 3x3 at rate 3.
-OPS = (OpSpec("conv 3x3", 3, 1, False), OpSpec("sep conv 3x3", 3, 1, True), OpSpec("dil conv 3x3", 3, 3, False))
-CA_REDUCTION = 4  # channel attention's bottleneck: C -> C/4 -> C (RCAN's r, the release's 4)
+# Operation k of the genotype: conv 3x3, depthwise-separable 3x3, dilated 3x3 at rate 3 (the
+# plain conv's label names its kernel: "conv" alone would fit all three).
+OPS = (
+    OpSpec("conv", "conv 3x3", kernel=3, dilation=1, separable=False),
+    OpSpec("sep", "separable", kernel=3, dilation=1, separable=True),
+    OpSpec("dil", "dilated", kernel=3, dilation=3, separable=False),
+)
+K = len(OPS)
+NUM_VALUES = 2 ** K  # a genotype integer is one of 0 .. NUM_VALUES - 1
 
 
-def conv(cin: int, cout: int, k: int = 3, dilation: int = 1, groups: int = 1, bias: bool = True) -> nn.Conv2d:
-    """'Same' convolution (stride 1)."""
-    return nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups, bias=bias)
+def bit_weight(k: int) -> int:
+    """The value of operation k's bit in a genotype integer (most significant first)."""
+    return 1 << (K - 1 - k)
 
 
-class Op(nn.Module):
-    """Operation ``k`` of ``OPS``, ``cin`` -> ``cout`` channels: submodules ``conv``, or ``dw``
-    (depthwise) and ``pw`` (pointwise) for the separable one. The supernet builds it with
-    every possible input's channels and convolves with slices of its weights."""
-
-    def __init__(self, k: int, cin: int, cout: int):
-        super().__init__()
-        self.k, self.spec = k, OPS[k]
-        s = self.spec
-        if s.separable:
-            self.dw = conv(cin, cin, s.kernel, s.dilation, groups=cin, bias=False)
-            self.pw = conv(cin, cout, 1)
-        else:
-            self.conv = conv(cin, cout, s.kernel, s.dilation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        return self.pw(self.dw(x)) if self.spec.separable else self.conv(x)
+def bits_of(value: int) -> Tuple[int, ...]:
+    """The K bits of a genotype integer, operation 0 first: 6 -> (1, 1, 0)."""
+    return tuple(value // bit_weight(k) & 1 for k in range(K))
 
 
-# Names written before the operations' submodules had names: a standalone op was an
-# nn.Sequential (ReLU, conv) or (ReLU, depthwise, pointwise), so "ops.i.1" / "ops.i.2";
-# the supernet called its halves "depthwise" and "pointwise".
-_POSITIONAL = re.compile(r"^(.*\.ops\.\d+\.)([12])\.(weight|bias)$")
-_SUPERNET = re.compile(r"\.ops\.(\d+)\.(depthwise|pointwise)\.")
-
-
-def current_names(state: dict) -> dict:
-    """``state`` with tensor names of earlier versions mapped to today's (others unchanged)."""
-    out = {}
-    for k, v in state.items():
-        m = _POSITIONAL.match(k)
-        if m:
-            pre, pos, what = m.groups()
-            separable = pre + "2.weight" in state  # only the separable op had a third layer
-            k = pre + ("pw" if pos == "2" else "dw" if separable else "conv") + "." + what
-        else:
-            k = _SUPERNET.sub(lambda g: f".ops.{g.group(1)}.{'dw' if g.group(2) == 'depthwise' else 'pw'}.", k)
-        out[k] = v
-    return out
-
-
-class ChannelAttention(nn.Module):
-    """RCAN's channel attention: GAP -> 1x1 C->C/r -> ReLU -> 1x1 C/r->C -> sigmoid -> scale."""
-
-    def __init__(self, channels: int, reduction: int = CA_REDUCTION):
-        super().__init__()
-        hidden = ca_hidden(channels, reduction)
-        self.body = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), conv(channels, hidden, 1), nn.ReLU(), conv(hidden, channels, 1), nn.Sigmoid()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.body(x)
-
-
-def ca_hidden(channels: int, reduction: int = CA_REDUCTION) -> int:
-    return max(1, channels // reduction)
-
-
-class Upsampler(nn.Sequential):
-    """Sub-pixel upsampling (ESPCN): conv C -> s*s*C then pixel shuffle; x4 as two x2 stages."""
-
-    def __init__(self, channels: int, scale: int):
-        layers = []
-        for s in upsampler_stages(scale):
-            layers += [conv(channels, s * s * channels, 3), nn.PixelShuffle(s)]
-        super().__init__(*layers)
-
-
-def upsampler_stages(scale: int) -> list:
-    return [2, 2] if scale == 4 else [scale]
+def value_of(bits: Sequence[int]) -> int:
+    """Inverse of :func:`bits_of`: (1, 1, 0) -> 6."""
+    return sum(bit_weight(k) for k, b in enumerate(bits) if b)

@@ -1,0 +1,271 @@
+"""deconas.infer.backends and deconas.infer.onnx_cache, where tests/test_export.py (the CLI's
+cache, the fallback without onnxruntime through `upscale`) and tests/test_inference.py
+(backends' agreement, the torch backend's overlap) do not go: resolve_backend's choices,
+thread counts, the CUDA probe, the torch backend's details, the cache's naming and the cache
+in-process (no child process here)."""
+
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deconas.errors import UserError
+from deconas.infer import backends as backend_mod
+from deconas.infer import export as export_mod
+from deconas.infer import onnx_cache
+from deconas.infer.backends import (OnnxRuntimeBackend, TorchBackend, default_threads, notice_once,
+                                    resolve_backend)
+from deconas.infer.onnx_cache import cache_dir, cache_path, model_digest
+from deconas.infer.tiling import DEFAULT_OVERLAP
+from deconas.space.genotype import parse
+from deconas.space.network import DeCoNASNet, receptive_radius
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretend to be a machine with or without CUDA and onnxruntime; notices start afresh."""
+    monkeypatch.setattr(backend_mod, "_notified", set())
+
+    def set_(cuda: bool, ort: bool):
+        monkeypatch.setattr(backend_mod, "_cuda_available", lambda: cuda)
+        monkeypatch.setattr(backend_mod, "have_onnxruntime", lambda: ort)
+    return set_
+
+
+# resolve_backend
+
+
+@pytest.mark.parametrize("cuda, ort, device, want", [
+    (False, True, None, "onnxruntime"),    # a CPU machine: ONNX Runtime
+    (False, True, "cpu", "onnxruntime"),
+    (True, True, None, "torch"),            # CUDA: torch, on the GPU
+    (True, True, "cpu", "onnxruntime"),     # CUDA there, but the CPU asked for
+    (True, True, "cuda:0", "torch"),
+    (False, True, "mps", "torch"),          # any device that is not the CPU
+])
+def test_auto_is_onnxruntime_on_the_cpu_and_torch_elsewhere(machine, cuda, ort, device, want, capsys):
+    machine(cuda, ort)
+    assert resolve_backend("auto", device) == want
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("cuda, device", [(False, None), (True, None), (True, "cuda"), (False, "cpu")])
+def test_an_explicit_torch_is_torch_everywhere(machine, cuda, device):
+    machine(cuda, True)
+    assert resolve_backend("torch", device) == "torch"
+    machine(cuda, False)
+    assert resolve_backend("torch", device) == "torch"
+
+
+def test_auto_without_onnxruntime_on_the_cpu_is_torch_with_one_notice(machine, capsys):
+    machine(False, False)
+    assert resolve_backend("auto") == "torch"
+    assert resolve_backend("auto", "cpu") == "torch"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime is not installed" in err[0] and "torch" in err[0]
+
+
+def test_auto_without_onnxruntime_on_cuda_says_nothing(machine, capsys):
+    machine(True, False)
+    assert resolve_backend("auto") == "torch"
+    assert capsys.readouterr().err == ""
+
+
+def test_explicit_onnxruntime_is_checked(machine):
+    machine(False, True)
+    assert resolve_backend("onnxruntime") == "onnxruntime"
+    assert resolve_backend("onnxruntime", "cpu") == "onnxruntime"
+    with pytest.raises(UserError, match="--device cuda:1"):
+        resolve_backend("onnxruntime", "cuda:1")
+    machine(False, False)
+    with pytest.raises(UserError, match="not installed"):
+        resolve_backend("onnxruntime")
+
+
+def test_an_unknown_backend_names_the_choices(machine):
+    machine(False, True)
+    with pytest.raises(UserError) as e:
+        resolve_backend("tensorrt")
+    assert "'tensorrt'" in str(e.value)
+    for name in ("auto", "torch", "onnxruntime"):
+        assert name in str(e.value)
+
+
+# threads, probes, notices
+
+
+def test_default_threads_honours_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+
+
+@pytest.mark.parametrize("value", ["", "0", "two", "-1"])
+def test_default_threads_without_a_usable_omp_num_threads_follows_torch_when_loaded(monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 5)
+    assert default_threads() == 5
+
+
+def test_default_threads_without_torch_loaded_is_the_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delitem(sys.modules, "torch")  # restored after the test
+    assert default_threads() == len(os.sched_getaffinity(0))
+
+
+def test_the_cuda_probe_agrees_with_torch():
+    assert backend_mod._cuda_available() == torch.cuda.is_available()
+
+
+def test_without_torch_or_onnxruntime_installed_the_probes_say_no(monkeypatch):
+    real = backend_mod.importlib.util.find_spec
+    monkeypatch.setattr(backend_mod.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "onnxruntime") else real(name, *a))
+    assert backend_mod._cuda_available() is False
+    assert backend_mod.have_onnxruntime() is False
+
+
+def test_have_onnxruntime_says_whether_it_imports():
+    try:
+        import onnxruntime  # noqa: F401
+        importable = True
+    except ImportError:
+        importable = False
+    assert backend_mod.have_onnxruntime() == importable
+
+
+def test_notice_once_prints_each_key_once(monkeypatch, capsys):
+    monkeypatch.setattr(backend_mod, "_notified", set())
+    for _ in range(3):
+        notice_once("a", "first thing")
+        notice_once("b", "second thing")
+    assert capsys.readouterr().err.splitlines() == ["deconas: first thing", "deconas: second thing"]
+
+
+# TorchBackend
+
+
+class Nearest3(nn.Module):
+    """x3 nearest neighbour with no ``scale`` attribute; records whether it ran in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append((self.training, torch.is_grad_enabled()))
+        return F.interpolate(x, scale_factor=3, mode="nearest") * self.w
+
+
+def test_torch_backend_runs_in_eval_mode_without_grad_and_learns_the_scale_from_the_output():
+    m = Nearest3().train()
+    run = TorchBackend(m)
+    assert run.scale == 0 and run.radius == DEFAULT_OVERLAP
+    x = np.random.default_rng(0).random((2, 3, 4, 5), dtype=np.float32)
+    y = run(x)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (2, 3, 12, 15)
+    assert np.array_equal(y, x.repeat(3, 2).repeat(3, 3))
+    assert run.scale == 3 and m.modes == [(False, False)]
+
+
+def test_torch_backend_takes_a_network_s_scale_and_radius_or_the_radius_given():
+    net = DeCoNASNet(parse("7,6,4"), 3, 4, 1)
+    assert (TorchBackend(net).scale, TorchBackend(net).radius) == (3, receptive_radius(net))
+    assert TorchBackend(net, radius=0).radius == 0
+    assert TorchBackend(Nearest3(), radius=9).radius == 9
+
+
+# the ONNX cache: naming
+
+
+def test_cache_dir_is_under_xdg_cache_home_when_set_else_the_platforms_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "deconas" / "onnx"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    platformdirs = pytest.importorskip("platformdirs")
+    assert str(cache_dir()) == os.path.join(platformdirs.user_cache_dir("deconas"), "onnx")
+
+
+def test_cache_path_changes_with_digest_opset_kind_and_export_version(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    d1, d2 = hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()
+    base = cache_path(d1, 17)
+    assert base.parent == tmp_path / "deconas" / "onnx" and base.suffix == ".onnx"
+    assert d1[:40] in base.name and "17" in base.name
+    others = {cache_path(d2, 17), cache_path(d1, 13), cache_path(d1, 17, kind="model")}
+    assert base not in others and len(others) == 3
+    assert cache_path(d1) == cache_path(d1, onnx_cache.DEFAULT_OPSET)  # the default opset
+    monkeypatch.setattr(onnx_cache, "EXPORT_VERSION", onnx_cache.EXPORT_VERSION + 1)
+    assert cache_path(d1, 17) != base  # a new exporter version leaves the old entries unused
+
+
+def tiny(seed=0, genotype="7", scale=2):
+    torch.manual_seed(seed)
+    return DeCoNASNet(parse(genotype), scale, 4, 1).eval()
+
+
+def test_model_digest_follows_the_weights_and_the_structure():
+    a = tiny()
+    assert model_digest(a) == model_digest(copy.deepcopy(a)) == model_digest(tiny())  # same seed, same weights
+    assert len(model_digest(a)) == 64 and all(c in "0123456789abcdef" for c in model_digest(a))
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b.tail.bias[0] += 1e-6  # one value changed by 1e-6
+    assert model_digest(b) != model_digest(a)
+    assert model_digest(tiny(seed=1)) != model_digest(a)
+    assert model_digest(tiny(scale=3)) != model_digest(a)
+
+
+# the ONNX cache in process
+
+
+def test_a_model_is_exported_once_then_opened_from_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = tiny(genotype="5,6,3")
+    first = onnx_cache.onnxruntime_for_model(net, threads=1)
+    entries = list((tmp_path / "deconas" / "onnx").iterdir())
+    assert entries == [cache_path(model_digest(net), kind="model")]
+    assert isinstance(first, OnnxRuntimeBackend)
+    assert first.scale == 2 and first.radius == receptive_radius(net)
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+    monkeypatch.setattr(export_mod, "onnx_bytes", no_export)
+    again = onnx_cache.onnxruntime_for_model(net, threads=1)
+    x = np.random.default_rng(0).random((2, 3, 7, 9), dtype=np.float32)
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x)).numpy()
+    for run in (first, again):
+        assert np.abs(run(x) - want).max() <= 1e-4
+
+
+def test_a_cached_checkpoint_graph_opens_without_loading_the_network_or_a_child_process(
+        monkeypatch, tmp_path, ckpt):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = tiny()
+    entry = cache_path(hashlib.sha256(ckpt.read_bytes()).hexdigest())  # the file's SHA-256, computed here
+    export_mod.export_onnx(net, entry)
+
+    def forbidden(*a, **k):
+        raise AssertionError("a child process was started")
+    monkeypatch.setattr(subprocess, "run", forbidden)
+    run = onnx_cache.onnxruntime_for_checkpoint(ckpt, load=lambda: forbidden(), threads=1)
+    assert run.scale == 2 and run.radius == receptive_radius(net)
+
+
+def test_a_damaged_cache_entry_is_removed_and_exported_again(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = tiny()
+    entry = cache_path(model_digest(net), kind="model")
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"\x00" * 64)  # a torn write
+    run = onnx_cache.onnxruntime_for_model(net, threads=1)
+    assert entry.stat().st_size > 1000 and run.scale == 2
+    assert any("unreadable" in r.getMessage() for r in caplog.records)

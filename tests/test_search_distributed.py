@@ -178,9 +178,9 @@ def _worker(root: Path, images: Path) -> None:
     child_step = search_mod.Search.child_step
 
     def recording(self):
-        loss, smp = child_step(self)
-        seen.append(str(smp.genotype))
-        return loss, smp
+        loss, arches = child_step(self)
+        seen.extend(str(a.genotype) for a in arches)
+        return loss, arches
     search_mod.Search.child_step = recording
     held = {}
     run_epoch = search_mod.Search.run_epoch
@@ -192,7 +192,7 @@ def _worker(root: Path, images: Path) -> None:
     cfg = tiny_config(epochs=3, warmup_epochs=1)
     search_mod.run_search(cfg, images, None, root / "straight", progress=False)
     s = held["search"]
-    torch.save({"controller": s.controller.state_dict(), "supernet": s.supernet.state_dict(),
+    torch.save({"controller": s.strategy.controller.state_dict(), "supernet": s.supernet.state_dict(),
                 "baseline": s.baseline, "child_genotypes": seen}, root / f"straight-rank{rank}.pt")
     search_mod.Search.child_step = child_step
 
@@ -205,12 +205,12 @@ def _worker(root: Path, images: Path) -> None:
     # One trained controller step, before and after, for the single-process re-computation.
     ctrl_step = search_mod.Search.controller_step
     s = held["search"]
-    before, b0 = {k: v.clone() for k, v in s.controller.state_dict().items()}, s.baseline
+    before, b0 = {k: v.clone() for k, v in s.strategy.controller.state_dict().items()}, s.baseline
     import copy
 
-    opt_before = copy.deepcopy(s.ctrl_opt.state_dict())
+    opt_before = copy.deepcopy(s.strategy.opt.state_dict())
     st = ctrl_step(s, True)
-    torch.save({"before": before, "opt": opt_before, "after": s.controller.state_dict(), "baseline_before": b0,
+    torch.save({"before": before, "opt": opt_before, "after": s.strategy.controller.state_dict(), "baseline_before": b0,
                 "baseline_after": s.baseline, "genotypes": [str(g) for g in st["genotypes"]],
                 "rewards": [b[1] for b in st["batch"]]}, root / f"ctrlstep-rank{rank}.pt")
 

@@ -78,7 +78,7 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
 
 def setting(default, kind: str, arg=None, maximum=None, doc: str = ""):
     """One setting. ``kind``: int or float (``arg`` = minimum), float? (a float or null),
-    fraction ([0, 1)), bool, choice (``arg`` = the choices), name? (a preset or YAML file, or
+    fraction ([0, 1)), bool, choice (``arg`` = the choices), path? (a file, or null), name? (a preset or YAML file, or
     null), list (of KEY=VALUE strings)."""
     meta = {"kind": kind, "arg": arg, "max": maximum, "doc": doc}
     if isinstance(default, list):
@@ -138,7 +138,16 @@ class Search:
     lr_gamma: float = setting(0.5, "float", 1e-12, doc="the supernet learning rate's step factor")
     grad_clip: float = setting(0.0, "float", 0, doc="supernet gradient-norm clip (0 = off)")
     controller_lr: float = setting(3e-4, "float", 1e-12, doc="controller Adam learning rate")
-    alpha: float = setting(2.0, "float", 0, doc="CB penalty weight: reward = PSNR - alpha x params / params_max (2 = CB1, 0 = CB0)")
+    strategy: str = setting("controller", "choice", ("controller", "random", "evolution"), doc="what proposes the architectures: the paper's LSTM (REINFORCE), random search, or regularized evolution (docs/search.md)")
+    population: int = setting(20, "int", 2, doc="evolution: the population's size (the oldest member is removed)")
+    tournament: int = setting(5, "int", 1, doc="evolution: members drawn for a tournament; the best is the parent")
+    supernet_sampling: str = setting("strategy", "choice", ("strategy", "uniform", "fair"), doc="child steps train what the strategy proposes, a uniform draw, or a uniform draw and its bit complement (FairNAS)")
+    uniform_epochs: int = setting(0, "int", 0, doc="child steps of the first this many epochs sample uniformly (a warm-up, as SPOS)")
+    samples_per_step: int = setting(1, "int", 1, doc="architectures scored on one reward batch per controller step (per process)")
+    reward_baseline: str = setting("moving_average", "choice", ("moving_average", "leave_one_out"), doc="advantage r - b with the moving-average b, or r_i - mean of the other samples of the step")
+    penalty: str = setting("params", "choice", ("params", "mult_adds", "latency"), doc="what the CB penalty counts, over the space's largest network")
+    alpha: float = setting(2.0, "float", 0, doc="CB penalty weight: reward = PSNR - alpha x cost / cost of the largest network (2 = CB1, 0 = CB0)")
+    latency_table: Optional[str] = setting(None, "path?", doc="penalty latency: the table of `deconas profile` (JSON)")
     ff: bool = setting(False, "bool", doc="search the GFF inputs too (FF1); false = FF0")
     entropy_weight: float = setting(1e-4, "float", 0, doc="weight of the policy's entropy in the reward")
     baseline_decay: float = setting(0.99, "fraction", doc="decay of the reward's moving-average baseline")
@@ -252,7 +261,7 @@ def complete(cfg: dict) -> dict:
 def markdown() -> str:
     """docs/config.md: every setting, from the schema."""
     kinds = {"int": "integer", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
-             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "list": "list of KEY=VALUE"}
+             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE"}
     out = ["# Configuration settings", "",
            "Generated from the schema in `src/deconas/config.py` (`python -m deconas.config > docs/config.md`);",
            "a test checks that this page is up to date.", "",
@@ -327,6 +336,9 @@ def _check_value(key: str, v) -> None:
     elif kind == "choice":
         if v not in arg:
             bad = "one of " + ", ".join(map(str, arg))
+    elif kind == "path?":
+        if v is not None and not (isinstance(v, str) and v.strip()):
+            bad = "the path of a file, or null"
     elif kind == "name?":
         if v is not None and not (isinstance(v, str) and v.strip()):
             bad = "the name of a preset or a YAML file"

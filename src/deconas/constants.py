@@ -25,6 +25,8 @@ SEED_REWARD = 1  # the search's reward patches, the same on every rank
 SEED_DERIVE = 1  # derive's samples from the controller
 SEED_STUDY = 12345  # the study's uniform draws of random architectures
 SEED_NOISE = 1  # the study's reward-noise batches
+SEED_STRATEGY = 2  # a strategy's draws (random, evolution): the same on every rank
+SEED_CHILD = 3  # uniform and fair child steps' draws (and random/evolution's): seed + 3 + 7919 r
 
 # The shipped networks' files, in deconas/weights/.
 PRETRAINED_GLOB = "deconas_x*.safetensors"

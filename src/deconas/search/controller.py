@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deconas.space.genotype import Genotype, num_pairs
+from deconas.space.genotype import Genotype, decision_names, num_decisions, num_pairs
 from deconas.space.ops import NUM_VALUES, OPS, K, bits_of, value_of
 
 
@@ -90,19 +90,10 @@ class Controller(nn.Module):
 
     # -- structure --------------------------------------------------------------------
     def num_decisions(self) -> int:
-        return num_pairs(self.nodes) * K + ((self.nodes + self.blocks) if self.ff else 0)
+        return num_decisions(self.nodes, self.blocks, self.ff)
 
     def decision_names(self) -> List[str]:
-        """'n{node}.{input}.{op}' (input 'x' = x_in, 'n{j}' = node j), then 'lff.{i}', 'gff.{i}'."""
-        names = []
-        for m in range(self.nodes):
-            for j in range(m + 1):
-                src = "x" if j == 0 else f"n{j - 1}"
-                names += [f"n{m}.{src}.{op.key}" for op in OPS]
-        if self.ff:
-            names += [f"lff.{'x' if i == 0 else f'n{i - 1}'}" for i in range(self.nodes)]
-            names += [f"gff.{'F0' if i == 0 else f'B{i - 1}'}" for i in range(self.blocks)]
-        return names
+        return decision_names(self.nodes, self.blocks, self.ff)
 
     def op_embedding_table(self) -> torch.Tensor:
         """The 8 x H embedding of K-bit integers (tied: sum of the op heads' rows)."""

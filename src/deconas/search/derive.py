@@ -41,9 +41,10 @@ from deconas.infer.tiling import rgb_to_grey_uint8
 from deconas.metrics import psnr_y
 from deconas.runfolder import BEST, CANDIDATES, CONFIG, SCATTER, SEARCH_STATE, SEARCH_SUMMARY
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
-from deconas.search.reward import reward_of
-from deconas.search.runs import (build_controller, build_supernet, check_search_folder, read_checkpoint,
-                                 read_data_json, reload_val_pairs)
+from deconas.search.reward import Penalty, reward_of
+from deconas.search.runs import (build_supernet, check_search_folder, read_checkpoint, read_data_json,
+                                 read_latency_table, reload_val_pairs)
+from deconas.search.strategies import make_strategy
 from deconas.space import complexity
 from deconas.space.genotype import Genotype
 
@@ -136,15 +137,16 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     device = device if isinstance(device, torch.device) else distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     read_data_json(run)  # a damaged data.json is named before the (longer) checkpoint load
-    st = read_checkpoint(run / SEARCH_STATE, device, keys=("controller", "supernet"))
-    controller, supernet = build_controller(cfg).to(device), build_supernet(cfg).to(device)
+    from_policy = s.strategy == "controller"
+    st = read_checkpoint(run / SEARCH_STATE, device, keys=("controller" if from_policy else "strategy", "supernet"))
+    strategy, supernet = make_strategy(cfg, device), build_supernet(cfg).to(device)
     try:
-        controller.load_state_dict(st["controller"])
+        strategy.load_state_dict(st)
         supernet.load_state_dict(st["supernet"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"{run / SEARCH_STATE}: damaged or does not match {run / CONFIG} "
                         f"({type(e).__name__})") from None
-    controller.eval(), supernet.eval()
+    supernet.eval()
 
     val = reload_val_pairs(run)
     nmax, size = s.derive_max_images, s.derive_max_size
@@ -152,29 +154,33 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     prepared = prepare_val(val, size, scale, device)
 
     seed_everything(cfg.seed + SEED_DERIVE)  # the same K samples every time derive runs
-    alpha, ff = float(s.alpha), s.ff
-    m = cfg.model
-    pmax = supernet.max_params(ff)
-    with torch.no_grad():  # scoring draws no random numbers: sampling first gives the same K samples
-        smps = [controller.sample() for _ in range(k)]
+    alpha, m = float(s.alpha), cfg.model
+    penalty = Penalty(s.penalty, scale, m.channels, m.blocks, m.nodes, s.ff, read_latency_table(cfg))
+    if from_policy:
+        strategy.controller.eval()
+        with torch.no_grad():  # scoring draws no random numbers: sampling first gives the same K samples
+            drawn = [(smp.genotype, float(smp.log_prob)) for smp in (strategy.controller.sample() for _ in range(k))]
+    else:  # random search and evolution: the best K they scored, re-scored on the validation images
+        drawn = [(g, None) for g, _ in strategy.best(k)]
+        if not drawn:
+            raise UserError(f"{run / SEARCH_STATE}: the search has scored no architecture yet")
     # A policy that has converged repeats itself: score each architecture once, this rank its share.
-    unique = list(dict.fromkeys(smp.genotype for smp in smps))
+    unique = list(dict.fromkeys(g for g, _ in drawn))
     mine = list(range(rank, len(unique), world))
     scored = [(i, score(supernet, unique[i], prepared, scale))
               for i in tqdm(mine, desc="derive", unit="arch", disable=not progress or rank != 0, file=sys.stderr,
                             dynamic_ncols=True)]
     scores = {unique[i]: v for part in distributed.all_gather(scored) for i, v in part}
     rows = []
-    for smp in smps:
-        g = smp.genotype
+    for g, log_prob in drawn:
         c = complexity.cost(g, scale, m.channels, m.blocks)
         rows.append({"genotype": str(g), "params": c.params, "mult_adds": c.mult_adds, "val_psnr": scores[g],
-                     "reward": reward_of(scores[g], c.params, pmax, alpha), "log_prob": float(smp.log_prob),
+                     "reward": reward_of(scores[g], penalty(g), penalty.max, alpha), "log_prob": log_prob,
                      "_g": g})
     front = pareto_front([r["params"] for r in rows], [r["val_psnr"] for r in rows])
     for r, f in zip(rows, front):
         r["pareto"] = int(f)
-    return {"cfg": cfg, "rows": rows, "front": front, "samples": k, "unique": len(scores),
+    return {"cfg": cfg, "rows": rows, "front": front, "samples": len(drawn), "unique": len(scores),
             "val_images": len(prepared), "val_crop": size}
 
 
@@ -204,7 +210,8 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
             w.writeheader()
             for r in rows:
                 w.writerow({**r, "val_psnr": f"{r['val_psnr']:.4f}", "reward": f"{r['reward']:.4f}",
-                            "log_prob": f"{r['log_prob']:.4f}", "mult_adds": f"{r['mult_adds']:.0f}"})
+                            "log_prob": "" if r["log_prob"] is None else f"{r['log_prob']:.4f}",
+                            "mult_adds": f"{r['mult_adds']:.0f}"})
     if write:
         atomic_write(run / CANDIDATES, write_csv)
         atomic_write_text(run / BEST, json.dumps(best, indent=2))
@@ -212,7 +219,9 @@ def report(run: Path, scored: dict, write: bool = True) -> dict:
     mean_psnr = float(np.mean([r["val_psnr"] for r in rows]))
     mean_params = float(np.mean([r["params"] for r in rows]))
     name = setting_name(cfg)
-    md = (f"# Derive: {k} samples from the controller of {run.name} ({name})\n\n"
+    origin = ("samples from the controller" if cfg.search.strategy == "controller"
+              else f"best-scored architectures of the {cfg.search.strategy} search")
+    md = (f"# Derive: {k} {origin} of {run.name} ({name})\n\n"
           f"x{scale}, C={m.channels}, N={m.blocks}, M={m.nodes}; validation PSNR on Y over "
           f"{scored['val_images']} images{f' (centre crops, at most {size} LR px a side)' if size else ''}, "
           f"shared weights.\n\n"

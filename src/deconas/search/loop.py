@@ -46,7 +46,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -56,59 +56,62 @@ from tqdm import tqdm
 from deconas import config as config_mod
 from deconas import distributed
 from deconas.config import Config
-from deconas.constants import SEED_RANK_STRIDE, SEED_REWARD
+from deconas.constants import SEED_CHILD, SEED_RANK_STRIDE, SEED_REWARD
 from deconas.data.patches import PatchSampler
 from deconas.errors import UserError
 from deconas.runfolder import METRICS, SEARCH_DATA, SEARCH_LOG, SEARCH_TB, check_resume, resume_sources, write_config
 from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state
-from deconas.search.controller import Sample
-from deconas.search.reward import psnr_y_batch, reward_of
-from deconas.search.runs import build_controller, build_supernet, load_search_data, read_checkpoint, read_data_json
-from deconas.space.genotype import Genotype
+from deconas.search.reward import Penalty, psnr_y_batch, reward_of
+from deconas.search.runs import build_supernet, load_search_data, read_checkpoint, read_data_json, read_latency_table
+from deconas.search.strategies import Proposal, advantages, make_strategy
+from deconas.space.genotype import Genotype, complement, decision_bits, decision_names, from_decision_bits
 
 class Search:
-    """State and steps of one search; :func:`run_search` drives it epoch by epoch."""
+    """State and steps of one search; :func:`run_search` drives it epoch by epoch. The loop
+    trains the shared weights and scores architectures; ``self.strategy``
+    (:mod:`deconas.search.strategies`) proposes them and learns from their rewards."""
 
     def __init__(self, cfg: Config, train_pairs, val_pairs, device, rank: int = 0, world: Optional[int] = None):
         self.cfg, self.s, self.device, self.rank = cfg, cfg.search, device, rank
         self.world = distributed.world_size() if world is None else int(world)
         self.is_writer = rank == 0
-        d, seed = cfg.data, cfg.seed
+        d, seed, s = cfg.data, cfg.seed, cfg.search
         self.scale = cfg.scale
-        # Built from the same seed on every rank: identical initial weights everywhere.
-        self.controller = build_controller(cfg).to(device)
+        # Built from the same seed on every rank: identical initial weights everywhere (the
+        # controller first, as the search always has: its initialisation draws first).
+        self.strategy = make_strategy(cfg, device)
         self.supernet = build_supernet(cfg).to(device)
         if rank > 0:  # then each rank its own stream (rank 0 keeps the single-process one)
             seed_everything(seed + SEED_RANK_STRIDE * rank)
-        self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(self.s.lr))
-        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=float(self.s.controller_lr))
+        self.child_opt = torch.optim.Adam(self.supernet.parameters(), lr=float(s.lr))
+        # Uniform and fair child steps, and the other strategies' child proposals: each rank's own.
+        self.child_rng = np.random.default_rng(seed + SEED_CHILD + SEED_RANK_STRIDE * rank)
         # Own training patches per rank; the reward patches are the same on every rank, so the
         # P rewards of one controller step compare architectures on the same images.
         self.train_sampler = PatchSampler([(hr, lr) for _, hr, lr in train_pairs], self.scale,
                                           d.lr_patch, d.batch, seed=seed + SEED_RANK_STRIDE * rank,
                                           augment=d.augment)
-        vp = self.s.val_patch
+        vp = s.val_patch
         try:
             self.val_sampler = PatchSampler([(hr, lr) for _, hr, lr in val_pairs], self.scale, vp,
-                                            self.s.val_batch, seed=seed + SEED_REWARD, augment=False)
+                                            s.val_batch, seed=seed + SEED_REWARD, augment=False)
         except UserError:
             raise UserError(f"no validation image is at least {vp * self.scale}x{vp * self.scale} pixels "
                             f"(reward patch {vp} at x{self.scale}); lower search.val_patch") from None
-        self.alpha = float(self.s.alpha)
-        self.params_max = self.supernet.max_params(self.s.ff)
-        self.baseline: Optional[float] = None
+        self.alpha = float(s.alpha)
+        m = cfg.model
+        self.penalty = Penalty(s.penalty, cfg.scale, m.channels, m.blocks, m.nodes, s.ff, read_latency_table(cfg))
+        self.params_max = self.supernet.max_params(s.ff)
         self.epoch = 0  # completed epochs
+        self.child_steps_done, self.scored = 0, 0  # the search's cost so far (every rank's)
         self._params: Dict[Genotype, int] = {}
         self._val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # current reward batch
+        if s.reward_baseline == "leave_one_out" and s.samples_per_step * self.world < 2:
+            advantages([0.0], "leave_one_out", None)  # the one-line refusal
 
-    # -- the one place where a step's architecture is decided ---------------------
-    def decide_architecture(self, with_grad: bool = False) -> Sample:
-        """Sample this step's architecture from the controller. Under data parallelism every
-        rank samples its own (its own random stream), so a step covers P architectures."""
-        if with_grad:
-            return self.controller.sample()
-        with torch.no_grad():
-            return self.controller.sample()
+    @property
+    def baseline(self) -> Optional[float]:
+        return self.strategy.baseline
 
     def params(self, g: Genotype) -> int:
         n = self._params.get(g)
@@ -119,20 +122,37 @@ class Search:
     def child_lr(self, epoch: int) -> float:
         return float(self.s.lr) * float(self.s.lr_gamma) ** (epoch // self.s.lr_step_epochs)
 
-    def child_step(self) -> Tuple[float, Sample]:
-        sample = self.decide_architecture()
+    # -- the one place where a child step's architectures are decided ----------------------
+    def child_architectures(self) -> List[Proposal]:
+        """``supernet_sampling``: ``strategy`` trains what the strategy proposes; ``uniform`` a
+        uniform draw; ``fair`` a uniform draw and its bit complement, so every (node, input, op)
+        weight chunk is trained once per step (FairNAS's strict fairness). The first
+        ``uniform_epochs`` epochs sample uniformly whatever the setting."""
+        mode = self.s.supernet_sampling
+        if self.epoch < self.s.uniform_epochs and mode == "strategy":
+            mode = "uniform"
+        if mode == "strategy":
+            return [self.strategy.child_architecture(self.child_rng)]
+        g = self.strategy.uniform(self.child_rng)
+        return [Proposal(g)] if mode == "uniform" else [Proposal(g), Proposal(complement(g))]
+
+    def child_step(self) -> Tuple[float, List[Proposal]]:
+        arches = self.child_architectures()
         lr, hr = self.train_sampler.sample()
         lr, hr = lr.to(self.device), hr.to(self.device)
-        loss = F.l1_loss(self.supernet(lr, sample.genotype), hr)
         self.child_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum = 0.0
+        for a in arches:  # the gradients of a fair pair add up into one update
+            loss = F.l1_loss(self.supernet(lr, a.genotype), hr)
+            loss.backward()
+            loss_sum += loss.item()
         if self.world > 1:
             distributed.all_reduce_grads(self.supernet.parameters())
         clip = float(self.s.grad_clip)
         if clip:
             torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
         self.child_opt.step()
-        return loss.item(), sample
+        return loss_sum / len(arches), arches
 
     def val_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The reward's validation patches. ``val_resample``: ``step`` draws a new batch per
@@ -145,59 +165,42 @@ class Search:
             self._val = self.val_sampler.sample()
         return self._val
 
-    def _gather_step(self, g: Genotype, values) -> list:
-        """Every rank's (genotype, psnr, reward, entropy, params) of this controller step, in
-        rank order, in one collective (the genotype travels as its integers and bits)."""
-        code = list(g.cell) + (list(g.lff) + list(g.gff) if g.ff else [])
-        rows = distributed.gather_floats([float(v) for v in values] + [float(c) for c in code])
-        nc, nl = len(g.cell), (len(g.lff) if g.ff else 0)
+    def _gather_group(self, rows: List[tuple]) -> List[tuple]:
+        """Every rank's rows (genotype, psnr, reward, entropy, params) of this controller step,
+        in rank order, in one collective (a genotype travels as its decision bits)."""
+        if self.world == 1:
+            return rows
+        width = 4 + self.strategy.n_bits
+        flat = [float(v) for g, *vals in rows for v in list(vals) + list(decision_bits(g))]
         out = []
-        for r in rows:
-            c = [int(v) for v in r[len(values):]]
-            gen = Genotype(tuple(c[:nc]), tuple(c[nc:nc + nl]), tuple(c[nc + nl:])) if g.ff else Genotype(tuple(c))
-            out.append((gen, *r[:len(values)]))
+        for part in distributed.gather_floats(flat):
+            for i in range(0, len(part), width):
+                r = part[i:i + width]
+                g = from_decision_bits([int(b) for b in r[4:]], self.strategy.nodes, self.strategy.ff)
+                out.append((g, r[0], r[1], r[2], int(r[3])))
         return out
 
     def controller_step(self, train: bool) -> dict:
-        batch = self.world > 1
-        sample = self.decide_architecture(with_grad=train and not batch)
+        """Score this step's group of architectures on one reward batch and let the strategy
+        learn from their rewards (every rank from the same gathered rewards)."""
+        props = self.strategy.propose(self.s.samples_per_step, train and self.world == 1, self.rank, self.world)
         lr, hr = self.val_batch()
-        with torch.no_grad():
-            psnr = psnr_y_batch(self.supernet(lr.to(self.device), sample.genotype), hr.to(self.device),
-                                self.scale).mean().item()
-        n = self.params(sample.genotype)
-        entropy = float(sample.entropy.detach())
-        reward = reward_of(psnr, n, self.params_max, self.alpha, entropy, float(self.s.entropy_weight))
-        decay = float(self.s.baseline_decay)
-        if not batch:
-            if self.baseline is None:
-                self.baseline = reward
-            advantage = reward - self.baseline
-            if train:
-                loss = -sample.log_prob * advantage
-                self.ctrl_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.ctrl_opt.step()
-            self.baseline = decay * self.baseline + (1 - decay) * reward
-            return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample,
-                    "batch": [(psnr, reward, entropy, n)]}
-        rows = self._gather_step(sample.genotype, (psnr, reward, entropy, n))
-        rewards = [r[2] for r in rows]
-        mean_reward = sum(rewards) / len(rewards)
-        if self.baseline is None:
-            self.baseline = mean_reward
-        if train:
-            # The same loss on every rank, from the gathered genotypes and rewards (teacher
-            # forcing recomputes each sample's log-probability): the same update everywhere,
-            # by construction, with no gradient all-reduce.
-            loss = sum(-self.controller.evaluate(g).log_prob * (rw - self.baseline)
-                       for g, _, rw, _, _ in rows) / len(rows)
-            self.ctrl_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.ctrl_opt.step()
-        self.baseline = decay * self.baseline + (1 - decay) * mean_reward
-        return {"psnr": psnr, "reward": reward, "entropy": entropy, "params": n, "sample": sample,
-                "batch": [(p, rw, e, int(k)) for _, p, rw, e, k in rows], "genotypes": [r[0] for r in rows]}
+        lr, hr = lr.to(self.device), hr.to(self.device)
+        rows = []
+        for p in props:
+            with torch.no_grad():
+                psnr = psnr_y_batch(self.supernet(lr, p.genotype), hr, self.scale).mean().item()
+            entropy = float(p.sample.entropy.detach()) if p.sample is not None else 0.0
+            reward = reward_of(psnr, self.penalty(p.genotype), self.penalty.max, self.alpha, entropy,
+                               float(self.s.entropy_weight))
+            rows.append((p.genotype, psnr, reward, entropy, self.params(p.genotype)))
+        group = self._gather_group(rows)
+        mine = range(self.rank * len(props), (self.rank + 1) * len(props))
+        samples = [props[i - mine.start].sample if i in mine else None for i in range(len(group))]
+        self.strategy.learn([(g, rw, smp) for (g, _, rw, _, _), smp in zip(group, samples)], train)
+        self.scored += len(group)
+        return {"proposals": props, "batch": [(p, rw, e, k) for _, p, rw, e, k in group],
+                "genotypes": [g for g, *_ in group]}
 
     def run_epoch(self, bar=None) -> dict:
         """One epoch of child steps then controller steps; returns its metrics record."""
@@ -208,10 +211,11 @@ class Search:
         self.supernet.train()
         losses, child_params, p_sum, n_samples = [], [], 0.0, 0
         for _ in range(self.s.child_steps):
-            loss, sample = self.child_step()
+            loss, arches = self.child_step()
             losses.append(loss)
-            child_params.append(self.params(sample.genotype))
-            p_sum, n_samples = p_sum + sample.p_one, n_samples + 1
+            for a in arches:
+                child_params.append(self.params(a.genotype))
+                p_sum, n_samples = p_sum + a.p_one(), n_samples + 1
             if bar is not None:
                 bar.update(1)
                 if len(losses) % 10 == 0:
@@ -224,24 +228,27 @@ class Search:
         for _ in range(self.s.controller_steps):
             st = self.controller_step(train_ctrl)
             steps.append(st)
-            p_sum, n_samples = p_sum + st["sample"].p_one, n_samples + 1
+            for p in st["proposals"]:
+                p_sum, n_samples = p_sum + p.p_one(), n_samples + 1
             if bar is not None:
                 bar.update(1)
         self.epoch += 1
+        child_done = self.s.child_steps * self.world
         if self.world > 1:  # every rank's child steps and P(bit = 1) sums, for the record
             parts = distributed.all_gather((losses, child_params, p_sum, n_samples))
             losses = [x for part in parts for x in part[0]]
             child_params = [x for part in parts for x in part[1]]
             p_sum, n_samples = sum(part[2] for part in parts), sum(part[3] for part in parts)
-            if not distributed.same_on_every_rank(list(self.controller.state_dict().values())
+            if not distributed.same_on_every_rank(self.strategy.fingerprint()
                                                   + list(self.supernet.state_dict().values())):
-                raise RuntimeError("the ranks' controllers or supernets differ; the backend's all-reduce "
+                raise RuntimeError("the ranks' strategies or supernets differ; the backend's all-reduce "
                                    "did not give every rank the same result")
+        self.child_steps_done += child_done
         batch = [b for st in steps for b in st["batch"]]
         ctrl_params = [b[3] for b in batch]
         mean = lambda xs: float(np.mean(xs)) if len(xs) else None
         p_one = (p_sum / max(n_samples, 1)).tolist() if n_samples else []
-        greedy = self.controller.greedy().genotype
+        pick = self.strategy.pick()
         return {
             "epoch": self.epoch, "lr": lr_now, "controller_trained": train_ctrl,
             "child_loss": mean(losses), "val_psnr": mean([b[0] for b in batch]),
@@ -249,23 +256,28 @@ class Search:
             "entropy": mean([b[2] for b in batch]),
             "params_mean": mean(child_params + ctrl_params), "child_params_mean": mean(child_params),
             "controller_params_mean": mean(ctrl_params), "params_max": self.params_max,
-            "greedy": str(greedy), "greedy_params": self.params(greedy),
-            "p_one": dict(zip(self.controller.decision_names(), [round(p, 4) for p in p_one])),
+            "greedy": str(pick) if pick is not None else None,
+            "greedy_params": self.params(pick) if pick is not None else None,
+            "p_one": dict(zip(decision_names(self.cfg.model.nodes, self.cfg.model.blocks, self.s.ff),
+                              [round(p, 4) for p in p_one])),
             "seconds": round(time.time() - t0, 2), "world_size": self.world,
+            "strategy": self.strategy.name, "child_steps_total": self.child_steps_done,
+            "architectures_scored_total": self.scored,
         }
 
     # -- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "controller": self.controller.state_dict(),
+        return {"epoch": self.epoch, **self.strategy.state_dict(),
                 "supernet": self.supernet.state_dict(), "child_opt": self.child_opt.state_dict(),
-                "ctrl_opt": self.ctrl_opt.state_dict(), "baseline": self.baseline,
                 "train_sampler": self.train_sampler.state_dict(), "val_sampler": self.val_sampler.state_dict(),
-                "val_batch": list(self._val) if self._val is not None else None, "rng": rng_state()}
+                "val_batch": list(self._val) if self._val is not None else None, "rng": rng_state(),
+                "child_rng": self.child_rng.bit_generator.state,
+                "cost": {"child_steps": self.child_steps_done, "scored": self.scored}}
 
     def rank_streams(self) -> dict:
         """This rank's random streams (each rank has its own): the checkpoint keeps all of them."""
         return {"rng": rng_state(), "train_sampler": self.train_sampler.state_dict(),
-                "val_sampler": self.val_sampler.state_dict()}
+                "val_sampler": self.val_sampler.state_dict(), "child_rng": self.child_rng.bit_generator.state}
 
     def load_state_dict(self, st: dict) -> None:
         """``st``'s top-level streams are rank 0's; ``st["ranks"][r]`` (several processes) rank r's."""
@@ -273,24 +285,31 @@ class Search:
         if ranks is not None:
             st = {**st, **ranks[self.rank]}
         self.epoch = int(st["epoch"])
-        self.controller.load_state_dict(st["controller"])
+        self.strategy.load_state_dict(st)
         self.supernet.load_state_dict(st["supernet"])
         self.child_opt.load_state_dict(st["child_opt"])
-        self.ctrl_opt.load_state_dict(st["ctrl_opt"])
-        self.baseline = None if st["baseline"] is None else float(st["baseline"])
         self.train_sampler.load_state_dict(st["train_sampler"])
         self.val_sampler.load_state_dict(st["val_sampler"])
         self._val = None if st.get("val_batch") is None else tuple(t.to(self.device) for t in st["val_batch"])
         set_rng_state(st["rng"])
+        if st.get("child_rng") is not None:  # searches before the strategy seam drew no such numbers
+            self.child_rng.bit_generator.state = st["child_rng"]
+        cost = st.get("cost") or {"child_steps": self.epoch * self.s.child_steps * self.world,
+                                  "scored": self.epoch * self.s.controller_steps * self.world}
+        self.child_steps_done, self.scored = int(cost["child_steps"]), int(cost["scored"])
 
 
-_CHECKPOINT_KEYS = ("epoch", "controller", "supernet", "child_opt", "ctrl_opt", "baseline", "train_sampler",
-                    "val_sampler", "rng", "structure")
+_CHECKPOINT_KEYS = ("epoch", "supernet", "child_opt", "train_sampler", "val_sampler", "rng", "structure")
+# What each strategy adds (the controller's are the keys every search had before the seam).
+_STRATEGY_KEYS = {"controller": ("controller", "ctrl_opt", "baseline")}
 
 
 def _structure(cfg: Config) -> dict:
     """The settings a checkpoint's tensors depend on; a resume must not change them."""
     m, s = cfg.model, cfg.search
+    if s.strategy != "controller":
+        return {"scale": cfg.scale, "channels": m.channels, "blocks": m.blocks, "nodes": m.nodes, "ff": s.ff,
+                "strategy": s.strategy}
     return {"scale": cfg.scale, "channels": m.channels, "blocks": m.blocks, "nodes": m.nodes, "ff": s.ff,
             "lstm_size": s.lstm_size, "lstm_layers": s.lstm_layers, "tie_embeddings": s.tie_embeddings}
 
@@ -342,7 +361,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     writer = rank == 0
     st = None
     if resume:
-        st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS)
+        st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS + _STRATEGY_KEYS.get(cfg.search.strategy, ("strategy",)))
         then = int(st.get("world_size", 1))  # checkpoints from before torchrun: one process
         if then != world:
             raise UserError(f"{ckpt} was written by {then} process{'es' if then > 1 else ''}; resume it with "

@@ -4,7 +4,9 @@ space, the checkpoint, the data record and the validation images. ``deconas deri
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 from deconas import config as config_mod
 from deconas.config import Config
@@ -14,6 +16,7 @@ from deconas.runfolder import CONFIG, SEARCH_DATA, SEARCH_STATE, read_data_recor
 from deconas.runtime import torch_load
 from deconas.search.controller import Controller
 from deconas.search.supernet import SuperNet
+from deconas.space.latency import check_table
 
 
 def build_controller(cfg: Config) -> Controller:
@@ -80,3 +83,27 @@ def reload_val_pairs(run_dir) -> list:
     if [n for n, _, _ in val] != prov["val_images"]:
         raise UserError(f"{run}: the validation images on disk differ from the ones the search used")
     return val
+
+
+def read_latency_table(cfg: Config) -> Optional[dict]:
+    """The latency table the ``latency`` penalty needs (``search.latency_table``), checked; None
+    for the other penalties."""
+    s, m = cfg.search, cfg.model
+    if s.penalty != "latency":
+        return None
+    if s.latency_table is None:
+        raise UserError("search.penalty=latency needs search.latency_table (made by 'deconas profile')")
+    path = Path(s.latency_table)
+    try:
+        if path.stat().st_size > 1_000_000:
+            raise UserError(f"search.latency_table {path}: {path.stat().st_size:,} bytes is not a latency table")
+        table = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"search.latency_table {path}: unreadable ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"search.latency_table {path}: not JSON") from None
+    check_table(table, m.nodes, m.blocks, f"search.latency_table {path}")
+    if (table.get("channels"), table.get("blocks"), table.get("scale")) != (m.channels, m.blocks, cfg.scale):
+        raise UserError(f"search.latency_table {path}: measured for C={table.get('channels')}, N={table.get('blocks')}, "
+                        f"x{table.get('scale')}; this search is C={m.channels}, N={m.blocks}, x{cfg.scale}")
+    return table

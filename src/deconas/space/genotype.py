@@ -270,6 +270,45 @@ def all_ones(nodes: int, ff: bool = False, blocks: int = 0) -> Genotype:
     return Genotype(cell)
 
 
+def decision_bits(g: Genotype) -> Tuple[int, ...]:
+    """The genotype as the search's binary decisions, in the controller's order: K bits per
+    (node, input) pair, then the LFF and GFF bits under FF search."""
+    bits = tuple(b for v in g.cell for b in bits_of(v))
+    return bits + (g.lff + g.gff if g.ff else ())
+
+
+def from_decision_bits(bits: Sequence[int], nodes: int, ff: bool) -> Genotype:
+    """Inverse of :func:`decision_bits` (the GFF bits are what follows the M LFF bits)."""
+    n = num_pairs(nodes) * K
+    cell = tuple(value_of(bits[i:i + K]) for i in range(0, n, K))
+    if not ff:
+        return Genotype(cell)
+    return Genotype(cell, tuple(bits[n:n + nodes]), tuple(bits[n + nodes:]))
+
+
+def num_decisions(nodes: int, blocks: int, ff: bool) -> int:
+    return num_pairs(nodes) * K + ((nodes + blocks) if ff else 0)
+
+
+def decision_names(nodes: int, blocks: int, ff: bool) -> list:
+    """'n{node}.{input}.{op}' (input 'x' = x_in, 'n{j}' = node j), then 'lff.{i}', 'gff.{i}',
+    in the order of :func:`decision_bits`."""
+    names = []
+    for m in range(nodes):
+        for j in range(m + 1):
+            src = "x" if j == 0 else f"n{j - 1}"
+            names += [f"n{m}.{src}.{op.key}" for op in OPS]
+    if ff:
+        names += [f"lff.{'x' if i == 0 else f'n{i - 1}'}" for i in range(nodes)]
+        names += [f"gff.{'F0' if i == 0 else f'B{i - 1}'}" for i in range(blocks)]
+    return names
+
+
+def complement(g: Genotype) -> Genotype:
+    """Every decision bit flipped: with ``g`` it covers every (node, input, op) once (FairNAS)."""
+    return from_decision_bits([1 - b for b in decision_bits(g)], g.nodes, g.ff)
+
+
 def node_table(g: Genotype) -> list:
     """Rows (node, {op: [input names]}) for printing which inputs each operation reads."""
     rows = []

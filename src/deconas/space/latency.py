@@ -1,0 +1,50 @@
+"""A genotype's inference latency predicted from a per-operation table, measured once per
+machine, runtime, network size and input size by ``deconas profile``
+(:mod:`deconas.infer.profile`); the search's ``latency`` penalty sums it (docs/search.md,
+"The latency table").
+
+The model, in what it sums (every entry in milliseconds, the runtime's per-call overhead taken
+out of each and counted once in ``fixed``):
+
+    fixed                      SFENet, the dense connections, GFF's 3x3 conv, upsampler, tail
+  + N x sum over mix nodes:    node (ReLU + channel attention; the mean of the node's active ops)
+                               + sum over active ops k:  op[k][inputs read - 1]
+  + N x lff[inputs read - 1]   LFF's 1x1 conv over what it reads, + the local residual
+  + gff[inputs read - 1]       GFF's 1x1 conv over what it reads
+"""
+
+from __future__ import annotations
+
+from deconas.errors import UserError
+from deconas.space.genotype import Genotype
+from deconas.space.ops import OPS
+
+FORMAT = "deconas-latency-1"
+
+
+def check_table(table, nodes: int, blocks: int, where: str = "latency table") -> dict:
+    """``table`` has every entry a genotype of M nodes and N blocks needs (one line if not)."""
+    try:
+        ok = (table["format"] == FORMAT and float(table["fixed"]) >= 0 and float(table["node"]) >= 0
+              and all(len(table["op"][op.key]) >= nodes for op in OPS)
+              and len(table["lff"]) >= nodes + 1 and len(table["gff"]) >= blocks + 1)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"{where}: not a deconas latency table for M={nodes}, N={blocks} "
+                        f"(make one with 'deconas profile')")
+    return table
+
+
+def predict_latency(g: Genotype, table: dict) -> float:
+    """Predicted milliseconds of one forward pass of ``g``'s network (see the module's model)."""
+    blocks = int(table["blocks"])
+    per_block = 0.0
+    for m in range(g.nodes):
+        per_block += table["node"]
+        for k, op in enumerate(OPS):
+            n = len(g.op_inputs(m, k))
+            if n:
+                per_block += table["op"][op.key][n - 1]
+    per_block += table["lff"][len(g.lff_inputs()) - 1]
+    return table["fixed"] + blocks * per_block + table["gff"][len(g.gff_inputs(blocks)) - 1]

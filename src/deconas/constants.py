@@ -18,6 +18,10 @@ DEFAULT_OPSET = 17
 # Input pixels above which `upscale` refuses an image (about 8000x5000), checked from the header.
 MAX_PIXELS = 40_000_000
 
+# `deconas profile`: the LR input it times the parts at (square) and the runs it takes the median of.
+PROFILE_SIZE = 128
+PROFILE_REPEATS = 30
+
 # Every random stream of a run is seeded from `seed` plus one of these offsets, so the streams
 # differ and a rerun draws them again exactly.
 SEED_RANK_STRIDE = 7919  # rank r's own streams (its training patches, its torch RNG): seed + 7919 r

@@ -12,7 +12,7 @@ import argparse
 
 from deconas import __version__
 from deconas import config
-from deconas.constants import BACKENDS, DEFAULT_OPSET, MAX_PIXELS, OPSETS, SCALES
+from deconas.constants import BACKENDS, DEFAULT_OPSET, MAX_PIXELS, OPSETS, PROFILE_REPEATS, PROFILE_SIZE, SCALES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
     p.set_defaults(handler="deconas.cli.upscale:cmd_export")
+
+    p = sub.add_parser("profile", help="measure the latency table of a search space (for search.penalty=latency)",
+                       description="Time every part of the space's networks (each operation for each number of "
+                       "inputs, channel attention, LFF, GFF, the fixed parts) on this machine, in ONNX Runtime on the "
+                       "CPU or torch on CUDA, and write the table the latency penalty sums (docs/search.md).")
+    _config(p, "cpu", "model.channels=32 (the space: scale, C, N, M)")
+    p.add_argument("--out", "-o", required=True, metavar="FILE.json", help="the table to write")
+    p.add_argument("--size", type=int, default=PROFILE_SIZE, metavar="PIXELS",
+                   help="LR input size, square (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
+    p.add_argument("--repeats", type=int, default=PROFILE_REPEATS,
+                   help="timed runs per part, the median is kept (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu (ONNX Runtime, default) or cuda (torch)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.json if it exists")
+    p.set_defaults(handler="deconas.cli.profile:cmd_profile")
 
     p = sub.add_parser("study", help="searched against random architectures, each trained standalone",
                        description="Train the --top K best derived architectures of a search and K uniform "

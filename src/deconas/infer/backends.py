@@ -71,8 +71,10 @@ class OnnxRuntimeBackend:
             self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
-        self.scale = int(self.meta["scale"])
-        self.radius = int(self.meta["receptive_radius"])
+        # A deconas network's graph says its scale and radius; a bare graph (deconas profile's
+        # parts of a network) has neither.
+        self.scale = int(self.meta["scale"]) if "scale" in self.meta else None
+        self.radius = int(self.meta["receptive_radius"]) if "receptive_radius" in self.meta else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)},

@@ -147,21 +147,48 @@ class SharedScorer:
         draws = [sampler.sample() for _ in range(batches)]
         table = np.array([[psnr_y_batch(self.supernet(lr, g), hr, self.scale).mean().item() for lr, hr in draws]
                           for g in genotypes])  # (architectures, batches)
-        within = float(np.mean(table.std(axis=1, ddof=1)))  # noise of one architecture's reward
-        between = float(np.std(table.mean(axis=1), ddof=1))  # spread of the architectures' means
-        # How often one batch orders a pair of architectures as their means do.
-        means = table.mean(axis=1)
-        agree, pairs = 0, 0
-        for i in range(len(genotypes)):
-            for j in range(i + 1, len(genotypes)):
-                if means[i] == means[j]:
-                    continue
-                pairs += 1
-                agree += float(np.mean(np.sign(table[i] - table[j]) == np.sign(means[i] - means[j])))
         return {"architectures": len(genotypes), "batches": batches, "val_patch": vp, "val_batch": vb,
-                "within_std_db": within, "between_std_db": between,
-                "noise_to_spread": within / between if between > 0 else float("inf"),
-                "pair_order_agreement": agree / pairs if pairs else float("nan")}
+                **noise_figures(table),
+                "advantage": {"moving_average": noise_figures(moving_average_advantages(table, float(s.baseline_decay))),
+                              "leave_one_out": noise_figures(leave_one_out_advantages(table))}}
+
+
+def noise_figures(table: np.ndarray) -> dict:
+    """How well one batch ranks architectures, from a (architectures, batches) table of reward
+    PSNRs or advantages: the noise of one architecture's value over batches against the spread
+    of the architectures' means, and how often one batch orders a pair as their means do."""
+    within = float(np.mean(table.std(axis=1, ddof=1)))
+    between = float(np.std(table.mean(axis=1), ddof=1))
+    means = table.mean(axis=1)
+    agree, pairs = 0.0, 0
+    for i in range(len(table)):
+        for j in range(i + 1, len(table)):
+            if means[i] == means[j]:
+                continue
+            pairs += 1
+            agree += float(np.mean(np.sign(table[i] - table[j]) == np.sign(means[i] - means[j])))
+    return {"within_std_db": within, "between_std_db": between,
+            "noise_to_spread": within / between if between > 0 else float("inf"),
+            "pair_order_agreement": agree / pairs if pairs else float("nan")}
+
+
+def moving_average_advantages(table: np.ndarray, decay: float) -> np.ndarray:
+    """r - b as a search meets these rewards one controller step at a time (batch after batch,
+    architecture after architecture), b the moving-average baseline started at the first reward."""
+    adv, b = np.empty_like(table), None
+    for j in range(table.shape[1]):
+        for i in range(table.shape[0]):
+            r = table[i, j]
+            b = r if b is None else b
+            adv[i, j] = r - b
+            b = decay * b + (1 - decay) * r
+    return adv
+
+
+def leave_one_out_advantages(table: np.ndarray) -> np.ndarray:
+    """r_i - mean_{j != i} r_j over the architectures scored on the same batch (one group)."""
+    n = table.shape[0]
+    return table - (table.sum(axis=0, keepdims=True) - table) / (n - 1)
 
 
 def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", progress: bool = True) -> dict:
@@ -369,6 +396,9 @@ def format_summary(doc: dict) -> str:
                  f"against a spread of {n['between_std_db']:.3f} dB between architectures "
                  f"(ratio {n['noise_to_spread']:.2f}; one batch orders a pair as the means do "
                  f"{n['pair_order_agreement']:.0%} of the time)")
+    for name, a in n.get("advantage", {}).items():  # studies planned before the workbench have none
+        lines.append(f"  advantage, {name.replace('_', ' ')} baseline: noise to spread {a['noise_to_spread']:.2f}, "
+                     f"pair order agreement {a['pair_order_agreement']:.0%}")
     return "\n".join(lines)
 
 

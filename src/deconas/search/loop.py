@@ -361,7 +361,14 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     writer = rank == 0
     st = None
     if resume:
-        st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS + _STRATEGY_KEYS.get(cfg.search.strategy, ("strategy",)))
+        st = read_checkpoint(ckpt, device, keys=_CHECKPOINT_KEYS)
+        kind = st["strategy"].get("name") if isinstance(st.get("strategy"), dict) else "controller"
+        if kind != cfg.search.strategy:
+            raise UserError(f"{ckpt}: the checkpoint is of a {kind} search, the config asks for search.strategy="
+                            f"{cfg.search.strategy}; resume it with its own strategy")
+        missing = [k for k in _STRATEGY_KEYS.get(kind, ("strategy",)) if k not in st]
+        if missing:
+            raise UserError(f"{ckpt}: damaged or not a search checkpoint (no {', '.join(missing)})")
         then = int(st.get("world_size", 1))  # checkpoints from before torchrun: one process
         if then != world:
             raise UserError(f"{ckpt} was written by {then} process{'es' if then > 1 else ''}; resume it with "

@@ -1,0 +1,81 @@
+"""The study's ground truth, first step: the seed-to-seed noise of a standalone training recipe
+against the spread between architectures (the study issue's step 1), through deconas' own
+training. Uniform random architectures of the `cpu` space (C=16, N=3, M=4, x2), several
+training seeds each (initialisation and patch order), one fixed validation split (split seed
+0, 10% of the images); one row per (recipe, architecture, seed) appended to RESULTS.jsonl, so
+a rerun continues where it stopped (each training also resumes from its own state).
+
+    OMP_NUM_THREADS=1 python docs/results/study_recipe.py --train DATA/train/T91 DATA/train/BSD200 \\
+        --out runs/study-recipe p48b16s1000
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deconas import config
+from deconas.space.complexity import count_params
+from deconas.space.genotype import Genotype, num_pairs
+from deconas.space.ops import NUM_VALUES
+from deconas.train import run_training
+
+RECIPES = {  # name: (LR patch, batch, steps)
+    "p48b16s1000": (48, 16, 1000),
+    "p48b16s3000": (48, 16, 3000),
+}
+
+
+def architectures(n: int):
+    """``n`` distinct uniform random architectures (every op bit a fair coin), seed 2026."""
+    rng = np.random.default_rng(2026)
+    out = []
+    while len(out) < n:
+        g = Genotype(tuple(int(v) for v in rng.integers(0, NUM_VALUES, num_pairs(4))))
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--train", nargs="+", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--archs", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    results = root / "results.jsonl"
+    done = {(r["recipe"], r["genotype"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())} \
+        if results.exists() else set()
+    gs = architectures(args.archs)
+    for name in args.recipes:
+        patch, batch, steps = RECIPES[name]
+        for seed in range(args.seeds):  # seed-major: every architecture once before any twice
+            for i, g in enumerate(gs):
+                if (name, str(g), seed) in done:
+                    continue
+                cfg = config.load("train-cpu", ["model.channels=16", "model.blocks=3", f"data.lr_patch={patch}",
+                                                f"data.batch={batch}", f"train.steps={steps}",
+                                                f"train.epoch_steps={min(500, steps)}", "train.val_every=1000000",
+                                                f"seed={seed}", "plot=false", "data.val_fraction=0.1"])
+                out = root / name / f"a{i}-s{seed}"
+                t0 = time.time()
+                summary = run_training(cfg, g, args.train, None, out, resume=(out / "state.pt").is_file(),
+                                       device="cpu", progress=False, split_seed=0)
+                row = {"recipe": name, "lr_patch": patch, "batch": batch, "steps": steps, "arch": i,
+                       "genotype": str(g), "params": count_params(g, 2, 16, 3), "seed": seed,
+                       "val_psnr": summary["last_val_psnr"], "seconds": round(time.time() - t0, 1)}
+                with open(results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -118,27 +118,22 @@ def test_no_genotype_of_the_space_has_more_parameters_than_max_params():
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_each_dropped_lff_bit_saves_a_c_by_c_slice_in_every_block(scale):
+@pytest.mark.parametrize("part, cases, per_bit_blocks", [
     # LFF is a 1x1 conv per block: one optional input less is C x C weights (and their
     # Mult-Adds at every LR pixel) in each of the N blocks.
+    ("lff", (("0111", 1), ("1010", 2), ("0000", 4)), 3),
+    # GFF's 1x1 conv is one: an input less is one C x C slice.
+    ("gff", (("011", 1), ("101", 1), ("000", 3)), 1),
+])
+def test_each_dropped_ff_bit_saves_a_c_by_c_slice_of_its_1x1_conv(scale, part, cases, per_bit_blocks):
     c, n = 16, 3
     lr_pixels = HR_H * HR_W / scale ** 2
     full = complexity.cost(parse(PAPER_GENOTYPE + "|1111|111"), scale, c, n)
-    for lff, dropped in (("0111", 1), ("1010", 2), ("0000", 4)):
-        part = complexity.cost(parse(f"{PAPER_GENOTYPE}|{lff}|111"), scale, c, n)
-        assert full.params - part.params == dropped * n * c * c
-        assert full.mult_adds - part.mult_adds == dropped * n * c * c * lr_pixels
-
-
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_each_dropped_gff_bit_saves_one_c_by_c_slice_of_gffs_1x1_conv(scale):
-    c, n = 16, 3
-    lr_pixels = HR_H * HR_W / scale ** 2
-    full = complexity.cost(parse(PAPER_GENOTYPE + "|1111|111"), scale, c, n)
-    for gff, dropped in (("011", 1), ("101", 1), ("000", 3)):
-        part = complexity.cost(parse(f"{PAPER_GENOTYPE}|1111|{gff}"), scale, c, n)
-        assert full.params - part.params == dropped * c * c
-        assert full.mult_adds - part.mult_adds == dropped * c * c * lr_pixels
+    for bits, dropped in cases:
+        ff = f"{bits}|111" if part == "lff" else f"1111|{bits}"
+        cut = complexity.cost(parse(f"{PAPER_GENOTYPE}|{ff}"), scale, c, n)
+        assert full.params - cut.params == dropped * per_bit_blocks * c * c
+        assert full.mult_adds - cut.mult_adds == dropped * per_bit_blocks * c * c * lr_pixels
 
 
 def test_ff_bits_all_one_count_the_same_as_no_ff_bits():

@@ -40,6 +40,17 @@ def _images(p):
     p.add_argument("--val", metavar="DIR", help="validation HR images (default: held out from --train)")
 
 
+def _command(sub, name: str, handler: str, **texts):
+    """A subcommand whose handler (``module:function``) :func:`deconas.cli.main` imports when it runs."""
+    p = sub.add_parser(name, **texts)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _replaces(p, what: str):
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists")
+
+
 def _run_folder(p, default: str, what: str):
     p.add_argument("--out", metavar="DIR", default=None, help=f"run folder (default: {default})")
     p.add_argument("--resume", action="store_true", help=f"continue the {what} in --out where it stopped")
@@ -52,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("arch", help="parameters, Mult-Adds and the node table of a genotype",
-                       description="Parameters and Mult-Adds (1280x720 HR output) of a DeCoNASNet, computed "
-                       "from the genotype, and which inputs each operation of each mix node reads.")
+    p = _command(sub, "arch", "deconas.cli.arch:cmd_arch",
+                 help="parameters, Mult-Adds and the node table of a genotype",
+                 description="Parameters and Mult-Adds (1280x720 HR output) of a DeCoNASNet, computed "
+                 "from the genotype, and which inputs each operation of each mix node reads.")
     p.add_argument("genotype", help="e.g. 7,6,4,3,0,2,2,3,4,1 (paper), 30 release bits, or CELL|LFF|GFF")
     _scale(p, default=config.default("scale"))
     p.add_argument("--channels", "-C", type=int, default=config.default("model.channels"),
@@ -64,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", "-M", type=int, default=None, help="mix nodes per block M (checked against the genotype)")
     p.add_argument("--ff-bits", default=None, help="feature-fusion bits: M LFF bits then N GFF bits (e.g. 1011|1101)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler="deconas.cli.arch:cmd_arch")
 
-    p = sub.add_parser("eval", help="PSNR/SSIM on Y of bicubic or a checkpoint on benchmark folders",
-                       description="Evaluate with the standard SR protocol (MATLAB bicubic LR, Y channel, "
-                       "border = scale) on one or more benchmark folders.")
+    p = _command(sub, "eval", "deconas.cli.evaluate:cmd_eval",
+                 help="PSNR/SSIM on Y of bicubic or a checkpoint on benchmark folders",
+                 description="Evaluate with the standard SR protocol (MATLAB bicubic LR, Y channel, "
+                 "border = scale) on one or more benchmark folders.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--bicubic", action="store_true", help="evaluate bicubic interpolation (the baseline row)")
     g.add_argument("--checkpoint", help="a .safetensors checkpoint written by deconas train, or 'pretrained'")
@@ -80,28 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=0, help="tile size in LR pixels for large images (0 = whole image)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     _backend(p)
-    p.set_defaults(handler="deconas.cli.evaluate:cmd_eval")
 
-    p = sub.add_parser("search", help="run the DeCoNAS search (controller + shared-weight supernet)",
-                       description="ENAS-style search: child steps on the shared weights, then REINFORCE "
-                       "controller steps with reward PSNR - alpha * params / max params.")
+    p = _command(sub, "search", "deconas.cli.search:cmd_search",
+                 help="run the search (shared-weight supernet; controller, random or evolution)",
+                 description="ENAS-style search: child steps on the shared weights, then controller steps "
+                 "that score architectures with reward PSNR - alpha * cost / max cost (search.strategy: "
+                 "controller (REINFORCE), random or evolution; docs/search.md).")
     _config(p, "cpu", "search.alpha=0")
     _images(p)
     _run_folder(p, "runs/search-<time>", "search")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.set_defaults(handler="deconas.cli.search:cmd_search")
 
-    p = sub.add_parser("derive", help="sample architectures from a trained controller and rank them",
-                       description="Sample K architectures from the run's controller, score each with the "
-                       "shared weights on the validation images, write candidates.csv, best.json and a plot.")
+    p = _command(sub, "derive", "deconas.cli.search:cmd_derive",
+                 help="pick architectures from a search (controller samples or the best scored) and rank them",
+                 description="Sample K architectures from the run's controller (or take the K best that random "
+                 "search or evolution scored), score each with the shared weights on the validation images, "
+                 "write candidates.csv, best.json and a plot.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--samples", type=int, default=None, help=f"number of architectures (default: search.derive_samples, {config.default('search.derive_samples')})")
+    p.add_argument("--samples", type=int, default=None, help=f"architectures to score (default: "
+                   f"search.derive_samples, {config.default('search.derive_samples')})")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.cli.search:cmd_derive")
 
-    p = sub.add_parser("train", help="train a DeCoNASNet from scratch",
-                       description="From-scratch training (L1, Adam, step schedule) with periodic validation, "
-                       "best/last checkpoints in safetensors and exact --resume.")
+    p = _command(sub, "train", "deconas.cli.train:cmd_train",
+                 help="train a DeCoNASNet from scratch",
+                 description="From-scratch training (L1, Adam, step schedule) with periodic validation, "
+                 "best/last checkpoints in safetensors and exact --resume.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--genotype", help="the architecture, e.g. 7,6,4,3,0,2,2,3,4,1")
     g.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="use best.json of a search run")
@@ -113,11 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the x2 body, or a warm restart; 'pretrained' = the shipped network of the "
                         "run's scale, 'pretrained-x2' = the shipped x2 at any scale")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.cli.train:cmd_train")
 
-    p = sub.add_parser("upscale", help="upscale images with a pretrained or your own network",
-                       description="Upscale image files or folders. By default the shipped pretrained network "
-                       "for --scale; tiled inference for any size; greyscale stays grey, alpha is kept.")
+    p = _command(sub, "upscale", "deconas.cli.upscale:cmd_upscale",
+                 help="upscale images with a pretrained or your own network",
+                 description="Upscale image files or folders. By default the shipped pretrained network "
+                 "for --scale; tiled inference for any size; greyscale stays grey, alpha is kept.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
@@ -133,55 +148,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     _backend(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
-    p.set_defaults(handler="deconas.cli.upscale:cmd_upscale")
 
-    p = sub.add_parser("export", help="write a network as an ONNX graph (dynamic batch, height, width)",
-                       description="Export a checkpoint (default: the shipped network for --scale) to ONNX, "
-                       "fp32, with genotype, scale, C, N and receptive radius in the graph's metadata.")
+    p = _command(sub, "export", "deconas.cli.upscale:cmd_export",
+                 help="write a network as an ONNX graph (dynamic batch, height, width)",
+                 description="Export a checkpoint (default: the shipped network for --scale) to ONNX, "
+                 "fp32, with genotype, scale, C, N and receptive radius in the graph's metadata.")
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
     _scale(p, default=None)
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
-    p.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
-    p.set_defaults(handler="deconas.cli.upscale:cmd_export")
+    _replaces(p, "FILE.onnx")
 
-    p = sub.add_parser("profile", help="measure the latency table of a search space (for search.penalty=latency)",
-                       description="Time every part of the space's networks (each operation for each number of "
-                       "inputs, channel attention, LFF, GFF, the fixed parts) on this machine, in ONNX Runtime on the "
-                       "CPU or torch on CUDA, and write the table the latency penalty sums (docs/search.md).")
-    _config(p, "cpu", "model.channels=32 (the space: scale, C, N, M)")
+    p = _command(sub, "profile", "deconas.cli.profile:cmd_profile",
+                 help="measure the latency table of a search space (for search.penalty=latency)",
+                 description="Time every part of the space's networks (each operation for each number of "
+                 "inputs, channel attention, LFF, GFF, the fixed parts) on this machine, in ONNX Runtime on the "
+                 "CPU or torch on CUDA, and write the table the latency penalty sums (docs/search.md).")
     p.add_argument("--out", "-o", required=True, metavar="FILE.json", help="the table to write")
+    _replaces(p, "FILE.json")
+    _config(p, "cpu", "model.channels=32 (the space: scale, C, N, M)")
     p.add_argument("--size", type=int, default=PROFILE_SIZE, metavar="PIXELS",
                    help="LR input size, square (default %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
     p.add_argument("--repeats", type=int, default=PROFILE_REPEATS,
                    help="timed runs per part, the median is kept (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
     p.add_argument("--device", default="cpu", help="cpu (ONNX Runtime, default) or cuda (torch)")
-    p.add_argument("--overwrite", action="store_true", help="replace FILE.json if it exists")
-    p.set_defaults(handler="deconas.cli.profile:cmd_profile")
 
-    p = sub.add_parser("study", help="searched against random architectures, each trained standalone",
-                       description="Train the --top K best derived architectures of a search and K uniform "
-                       "random ones matched in parameters, each from scratch with one recipe; report "
-                       "Kendall tau of shared-weight against standalone PSNR and searched against random.")
+    p = _command(sub, "study", "deconas.cli.search:cmd_study",
+                 help="searched against random architectures, each trained standalone",
+                 description="Train the --top K best derived architectures of a search and K uniform "
+                 "random ones matched in parameters, each from scratch with one recipe; report "
+                 "Kendall tau of shared-weight against standalone PSNR and searched against random.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
-    p.add_argument("--top", type=int, default=None, help=f"searched architectures (default: study.top, {config.default('study.top')})")
-    p.add_argument("--random", type=int, default=None, help=f"random architectures (default: study.random, {config.default('study.random')})")
+    p.add_argument("--top", type=int, default=None,
+                   help=f"searched architectures (default: study.top, {config.default('study.top')})")
+    p.add_argument("--random", type=int, default=None,
+                   help=f"random architectures (default: study.random, {config.default('study.random')})")
     _config(p, "study-cpu", "train.steps=3000 (the training recipe and the study's settings)")
     p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
     _run_folder(p, "RUN_DIR/study", "study")
     p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
-    p.set_defaults(handler="deconas.cli.search:cmd_study")
 
-    p = sub.add_parser("run", help="the whole experiment: search -> derive -> train -> evaluate -> report",
-                       description="Search, derive the best architecture, train it from scratch and evaluate "
-                       "it against bicubic, into one run folder with a Markdown report. With no arguments it "
-                       "runs a small CPU experiment on built-in images in a few minutes.")
-    _config(p, "run-cpu", "seed=1")
+    p = _command(sub, "run", "deconas.cli.train:cmd_run",
+                 help="the whole experiment: search -> derive -> train -> evaluate -> report",
+                 description="Search, derive the best architecture, train it from scratch and evaluate "
+                 "it against bicubic, into one run folder with a Markdown report. With no arguments it "
+                 "runs a small CPU experiment on built-in images in a few minutes.")
     _images(p)
+    _config(p, "run-cpu", "seed=1")
     p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
     _run_folder(p, "runs/run-<time>", "run, stage by stage,")
     p.add_argument("--device", default=None)
-    p.set_defaults(handler="deconas.cli.train:cmd_run")
     return ap

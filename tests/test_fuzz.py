@@ -157,3 +157,54 @@ def test_arch_cli_exits_0_or_2(s, capsys):
     assert rc in (0, 2)
     if rc == 2:
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# Every numeric setting, from the schema: NaN, inf and values no code can hold are refused in one
+# line; the message stays short whatever the value.
+NUMERIC = [k for k, f in config.SCHEMA.items() if f.metadata["kind"] in ("int", "float", "float?", "fraction")]
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "99999999999999999999", "1e400"])
+def test_every_numeric_setting_refuses_nan_inf_and_what_no_code_can_hold(key, value):
+    kind = config.SCHEMA[key].metadata["kind"]
+    if kind != "int" and value == "99999999999999999999":
+        value = "1e308"  # a float setting's huge value is the float's, checked against its maximum below
+        if config.SCHEMA[key].metadata["max"] is None and kind != "fraction":
+            pytest.skip(f"{key} has no maximum: a huge finite number is a valid (if odd) value")
+    with pytest.raises(UserError) as e:
+        config.load("cpu", [f"{key}={value}"])
+    msg = str(e.value)
+    assert key in msg and "\n" not in msg and len(msg) < 300
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A YAML flow sequence of ``levels`` anchored lists, each nine aliases of the one before:
+    9**levels leaves if anything expanded it (387 million for 9)."""
+    items = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    for i in range(1, levels):
+        items.append(f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("setting", ["seed", "search_overrides", "search.alpha", "search.strategy"])
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line_in_bounded_memory(tmp_path, setting):
+    top, _, sub = setting.rpartition(".")
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"{top}:\n  {sub}: {billion_laughs()}\n" if top else f"{sub}: {billion_laughs()}\n")
+    with memory_bound(1 << 30):
+        with pytest.raises(UserError) as e:
+            config.load(str(path))
+    msg = str(e.value)
+    assert setting in msg and "\n" not in msg and len(msg) < 300, msg[:300]
+
+
+@pytest.mark.parametrize("text", ["[" * 20000 + "]" * 20000, "a: " + "{b: " * 20000 + "1" + "}" * 20000])
+def test_deeply_nested_yaml_is_a_one_line_error(tmp_path, text):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        config.load(str(path))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError):
+        config.load("cpu", ["seed=" + text.split(": ", 1)[-1]])

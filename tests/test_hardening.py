@@ -213,3 +213,77 @@ def test_crafted_checkpoint_stays_within_a_memory_limit(tmp_path):
                         "--checkpoint", str(bad)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.fixture
+def nan_ckpt(tmp_path):
+    """A checkpoint whose weights hold NaN (what a diverged training leaves)."""
+    from deconas.checkpoint import save_model
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
+
+    net = DeCoNASNet(parse("7,6,4"), 2, 8, 1)
+    with torch.no_grad():
+        net.tail.weight[0, 0, 1, 1] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_model(path, net)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_upscale_with_a_nan_network_is_refused_naming_the_checkpoint_and_writes_nothing(nan_ckpt, tmp_path, capsys,
+                                                                                        backend):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(src / "a.png")
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(nan_ckpt), "--backend", backend]) == 2
+    one_line_error(capsys, str(nan_ckpt), "NaN")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_eval_with_a_nan_network_is_refused_naming_the_checkpoint(nan_ckpt, tmp_path, capsys):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    photo(bench / "a.png", 40, 48)
+    assert main(["eval", "--checkpoint", str(nan_ckpt), "--benchmark", str(bench), "--backend", "torch"]) == 2
+    one_line_error(capsys, str(nan_ckpt), "NaN")
+
+
+def test_a_training_that_diverges_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path, capsys):
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    out = tmp_path / "t"
+    args = ["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), "model.channels=4",
+            "model.blocks=1", "data.lr_patch=8", "data.batch=2", "train.epoch_steps=2", "train.warmup_steps=0",
+            "plot=false", "train.schedule=step"]
+    assert main(args + ["train.steps=2"]) == 0
+    capsys.readouterr()
+    before = (out / "state.pt").read_bytes()
+    assert main(["train", "--genotype", "7,6,4", "--out", str(out), "--resume", "train.steps=6", "train.lr=1e30"]) == 2
+    err = capsys.readouterr().err  # the banner and the progress bar, then the error
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and "diverged" in errors[0] and "train.lr" in errors[0], err
+    assert (out / "state.pt").read_bytes() == before  # nothing written from the NaN weights
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "cuda:99"])
+def test_a_device_deconas_does_not_run_on_is_one_line(tmp_path, capsys, device):
+    src = photo(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--device", device]) == 2
+    one_line_error(capsys, f"--device {device}")
+
+
+@pytest.mark.parametrize("threads", ["100000", "0"])
+def test_an_absurd_thread_count_is_one_line_before_any_runtime_starts(tmp_path, capsys, threads):
+    src = photo(tmp_path / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--threads", threads]) == 2
+    one_line_error(capsys, f"--threads {threads}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_the_output_quietly():
+    # `true` reads nothing and exits: every line deconas prints goes to a closed pipe.
+    r = subprocess.run(f"{sys.executable} -m deconas.cli arch 7,6,4,3,0,2,2,3,4,1 | true", shell=True,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+import reprlib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
 import yaml
 
-from deconas.constants import SCALES
+from deconas.constants import MAX_THREADS, SCALES
 from deconas.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -51,6 +53,8 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"config {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    except RecursionError:
+        raise UserError(f"config {path}: nested too deeply to be a config") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"config {path}: unreadable ({e})") from None
     if not isinstance(cfg, dict):
@@ -59,7 +63,7 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
     check_keys(cfg, f"config {path}")
     if base is not None:
         if not isinstance(base, str) or not base.strip():
-            raise UserError(f"config {path}: base: {base!r} must be the name of a preset or a YAML file")
+            raise UserError(f"config {path}: base: {_short(base)} must be the name of a preset or a YAML file")
         merged = _load_chain(base if Path(base).is_absolute() or base in presets() else str(path.parent / base)
                              if (path.parent / base).is_file() else base, seen + (path.resolve(),))
         _merge(merged, cfg)
@@ -91,7 +95,7 @@ class Common:
     """Top-level settings of every config."""
     scale: int = setting(2, "choice", SCALES, doc="upscaling factor s")
     seed: int = setting(0, "int", 0, doc="seed of every random stream (weights, patches, data split, controller)")
-    threads: int = setting(0, "int", 0, doc="torch intra-op threads of a search (0 = torch's default)")
+    threads: int = setting(0, "int", 0, MAX_THREADS, doc="torch intra-op threads of a search (0 = torch's default)")
     deterministic: bool = setting(False, "bool", doc="deterministic torch algorithms (bit-identical reruns and resumes, slower on GPU)")
     plot: bool = setting(True, "bool", doc="training: write curves.png every epoch")
     tensorboard: bool = setting(True, "bool", doc="search: write TensorBoard scalars to RUN/tb (when tensorboard is installed)")
@@ -188,7 +192,7 @@ class Study:
     random: int = setting(8, "int", 0, doc="uniform random architectures, each matched to a searched one")
     param_tolerance: float = setting(0.1, "fraction", doc="a random architecture is within this share of its partner's parameters")
     jobs: int = setting(2, "int", 1, doc="architectures trained at once, each in its own process")
-    threads: int = setting(1, "int", 1, doc="torch threads per process")
+    threads: int = setting(1, "int", 1, MAX_THREADS, doc="torch threads per process")
     screen: int = setting(3, "int", 0, doc="re-score derive's best screen x top architectures (0 = every derived one)")
     shared_max_images: int = setting(0, "int", 0, doc="shared-weight PSNR on at most this many validation images (0 = all)")
     shared_max_size: int = setting(0, "int", 0, doc="... on centre crops of at most this many LR pixels a side (0 = whole)")
@@ -315,26 +319,43 @@ def check_keys(cfg: dict, where: str) -> None:
     walk(cfg)
 
 
+# The largest integer a setting may hold: what torch's and numpy's seeds and counters take.
+INT_MAX = 2 ** 63 - 1
+# A list setting's length limit (an alias bomb expands to billions of entries).
+LIST_MAX = 1000
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 40, 40, 4, 4, 2
+
+
+def _short(v) -> str:
+    """A value as a message shows it: bounded, whatever the value (a YAML bomb is not expanded)."""
+    return _REPR.repr(v)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_value(key: str, v) -> None:
     m = SCHEMA[key].metadata
     kind, arg, maximum = m["kind"], m["arg"], m["max"]
     bad = None
     if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int) or v < arg:
-            bad = f"an integer >= {arg}"
+        if isinstance(v, bool) or not isinstance(v, int) or not arg <= v <= (maximum or INT_MAX):
+            bad = f"an integer >= {arg}" + (f", at most {maximum or INT_MAX}" if isinstance(v, int) and v > arg else "")
     elif kind in ("float", "float?"):
         if v is None and kind == "float?":
             return
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < arg:
-            bad = "a positive number" if arg > 0 else f"a number >= {arg}"
+        if not _number(v) or v < arg:
+            bad = ("a positive number" if arg > 0 else f"a number >= {arg}") + " (finite)"
     elif kind == "fraction":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        if not _number(v) or not 0 <= v < 1:
             bad = "a fraction in [0, 1)"
     elif kind == "bool":
         if not isinstance(v, bool):
             bad = "true or false"
     elif kind == "choice":
-        if v not in arg:
+        if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in arg:
             bad = "one of " + ", ".join(map(str, arg))
     elif kind == "path?":
         if v is not None and not (isinstance(v, str) and v.strip()):
@@ -343,12 +364,12 @@ def _check_value(key: str, v) -> None:
         if v is not None and not (isinstance(v, str) and v.strip()):
             bad = "the name of a preset or a YAML file"
     elif kind == "list":
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            bad = "a list of KEY=VALUE strings"
-    if not bad and maximum is not None and v > maximum:
+        if not isinstance(v, list) or len(v) > LIST_MAX or not all(isinstance(x, str) for x in v):
+            bad = f"a list of at most {LIST_MAX} KEY=VALUE strings"
+    if not bad and maximum is not None and kind != "int" and v > maximum:
         bad = f"at most {maximum}"
     if bad:
-        raise UserError(f"config: {key}={v!r}: expected {bad}")
+        raise UserError(f"config: {key}={_short(v)}: expected {bad}")
 
 
 def check_memory(cfg: dict) -> None:
@@ -416,6 +437,8 @@ def apply_overrides(cfg, overrides: Iterable[str]) -> Config:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise UserError(f"override {key}: nested too deeply to be a value") from None
         node, parts = cfg, key.split(".")
         for p in parts[:-1]:
             node = node[p]

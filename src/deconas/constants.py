@@ -15,6 +15,8 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 # ONNX opsets torch's TorchScript exporter writes (21+ needs the dynamo exporter), and ours.
 OPSETS = range(11, 21)
 DEFAULT_OPSET = 17
+# CPU threads a command may be asked for (ONNX Runtime crashes on absurd counts).
+MAX_THREADS = 1024
 # Input pixels above which `upscale` refuses an image (about 8000x5000), checked from the header.
 MAX_PIXELS = 40_000_000
 

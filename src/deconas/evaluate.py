@@ -26,8 +26,8 @@ from deconas.data.images import IMAGE_EXTENSIONS, iter_folder, read_image, write
 from deconas.data.imresize import bicubic_lr, bicubic_up, modcrop
 from deconas.metrics import WIN, psnr_ssim_y
 from deconas.checkpoint import load_model
-from deconas.infer.inference import make_backend
-from deconas.infer.inference import upscale_array
+from deconas.infer.inference import make_backend, upscale_array
+from deconas.infer.tiling import NonFiniteOutput
 from deconas.runtime import atomic_write_text, pick_device
 
 __all__ = ["evaluate", "format_table", "bicubic_upscaler", "network_upscaler", "save_json"]
@@ -200,7 +200,13 @@ def network_upscaler(checkpoint: str, scale: Optional[int], device: Optional[str
     if self_ensemble:
         method += " (self-ensemble)"
     run = make_backend(model, backend, device=dev)
-    return (lambda lr: upscale_array(run, lr, tile=tile, self_ensemble=self_ensemble)), int(scale or meta["scale"]), method
+
+    def upscale_fn(lr):
+        try:
+            return upscale_array(run, lr, tile=tile, self_ensemble=self_ensemble)
+        except NonFiniteOutput as e:
+            raise UserError(f"{checkpoint}: {e}") from None
+    return upscale_fn, int(scale or meta["scale"]), method
 
 
 def save_json(result: Dict, path) -> None:

@@ -36,8 +36,12 @@ def pick_device(name: str | None = None) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    if dev.type not in ("cpu", "cuda"):  # meta, xla, mps, ...: devices deconas does not run on
+        raise UserError(f"--device {name}: deconas runs on cpu or cuda (cuda:1, ...)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available in this torch build")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 

@@ -121,7 +121,11 @@ class Training:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t.grad_clip))
         self.opt.step()
         self.steps += 1
-        return loss.detach().item(), lr_now
+        value = loss.detach().item()
+        if not math.isfinite(value):  # the weights are lost; the last checkpoint is from before
+            raise UserError(f"training diverged at step {self.steps}: the loss is {value}; lower train.lr "
+                            f"(now {lr_now:g}) or set train.grad_clip, then --resume from the last checkpoint")
+        return value, lr_now
 
     def validate(self) -> Optional[float]:
         """Whole-image validation PSNR; a new best is remembered. None without validation images."""

@@ -10,6 +10,7 @@ stderr and exit code 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from deconas.cli.parser import build_parser
@@ -38,6 +39,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"deconas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `deconas arch ... | head -1`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (MemoryError, RuntimeError) as e:
         # The last net under every command: memory that ran out (a memory limit, a huge input)
         # is one line, not a traceback. Other RuntimeErrors are bugs and keep their traceback.

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from deconas import config
+from deconas.constants import MAX_THREADS
 from deconas.errors import UserError
 from deconas.infer.profile import profile
 from deconas.runtime import atomic_write_text, pick_device
@@ -22,8 +23,8 @@ def cmd_profile(args) -> int:
         raise UserError(f"--out {out}: exists; pass --overwrite to replace it")
     if not 8 <= args.size <= 4096:
         raise UserError(f"--size {args.size}: use 8..4096 LR pixels")
-    if args.threads is not None and not 1 <= args.threads <= 1024:
-        raise UserError(f"--threads {args.threads}: use 1..1024")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise UserError(f"--threads {args.threads}: use 1..{MAX_THREADS}")
     if not 3 <= args.repeats <= 10_000:
         raise UserError(f"--repeats {args.repeats}: use 3..10000")
     device = pick_device(args.device)

@@ -23,6 +23,8 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
+from deconas.errors import UserError
+
 # The window (tile + overlap) area above which an image is tiled by default, in LR pixels.
 # Measured with benchmarks/bench_upscale.py on 2 cores (docs/upscale.md): ONNX Runtime's time per
 # pixel is nearly flat from 256x256 windows up, so the limit is set by memory (about 2.7 kB per
@@ -37,6 +39,10 @@ LUMA = (0.299, 0.587, 0.114)
 DEFAULT_OVERLAP = 24
 
 Backend = Callable[[np.ndarray], np.ndarray]
+
+
+class NonFiniteOutput(UserError):
+    """A network whose output holds NaN or inf (the caller names the checkpoint)."""
 
 
 def spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int, int, int]]:
@@ -152,6 +158,9 @@ def upscale_uint8(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, 
         chunk = windows[i:i + (1 if self_ensemble else batch)]
         x = np.stack([_to_input(lr, wy0, wy1, wx0, wx1) for (_, _, wy0, wy1), (_, _, wx0, wx1) in chunk])
         y = _run_ensemble(backend, x)[None] if self_ensemble else backend(x)
+        if not np.isfinite(y).all():  # clipping would turn it into a black or white image, silently
+            raise NonFiniteOutput("the network's output holds NaN or inf: its weights are not usable "
+                                  "(a diverged or damaged checkpoint)")
         if y.shape[-2:] != (s * x.shape[-2], s * x.shape[-1]):
             raise ValueError(f"backend output {tuple(y.shape)} is not a x{s} upscaling of {tuple(x.shape)}")
         for ((ya, yb, wy0, _), (xa, xb, wx0, _)), yi in zip(chunk, y):

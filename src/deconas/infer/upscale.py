@@ -22,9 +22,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deconas.infer.backends import TorchBackend, resolve_backend
 from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
-from deconas.infer.tiling import upscale_uint8
+from deconas.infer.tiling import NonFiniteOutput, upscale_uint8
 from deconas.errors import UserError, is_out_of_memory
-from deconas.constants import PRETRAINED_SCALE, pretrained_name
+from deconas.constants import MAX_THREADS, PRETRAINED_SCALE, pretrained_name
 from deconas.data.images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_image, write_image
 from deconas.data.imresize import bicubic_up
 from deconas.runtime import pick_device
@@ -202,8 +202,8 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
         if n > req.max_pixels:
             raise UserError(f"{f}: {n / 1e6:.1f} Mpx is above the limit of {req.max_pixels / 1e6:.1f} Mpx "
                             f"per input image; raise it with --max-pixels if you have the memory")
-    if req.threads is not None and req.threads < 1:
-        raise UserError(f"--threads {req.threads}: must be a positive number of threads")
+    if req.threads is not None and not 1 <= req.threads <= MAX_THREADS:
+        raise UserError(f"--threads {req.threads}: use 1..{MAX_THREADS} threads")
     if req.device is not None:
         pick_device(req.device)  # a bad name is one line here, before any network is loaded
     run, scale = open_network(req.checkpoint, req.scale, req.backend, req.device, req.threads)
@@ -237,6 +237,8 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
             except ImageError as e:
                 failed.append((src, str(e)))
                 log.warning("skipped %s", e)
+            except NonFiniteOutput as e:
+                raise UserError(f"{req.checkpoint or 'the shipped network'}: {e}") from None
             except UserError:
                 raise
             except Exception as e:

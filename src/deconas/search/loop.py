@@ -43,6 +43,7 @@ resume must use the same number of processes (docs/search.md, "The search under 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,9 @@ class Search:
         if clip:
             torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), clip)
         self.child_opt.step()
+        if not math.isfinite(loss_sum):  # the shared weights are lost; the last checkpoint is from before
+            raise UserError(f"the search diverged in epoch {self.epoch + 1}: the supernet's loss is {loss_sum}; "
+                            f"lower search.lr (now {self.child_lr(self.epoch):g}) or set search.grad_clip")
         return loss_sum / len(arches), arches
 
     def val_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -250,8 +250,9 @@ def test_a_cached_checkpoint_graph_opens_without_loading_the_network_or_a_child_
         monkeypatch, tmp_path, ckpt):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     net = tiny()
-    entry = cache_path(hashlib.sha256(ckpt.read_bytes()).hexdigest())  # the file's SHA-256, computed here
-    export_mod.export_onnx(net, entry)
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()  # the file's SHA-256, computed here
+    entry = cache_path(sha)
+    export_mod.export_onnx(net, entry, source=sha)  # as the cache writes it: the graph names its checkpoint
 
     def forbidden(*a, **k):
         raise AssertionError("a child process was started")

@@ -190,3 +190,27 @@ def test_a_cached_run_never_imports_torch(tmp_path, ckpt):
                            text=True, env=env, timeout=300)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert "no torch" in again.stdout  # the graph was cached by the first run (or an earlier test)
+
+
+@pytest.mark.slow
+def test_a_cached_graph_of_another_network_is_not_trusted(tmp_path, ckpt, monkeypatch):
+    """A valid graph saved under this checkpoint's cache name (a poisoned cache): its recorded
+    checkpoint digest differs, so it is exported again and the output is this network's."""
+    from deconas.checkpoint import save_model
+    from deconas.infer.export import export_onnx
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    photo(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "right"), "--checkpoint", str(ckpt)]) == 0
+    torch.manual_seed(5)
+    other = DeCoNASNet(parse("1,2,4"), 2, 8, 1)
+    entry = cache_path(file_digest(ckpt))
+    export_onnx(other, entry, source="0" * 64)  # another network, recorded as another checkpoint's
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "again"), "--checkpoint", str(ckpt)]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "right" / "a_x2.png")),
+                          np.asarray(Image.open(tmp_path / "again" / "a_x2.png")))
+    meta = {p.key: p.value for p in __import__("onnx").load(str(entry)).metadata_props}
+    assert meta["checkpoint_sha256"] == file_digest(ckpt)
+    del save_model

@@ -2,7 +2,9 @@
 exit code 2, no traceback, no user file changed, and no memory spent on it first."""
 
 import hashlib
+import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -287,3 +289,87 @@ def test_a_reader_that_stops_early_ends_the_output_quietly():
     r = subprocess.run(f"{sys.executable} -m deconas.cli arch 7,6,4,3,0,2,2,3,4,1 | true", shell=True,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+TINY_TRAIN = ["model.channels=4", "model.blocks=1", "data.lr_patch=8", "data.batch=2", "train.epoch_steps=2",
+              "train.warmup_steps=0", "train.steps=2", "plot=false"]
+
+
+def test_train_into_a_folder_of_the_users_files_is_refused_and_changes_nothing(tmp_path, capsys):
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    (images / "curves.png").write_bytes(b"the user's own plot")
+    before = digest(images)
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(images), *TINY_TRAIN]) == 2
+    one_line_error(capsys, "--out", "did not write")
+    assert digest(images) == before
+
+
+def test_a_full_disk_during_training_is_one_line_and_a_rerun_starts_clean(tmp_path, capsys, monkeypatch):
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    out = tmp_path / "t"
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0: file write failed")
+    monkeypatch.setattr(torch, "save", full)  # what torch says when the disk is full
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and "state.pt" in errors[0], err
+    assert not (out / "state.pt").exists()
+    assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip()
+    monkeypatch.undo()
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), *TINY_TRAIN]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [2]  # no line of the failed run is left
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"7,6,4"', "{}", '{"genotype": "7,6,4", "scale": "x"}', "{no"])
+def test_train_from_a_damaged_best_json_is_one_line(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.json").write_text(content)
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    assert main(["train", "--from", str(run), "--train", str(images), "--out", str(tmp_path / "t"), *TINY_TRAIN]) == 2
+    one_line_error(capsys, "best.json")
+
+
+def test_val_naming_a_folder_with_no_usable_image_is_refused(tmp_path, capsys):
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    small = tmp_path / "small"
+    small.mkdir()
+    photo(small / "a.png", 1, 1)  # smaller than the scale: no LR image can be made of it
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--val", str(small),
+                 "--out", str(tmp_path / "t"), *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("deconas train: error: --val"), err
+
+
+@pytest.fixture(scope="module")
+def derived_search(tmp_path_factory):
+    from deconas.search.derive import derive
+    from deconas.search.loop import run_search
+    from search_helpers import tiny_config
+
+    root = tmp_path_factory.mktemp("derived")
+    run_search(tiny_config(epochs=1, warmup_epochs=0), tiny_images(root / "imgs", n=6, size=40), None,
+               root / "run", progress=False)
+    derive(root / "run", samples=3, device="cpu", progress=False)
+    return root / "run"
+
+
+def test_a_candidates_csv_with_a_short_row_is_one_line(derived_search, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(derived_search, run)
+    lines = (run / "candidates.csv").read_text().splitlines()
+    (run / "candidates.csv").write_text("\n".join(lines[:2] + [lines[2].split(",")[0]]) + "\n")
+    assert main(["study", str(run), "--out", str(tmp_path / "study")]) == 2
+    one_line_error(capsys, "candidates.csv", "damaged")
+
+
+def test_a_resumed_search_does_not_keep_the_previous_derive_as_current(derived_search, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(derived_search, run)
+    assert (run / "best.json").is_file()
+    assert main(["search", "--out", str(run), "--resume", "search.epochs=2"]) == 0
+    assert not (run / "best.json").exists() and not (run / "candidates.csv").exists()
+    assert main(["derive", str(run), "--samples", "2"]) == 0 and (run / "best.json").is_file()

@@ -129,6 +129,13 @@ def check_resume(out: Path, kind: str, resume: bool) -> Path:
         raise UserError(f"--resume: no {state} to continue from")
     if not resume and state.is_file():
         raise UserError(f"{out} already holds a {kind}; pass --resume to continue it or pick another --out")
+    if not resume and Path(out).is_dir() and not (Path(out) / CONFIG).is_file():
+        # A new run writes only into a folder of its own (empty, or a run of its kind that stopped
+        # before its first checkpoint: its config.yaml says so), never over files it did not create.
+        theirs = sorted(p.name for p in Path(out).iterdir() if p.name not in (METRICS, STUDY_TRAIN_LOG))
+        if theirs:
+            raise UserError(f"--out {out}: holds files deconas did not write for this run ({', '.join(theirs[:3])}"
+                            f"{', ...' if len(theirs) > 3 else ''}); pick an empty or new folder")
     return state
 
 

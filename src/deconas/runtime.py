@@ -84,7 +84,14 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_torch_save(path, obj) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def save(tmp):
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch reports a full disk or a failed write as a RuntimeError
+            if "write" not in str(e).lower() and "file" not in str(e).lower():
+                raise
+            raise OSError(f"the write failed ({' '.join(str(e).split())[:120]}); is the disk full?") from None
+    atomic_write(path, save)
 
 
 def torch_load(path, map_location="cpu"):

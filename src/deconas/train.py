@@ -219,6 +219,7 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
             init_rec = None
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
+        log.truncate_after("step", 0)  # lines a run killed before its first checkpoint left behind
         write_config(out, cfg)
         c = cost(genotype, scale, tr.net_id["channels"], tr.net_id["blocks"])
         info = {**tr.net_id, "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
@@ -258,11 +259,11 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
                 records.append(rec)
-                log.write(rec)
                 if psnr is not None and psnr > before:
                     save_model(out / BEST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 save_model(out / LAST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 atomic_torch_save(state_path, tr.state_dict(samplers))
+                log.write(rec)  # after the state: metrics.jsonl never records a step the state lacks
                 if cfg.plot:
                     _plot_curves(records, out / CURVES)
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"
@@ -280,20 +281,31 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
     return summary
 
 
-def genotype_from_run(run_dir) -> Genotype:
+def read_best(run_dir) -> dict:
+    """A search's ``best.json`` (what derive chose), checked: missing or damaged is one line."""
     p = Path(run_dir) / BEST
     if not p.is_file():
         raise UserError(f"--from {run_dir}: no best.json there (run 'deconas derive {run_dir}' first)")
     try:
-        return parse(json.loads(p.read_text())["genotype"])
-    except (ValueError, KeyError) as e:
-        raise UserError(f"{p}: no readable 'genotype' ({e})") from None
+        best = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{p}: unreadable ({type(e).__name__}); run 'deconas derive {run_dir}' again") from None
+    if not isinstance(best, dict) or not isinstance(best.get("genotype"), str):
+        raise UserError(f"{p}: damaged (no 'genotype'); run 'deconas derive {run_dir}' again")
+    for key in ("scale", "blocks"):
+        if key in best and (isinstance(best[key], bool) or not isinstance(best[key], int)):
+            raise UserError(f"{p}: damaged ({key} is {str(best[key])[:40]!r})")
+    return best
+
+
+def genotype_from_run(run_dir) -> Genotype:
+    return parse(read_best(run_dir)["genotype"])
 
 
 def config_from_run(cfg: Config, run_dir, keep=()) -> Config:
     """``cfg`` with the searched network's scale (and N, which FF bits are tied to) from a
     search's ``best.json``, except for the dotted keys in ``keep`` (set by the user)."""
-    best = json.loads((Path(run_dir) / BEST).read_text())
+    best = read_best(run_dir)
     g = parse(best["genotype"])
     if "scale" in best and "scale" not in keep:
         cfg = replace(cfg, scale=int(best["scale"]))

@@ -209,6 +209,8 @@ def load_train_val(train_dir, val_dir, scale: int, val_fraction: float, val_max:
     frac = float(val_fraction or 0.0)
     if val_dir is not None:
         val = load_pairs(val_dir, scale, purpose="eval")
+        if not val:  # asked for: an empty validation would be a run that silently validates nothing
+            raise UserError(f"--val {val_dir}: no image there is usable for validation at x{scale}")
     elif frac > 0:
         train, val = holdout_split(train, frac, seed)
     elif require_val:

@@ -96,8 +96,12 @@ def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Option
     digest = file_digest(path)
     cached = cache_path(digest, opset)
     hit = _open_cached(cached, threads)
-    if hit is not None:
+    if hit is not None and hit.meta.get("checkpoint_sha256") == digest:
         return hit
+    if hit is not None:  # a graph of another network under this checkpoint's name: never trusted
+        log.warning("cached ONNX graph %s is not of %s; exporting it again", cached, path)
+        hit = None
+        cached.unlink(missing_ok=True)
     if _export_in_child(path, cached, opset, digest):
         return OnnxRuntimeBackend(cached, threads)
     return _export_into_cache(load(), cached, opset, digest, threads)

@@ -60,7 +60,8 @@ from deconas.config import Config
 from deconas.constants import SEED_CHILD, SEED_RANK_STRIDE, SEED_REWARD
 from deconas.data.patches import PatchSampler
 from deconas.errors import UserError
-from deconas.runfolder import METRICS, SEARCH_DATA, SEARCH_LOG, SEARCH_TB, check_resume, resume_sources, write_config
+from deconas.runfolder import (BEST, CANDIDATES, METRICS, SCATTER, SEARCH_DATA, SEARCH_LOG, SEARCH_SUMMARY, SEARCH_TB,
+                               check_resume, resume_sources, write_config)
 from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state
 from deconas.search.reward import Penalty, psnr_y_batch, reward_of
 from deconas.search.runs import build_supernet, load_search_data, read_checkpoint, read_data_json, read_latency_table
@@ -395,6 +396,9 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         if writer:
             log.truncate_after("epoch", search.epoch)
             write_config(out, cfg)  # records e.g. a longer search.epochs
+            if search.epoch < cfg.search.epochs:  # derive's picks describe weights that are about to change
+                for name in (BEST, CANDIDATES, SEARCH_SUMMARY, SCATTER):
+                    (out / name).unlink(missing_ok=True)
     elif writer:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg)

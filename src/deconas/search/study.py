@@ -107,8 +107,8 @@ def _candidates(run: Path) -> List[tuple]:
     try:
         with open(path, newline="") as f:
             rows = [(parse(r["genotype"]), float(r["val_psnr"])) for r in csv.DictReader(f)]
-    except (KeyError, ValueError, UserError) as e:
-        raise UserError(f"{path}: damaged ({e})") from None
+    except (KeyError, ValueError, TypeError, UserError) as e:  # a short row reads None
+        raise UserError(f"{path}: damaged ({type(e).__name__}: {str(e)[:80]})") from None
     best = {}
     for g, v in rows:
         best.setdefault(g, v)

@@ -128,6 +128,7 @@ class Data:
     augment: bool = setting(True, "bool", doc="random horizontal flips and 90-degree rotations")
     val_fraction: float = setting(0.1, "fraction", doc="share of --train held out for validation when no --val is given")
     val_max: int = setting(0, "int", 0, doc="validate on at most this many images (0 = all)")
+    split_seed: Optional[int] = setting(None, "int?", 0, doc="seed of the held-out split (null = seed): other training seeds, one validation set")
 
 
 @dataclass
@@ -264,7 +265,7 @@ def complete(cfg: dict) -> dict:
 
 def markdown() -> str:
     """docs/config.md: every setting, from the schema."""
-    kinds = {"int": "integer", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
+    kinds = {"int": "integer", "int?": "integer or null", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
              "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE"}
     out = ["# Configuration settings", "",
            "Generated from the schema in `src/deconas/config.py` (`python -m deconas.config > docs/config.md`);",
@@ -284,8 +285,8 @@ def markdown() -> str:
             kind = kinds[m["kind"]]
             if m["kind"] == "choice":
                 rng = ", ".join(map(str, m["arg"]))
-            elif m["kind"] in ("int", "float", "float?"):
-                rng = (f">= {m['arg']}" if m["arg"] == 0 or m["kind"] == "int" else "> 0") + (
+            elif m["kind"] in ("int", "int?", "float", "float?"):
+                rng = (f">= {m['arg']}" if m["arg"] == 0 or m["kind"].startswith("int") else "> 0") + (
                     f", <= {m['max']}" if m["max"] else "")
             else:
                 rng = ""
@@ -340,7 +341,9 @@ def _check_value(key: str, v) -> None:
     m = SCHEMA[key].metadata
     kind, arg, maximum = m["kind"], m["arg"], m["max"]
     bad = None
-    if kind == "int":
+    if kind == "int?" and v is None:
+        return
+    if kind in ("int", "int?"):
         if isinstance(v, bool) or not isinstance(v, int) or not arg <= v <= (maximum or INT_MAX):
             bad = f"an integer >= {arg}" + (f", at most {maximum or INT_MAX}" if isinstance(v, int) and v > arg else "")
     elif kind in ("float", "float?"):
@@ -366,7 +369,7 @@ def _check_value(key: str, v) -> None:
     elif kind == "list":
         if not isinstance(v, list) or len(v) > LIST_MAX or not all(isinstance(x, str) for x in v):
             bad = f"a list of at most {LIST_MAX} KEY=VALUE strings"
-    if not bad and maximum is not None and kind != "int" and v > maximum:
+    if not bad and maximum is not None and kind not in ("int", "int?") and v > maximum:
         bad = f"at most {maximum}"
     if bad:
         raise UserError(f"config: {key}={_short(v)}: expected {bad}")

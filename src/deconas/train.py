@@ -190,7 +190,7 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
     if resume:  # continue the same network on the same data, or say why not
         train_dir, val_dir = resume_sources(read_data_record(out / TRAIN_RECORD, "data"), train_dir, val_dir,
                                             out / TRAIN_RECORD)
-    split = cfg.seed if split_seed is None else int(split_seed)
+    split = (cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed) if split_seed is None else int(split_seed)
     train_pairs, val_pairs, prov = load_train_val(train_dir, val_dir, scale, cfg.data.val_fraction,
                                                   cfg.data.val_max, split, require_val=False)
     tr = Training(cfg, genotype, train_pairs, val_pairs, device, rank, world)

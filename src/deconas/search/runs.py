@@ -45,7 +45,8 @@ def check_search_folder(run) -> Path:
 def load_search_data(cfg: Config, train_dir=None, val_dir=None):
     """(train pairs, val pairs, provenance): see :func:`deconas.data.datasets.load_train_val`."""
     d = cfg.data
-    return load_train_val(train_dir, val_dir, cfg.scale, d.val_fraction, d.val_max, cfg.seed)
+    split = cfg.seed if d.split_seed is None else d.split_seed
+    return load_train_val(train_dir, val_dir, cfg.scale, d.val_fraction, d.val_max, split)
 
 
 def read_data_json(run_dir) -> dict:

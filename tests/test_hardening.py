@@ -373,3 +373,58 @@ def test_a_resumed_search_does_not_keep_the_previous_derive_as_current(derived_s
     assert main(["search", "--out", str(run), "--resume", "search.epochs=2"]) == 0
     assert not (run / "best.json").exists() and not (run / "candidates.csv").exists()
     assert main(["derive", str(run), "--samples", "2"]) == 0 and (run / "best.json").is_file()
+
+
+def test_upscale_removes_the_temporaries_a_killed_run_left_for_its_outputs_and_no_others(tmp_path, ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(src / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".a_x2.png.k3j2h1g0.tmp"  # what atomic_write leaves when killed mid-write
+    stale.write_bytes(b"half")
+    other = out / ".notes.txt.abc.tmp"  # not one of this command's outputs: left alone
+    other.write_bytes(b"the user's")
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
+    assert not stale.exists() and other.read_bytes() == b"the user's" and (out / "a_x2.png").is_file()
+
+
+def test_one_over_long_output_name_is_skipped_and_the_folder_job_goes_on(tmp_path, ckpt, capsys, caplog):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(src / "a.png")
+    photo(src / ("b" * 245 + ".png"))  # a valid name; with "_x2" and the temporary's suffix it is not
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--backend", "torch"]) == 1
+    got = capsys.readouterr()
+    assert "Traceback" not in got.err and any("too long" in r.getMessage() for r in caplog.records)
+    assert (out / "a_x2.png").is_file() and "1 failed" in got.out
+
+
+def test_eval_never_saves_onto_the_images_it_measures(tmp_path, capsys):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for i in range(2):
+        photo(bench / f"im{i}.png", 40, 48, seed=i)
+    before = digest(bench)
+    # --save-images DIR puts DIR/<set>/<stem>.png: with DIR the benchmark's parent, that is the input itself
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(tmp_path)]) == 2
+    one_line_error(capsys, "--save-images", "being evaluated")
+    assert digest(bench) == before
+
+
+def test_eval_refuses_two_images_saved_under_one_name_and_an_existing_file(tmp_path, capsys):
+    bench = tmp_path / "bird"
+    bench.mkdir()
+    photo(bench / "bird.png", 40, 48)
+    Image.fromarray(np.asarray(Image.open(bench / "bird.png"))).save(bench / "bird.jpg")
+    out = tmp_path / "sr"
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out)]) == 2
+    one_line_error(capsys, "bird.png", "bird.jpg")
+    (bench / "bird.jpg").unlink()
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out)]) == 2
+    one_line_error(capsys, "exists", "--overwrite")
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out),
+                 "--overwrite"]) == 0

@@ -101,8 +101,34 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
         stop.set()
 
 
+def _save_targets(benchmark_dirs, scale: int, save_dir, overwrite: bool) -> None:
+    """Before any image is evaluated: every SR image ``save_dir`` would get has a name of its own,
+    none is an input, and none replaces a file this run did not make (unless ``overwrite``)."""
+    inputs, seen = set(), {}
+    plan = []
+    for given in benchmark_dirs:
+        given = Path(given)
+        if not given.exists():
+            raise UserError(f"{given}: no such folder")
+        hr = given.parent if given.is_file() else find_hr_folder(given, purpose="eval", scale=scale)
+        files = [given] if given.is_file() else hr_files(hr)
+        inputs |= {f.resolve() for f in files}
+        name = _dataset_name(given, hr)
+        plan += [(f, Path(save_dir) / name / (f.stem + ".png")) for f in files]
+    for f, target in plan:
+        key = target.resolve()
+        if key in seen:
+            raise UserError(f"--save-images: {seen[key]} and {f} would both be saved as {target}; "
+                            f"save them in separate runs")
+        seen[key] = f
+        if key in inputs:
+            raise UserError(f"--save-images: {target} is one of the images being evaluated; pick another folder")
+        if target.exists() and not overwrite:
+            raise UserError(f"--save-images: {target} exists; pass --overwrite to replace it, or pick another folder")
+
+
 def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Iterable, scale: int,
-             save_dir=None, progress: bool = True) -> Dict:
+             save_dir=None, progress: bool = True, overwrite: bool = False) -> Dict:
     """Evaluate ``upscale_fn(lr_uint8) -> sr_uint8`` on each benchmark folder at ``scale``.
 
     Returns ``{"scale", "protocol", "seconds", "datasets": [{"name", "folder", "images", "psnr",
@@ -112,6 +138,9 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
     s = int(scale)
     if s < 1:
         raise UserError(f"scale must be a positive integer, got {scale}")
+    benchmark_dirs = list(benchmark_dirs)
+    if save_dir is not None:
+        _save_targets(benchmark_dirs, s, save_dir, overwrite)
     t0 = time.perf_counter()
     out = {"scale": s, "protocol": PROTOCOL, "datasets": []}
     for given in benchmark_dirs:

@@ -190,7 +190,8 @@ def _last_epoch(path: Path) -> int:
 def _evaluate(checkpoint: Path, dirs, scale: int, device, save_dir: Path) -> dict:
     model, meta = load_model(checkpoint, scale=scale, device=device)
     bic = evaluate(lambda lr: bicubic_up(lr, scale), dirs, scale, progress=False)
-    net = evaluate(lambda lr: upscale_array(model, lr), dirs, scale, save_dir=save_dir, progress=False)
+    net = evaluate(lambda lr: upscale_array(model, lr), dirs, scale, save_dir=save_dir, progress=False,
+                   overwrite=True)  # the run's own folder: a resumed evaluation writes it again
     rows = []
     for b, n in zip(bic["datasets"], net["datasets"]):
         rows.append({"dataset": b["name"], "images": b["images"], "bicubic_psnr": b["psnr"], "bicubic_ssim": b["ssim"],

@@ -16,7 +16,8 @@ def cmd_eval(args) -> int:
     else:
         upscale_fn, scale, method = network_upscaler(args.checkpoint, args.scale, args.device, args.backend,
                                                      args.tile, args.self_ensemble)
-    result = evaluate(upscale_fn, args.benchmark, scale, save_dir=args.save_images, progress=True)
+    result = evaluate(upscale_fn, args.benchmark, scale, save_dir=args.save_images, progress=True,
+                      overwrite=args.overwrite)
     result["method"] = method
     print(format_table(result, method))
     if args.json:

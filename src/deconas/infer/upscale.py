@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -158,6 +160,27 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
     return TorchBackend(model), int(meta["scale"])
 
 
+def _name_too_long(dst: Path) -> bool:
+    """Whether the file system refuses ``dst``'s name, or that of its temporary (``.NAME.XXXXXXXX.tmp``)."""
+    try:
+        limit = os.pathconf(dst.parent if dst.parent.exists() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    return len(dst.name.encode()) + 14 > limit
+
+
+def _remove_stale_temporaries(outdir: Path, outputs: List[Path]) -> None:
+    """The temporaries a killed run left for the outputs this one writes (``.NAME.*.tmp``), and only those."""
+    if not outdir.is_dir():
+        return
+    for dst in outputs:
+        for tmp in outdir.glob(f".{glob_escape(dst.name)}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
 @dataclass
 class UpscaleRequest:
     """What ``deconas upscale`` is asked to do (every option typed; see ``deconas upscale --help``)."""
@@ -213,16 +236,20 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
     files = [f for f in files if f not in again]
     outs = output_paths(files, outdir, scale, ext)
     work, skipped, onto_input = [], 0, 0
+    failed: List[Tuple[Path, str]] = []
     for src, dst in zip(files, outs):
         if dst.resolve() in inputs:  # even with --overwrite: it may be the user's own file
             log.warning("skipped %s: its output %s is one of the inputs and is left as it is", src, dst)
             onto_input += 1
+        elif _name_too_long(dst):  # this image's problem, not the folder's: the others go on
+            failed.append((src, f"{src}: its output name is too long for the file system"))
+            log.warning("skipped %s", failed[-1][1])
         elif dst.exists() and not req.overwrite:
             skipped += 1
         else:
             work.append((src, dst))
+    _remove_stale_temporaries(outdir, [dst for _, dst in work])
 
-    failed: List[Tuple[Path, str]] = []
     bar = tqdm(work, desc="upscale", unit="img", disable=True if len(work) < 2 else None,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     # While the bar is drawn, warnings go through tqdm.write so they do not break it.

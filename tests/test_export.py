@@ -196,7 +196,6 @@ def test_a_cached_run_never_imports_torch(tmp_path, ckpt):
 def test_a_cached_graph_of_another_network_is_not_trusted(tmp_path, ckpt, monkeypatch):
     """A valid graph saved under this checkpoint's cache name (a poisoned cache): its recorded
     checkpoint digest differs, so it is exported again and the output is this network's."""
-    from deconas.checkpoint import save_model
     from deconas.infer.export import export_onnx
     from deconas.space.genotype import parse
     from deconas.space.network import DeCoNASNet
@@ -213,4 +212,3 @@ def test_a_cached_graph_of_another_network_is_not_trusted(tmp_path, ckpt, monkey
                           np.asarray(Image.open(tmp_path / "again" / "a_x2.png")))
     meta = {p.key: p.value for p in __import__("onnx").load(str(entry)).metadata_props}
     assert meta["checkpoint_sha256"] == file_digest(ckpt)
-    del save_model

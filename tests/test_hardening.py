@@ -428,3 +428,23 @@ def test_eval_refuses_two_images_saved_under_one_name_and_an_existing_file(tmp_p
     one_line_error(capsys, "exists", "--overwrite")
     assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out),
                  "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["a dict of something else", "a list", "tensors of another shape"])
+def test_train_resume_from_a_damaged_state_is_one_line(tmp_path, capsys, damage):
+    images = tiny_images(tmp_path / "imgs", n=4, size=40)
+    out = tmp_path / "t"
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), *TINY_TRAIN]) == 0
+    capsys.readouterr()
+    st = torch.load(out / "state.pt", weights_only=True)
+    if damage == "a dict of something else":
+        st = {"a": 1}
+    elif damage == "a list":
+        st = [1, 2, 3]
+    else:
+        st["model"] = {k: torch.zeros(3) for k in st["model"]}
+    torch.save(st, out / "state.pt")
+    assert main(["train", "--genotype", "7,6,4", "--out", str(out), "--resume", "train.steps=4"]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and "state.pt" in errors[0], err

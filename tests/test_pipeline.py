@@ -1,6 +1,7 @@
 """`deconas run`: the whole experiment into one folder, resumable stage by stage."""
 
 import json
+import shutil
 
 import pytest
 
@@ -59,3 +60,13 @@ def test_finished_run_is_not_overwritten(images, tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", "--train", str(images), "--out", str(out), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_run_whose_data_split_was_interrupted_resumes(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--train", str(images), "--out", str(out), *TINY]) == 0
+    # As a kill between the split's two moves leaves it: data/train in place, no test/, no split.json.
+    (out / "data" / "split.json").unlink()
+    shutil.rmtree(out / "data" / "test")
+    assert main(["run", "--train", str(images), "--out", str(out), "--resume", *TINY]) == 0
+    assert (out / "data" / "split.json").is_file() and any((out / "data" / "test").iterdir())

@@ -82,6 +82,10 @@ def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
              "train": sorted(n for n, _ in train), "test": sorted(n for n, _ in test)}
     data.mkdir(parents=True, exist_ok=True)
     for sub in ("train", "test"):
+        # A split killed between these two moves left its own folders (links and PNGs it wrote,
+        # no split.json): they are replaced (rmtree removes links, never what they point to).
+        if (data / sub).exists():
+            shutil.rmtree(data / sub)
         os.replace(tmp / sub, data / sub)
     tmp.rmdir()
     atomic_write_text(marker, json.dumps(split, indent=1))

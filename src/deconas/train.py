@@ -141,6 +141,20 @@ class Training:
                 "rng": rng_state(), "step": self.steps, "best": self.best, "net": self.net_id}
 
     def load_state_dict(self, st: dict, where) -> None:
+        """Continue from ``st`` (a state.pt); one that is not a training's state, or not this
+        network's, is a one-line error naming ``where``."""
+        if not isinstance(st, dict):
+            raise UserError(f"{where}: damaged (not a training state); start a new run in another --out")
+        try:
+            self._load(st, where)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            first = str(e).splitlines()[0][:120] if str(e) else ""
+            raise UserError(f"{where}: damaged or of another run ({type(e).__name__}: {first}); "
+                            f"start a new run in another --out") from None
+
+    def _load(self, st: dict, where) -> None:
         saved_id = st.get("net", self.net_id)
         if saved_id != self.net_id:
             diff = ", ".join(f"{k} {saved_id[k]} (now {v})" for k, v in self.net_id.items() if saved_id.get(k) != v)

@@ -448,3 +448,58 @@ def test_train_resume_from_a_damaged_state_is_one_line(tmp_path, capsys, damage)
     err = capsys.readouterr().err
     errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
     assert "Traceback" not in err and len(errors) == 1 and "state.pt" in errors[0], err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--size", "4"], "--size 4"),
+    (["--threads", "100000"], "--threads 100000"),
+    (["--repeats", "1"], "--repeats 1"),
+    (["--device", "meta"], "--device meta"),
+])
+def test_profile_refusals_are_one_line_and_write_nothing(tmp_path, capsys, args, words):
+    out = tmp_path / "lat.json"
+    assert main(["profile", "--out", str(out), *args]) == 2
+    one_line_error(capsys, words)
+    assert not out.exists()
+
+
+def test_profile_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "lat.json"
+    out.write_text("the user's")
+    assert main(["profile", "--out", str(out), "--size", "8", "--repeats", "3"]) == 2
+    one_line_error(capsys, "exists", "--overwrite")
+    assert out.read_text() == "the user's"
+    assert main(["profile", "--out", str(tmp_path / "lat.txt")]) == 2
+    one_line_error(capsys, ".json")
+
+
+@pytest.mark.parametrize("table, words", [
+    (None, "latency_table"),                      # the latency penalty without a table
+    ("missing", "unreadable"),
+    ("{not json", "not JSON"),
+    ('{"format": "deconas-latency-1"}', "not a deconas latency table"),
+])
+def test_a_search_with_a_missing_or_damaged_latency_table_is_one_line(tmp_path, capsys, table, words):
+    args = ["search", "--out", str(tmp_path / "s"), "search.penalty=latency", "search.epochs=1"]
+    if table == "missing":
+        args.append(f"search.latency_table={tmp_path / 'nope.json'}")
+    elif table is not None:
+        (tmp_path / "t.json").write_text(table)
+        args.append(f"search.latency_table={tmp_path / 't.json'}")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and words in err[-1], err
+    assert not (tmp_path / "s" / "checkpoint.pt").exists()
+
+
+def test_a_latency_table_of_another_network_size_is_refused(tmp_path, capsys):
+    from deconas.space.latency import FORMAT
+
+    table = {"format": FORMAT, "fixed": 1.0, "node": 0.1, "op": {k: [0.1] * 4 for k in ("conv", "sep", "dil")},
+             "lff": [0.1] * 5, "gff": [0.1] * 4, "concat": [0.0] * 5, "mean": [0.0] * 3,
+             "channels": 32, "blocks": 3, "scale": 2}  # measured for C=32; the cpu space is C=16
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    assert main(["search", "--out", str(tmp_path / "s"), "search.penalty=latency",
+                 f"search.latency_table={tmp_path / 't.json'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "C=32" in err[-1] and "C=16" in err[-1], err

@@ -31,6 +31,17 @@ from deconas.space.network import DeCoNASNet
 from deconas.space.ops import OPS
 
 
+class _OpPart(nn.Module):
+    """Operation ``k`` reading ``j`` inputs (ReLU, then the op on j x C channels)."""
+
+    def __init__(self, k: int, j: int, c: int):
+        super().__init__()
+        self.op = Op(k, j * c, c)
+
+    def forward(self, x):
+        return self.op(x)
+
+
 class _Node(nn.Module):
     """What a mix node costs beyond its operations: ReLU and channel attention."""
 
@@ -160,14 +171,3 @@ def profile(scale: int, channels: int, blocks: int, nodes: int, size: Tuple[int,
     measured = timer.network(DeCoNASNet(empty, scale, c, blocks), (1, 3, h, w))
     table["fixed"] = max(0.0, measured - predict_latency(empty, table))
     return table
-
-
-class _OpPart(nn.Module):
-    """Operation ``k`` reading ``j`` inputs (ReLU, then the op on j x C channels)."""
-
-    def __init__(self, k: int, j: int, c: int):
-        super().__init__()
-        self.op = Op(k, j * c, c)
-
-    def forward(self, x):
-        return self.op(x)

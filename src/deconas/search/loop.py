@@ -65,7 +65,7 @@ from deconas.runfolder import (BEST, CANDIDATES, METRICS, SCATTER, SEARCH_DATA, 
 from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state
 from deconas.search.reward import Penalty, psnr_y_batch, reward_of
 from deconas.search.runs import build_supernet, load_search_data, read_checkpoint, read_data_json, read_latency_table
-from deconas.search.strategies import Proposal, advantages, make_strategy
+from deconas.search.strategies import Proposal, check_group, make_strategy
 from deconas.space.genotype import Genotype, complement, decision_bits, decision_names, from_decision_bits
 
 class Search:
@@ -108,8 +108,7 @@ class Search:
         self.child_steps_done, self.scored = 0, 0  # the search's cost so far (every rank's)
         self._params: Dict[Genotype, int] = {}
         self._val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # current reward batch
-        if s.reward_baseline == "leave_one_out" and s.samples_per_step * self.world < 2:
-            advantages([0.0], "leave_one_out", None)  # the one-line refusal
+        check_group(s.samples_per_step * self.world, s.reward_baseline)  # before any step is taken
 
     @property
     def baseline(self) -> Optional[float]:

@@ -54,12 +54,17 @@ def advantages(rewards: Sequence[float], kind: str, baseline: Optional[float]) -
     """The advantage of each reward of one group (scored on one reward batch): ``r - b`` with
     the moving-average baseline ``b``, or ``r_i - mean_{j != i} r_j`` (leave-one-out)."""
     if kind == "leave_one_out":
-        n, total = len(rewards), sum(rewards)
-        if n < 2:
-            raise UserError("search.reward_baseline=leave_one_out needs at least 2 architectures per controller "
-                            "step: raise search.samples_per_step (or run more processes)")
+        check_group(len(rewards), kind)
+        total, n = sum(rewards), len(rewards)
         return [r - (total - r) / (n - 1) for r in rewards]
     return [r - baseline for r in rewards]
+
+
+def check_group(size: int, kind: str) -> None:
+    """A leave-one-out advantage needs another architecture scored on the same batch."""
+    if kind == "leave_one_out" and size < 2:
+        raise UserError("search.reward_baseline=leave_one_out needs at least 2 architectures per controller "
+                        "step: raise search.samples_per_step (or run more processes)")
 
 
 class Strategy:

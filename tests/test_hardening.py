@@ -316,7 +316,6 @@ def test_a_full_disk_during_training_is_one_line_and_a_rerun_starts_clean(tmp_pa
     errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
     assert "Traceback" not in err and len(errors) == 1 and "state.pt" in errors[0], err
     assert not (out / "state.pt").exists()
-    assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip()
     monkeypatch.undo()
     assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(out), *TINY_TRAIN]) == 0
     lines = (out / "metrics.jsonl").read_text().splitlines()

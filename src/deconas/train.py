@@ -273,11 +273,13 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
                 rec = {"epoch": epoch, "step": step, "loss": mean_loss, "lr": lr_now,
                        "val_psnr": psnr, "seconds": round(time.time() - t0, 2)}
                 records.append(rec)
+                # Before the state: a kill in between leaves a line past the state, which a resume drops
+                # and writes again (a line written after it would be lost for good).
+                log.write(rec)
                 if psnr is not None and psnr > before:
                     save_model(out / BEST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 save_model(out / LAST_WEIGHTS, tr.model, step=step, val_psnr=psnr, history=history(step))
                 atomic_torch_save(state_path, tr.state_dict(samplers))
-                log.write(rec)  # after the state: metrics.jsonl never records a step the state lacks
                 if cfg.plot:
                     _plot_curves(records, out / CURVES)
                 bar.write(f"epoch {epoch}  step {step}/{total}  loss {rec['loss']:.4f}  lr {lr_now:.2e}"

@@ -6,6 +6,8 @@ call runs under an address-space limit of 2 GiB above what the process already h
 import contextlib
 import io
 import resource
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -75,11 +77,26 @@ def _image_bytes(fmt):
     return buf.getvalue()
 
 
-PNG, JPEG = _image_bytes("PNG"), _image_bytes("JPEG")
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png(width, height, depth, colour_type, idat):
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _la16_bytes():
+    """16-bit grey+alpha, the PNG that Pillow cannot decode (deconas reads it with pypng)."""
+    rows = np.random.default_rng(0).integers(0, 1 << 16, (12, 10 * 2)).astype(">u2")
+    return _png(10, 12, 16, 4, zlib.compress(b"".join(b"\0" + r.tobytes() for r in rows)))
+
+
+PNG, JPEG, LA16 = _image_bytes("PNG"), _image_bytes("JPEG"), _la16_bytes()
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=2048), st.builds(mutate, st.sampled_from([PNG, JPEG]), OPS)))
+@given(data=st.one_of(st.binary(max_size=2048), st.builds(mutate, st.sampled_from([PNG, JPEG, LA16]), OPS)))
 def test_image_reader_works_or_says_why(tmp_path, data):
     p = tmp_path / "x.png"
     p.write_bytes(data)
@@ -87,6 +104,19 @@ def test_image_reader_works_or_says_why(tmp_path, data):
     if out is not None:
         pixels, alpha = out
         assert pixels.dtype == np.uint8 and pixels.size > 0
+
+
+def test_a_png_whose_data_inflates_far_past_its_header_is_refused_in_bounded_memory(tmp_path):
+    # 64x64 pixels of 16-bit grey+alpha need 32 KiB; the data inflates to 400 MiB. The decoder of
+    # this format (pypng) inflates a chunk at once, so the size is measured before it runs.
+    deflate = zlib.compressobj(9)
+    zeros = bytes(16 << 20)
+    idat = b"".join(deflate.compress(zeros) for _ in range(25)) + deflate.flush()
+    (tmp_path / "bomb.png").write_bytes(_png(64, 64, 16, 4, idat))
+    with memory_bound(256 << 20):
+        with pytest.raises(UserError) as e:
+            read_image(tmp_path / "bomb.png")
+    assert "bomb.png" in str(e.value) and "header" in str(e.value)
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,106 @@ def test_16bit_colour_png_is_scaled_and_rounded_not_truncated(tmp_path, channels
         np.testing.assert_array_equal(alpha, want[..., 3])
 
 
+def rounded_16_to_8(v):
+    """The rounding the 16-bit paths promise, computed here by hand: v * 255 / 65535 = v / 257, half up."""
+    return np.floor(np.asarray(v, np.float64) / 257 + 0.5).astype(np.uint8)
+
+
+def write_pypng(path, rows, **kw):
+    """A PNG written by pypng, an encoder independent of the code under test."""
+    import png
+
+    rows = np.asarray(rows)
+    planes = (1 if kw.get("greyscale", True) else 3) + bool(kw.get("alpha", False))
+    with open(path, "wb") as f:
+        png.Writer(rows.shape[1] // planes, rows.shape[0], **kw).write(f, rows.tolist())
+    return path
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_16bit_grey_with_alpha_png_is_read_scaled_and_rounded(tmp_path, interlace):
+    # Pillow opens this format as RGBA and cannot decode it; deconas reads it all the same
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 65536, (9, 11))
+    alpha = rng.integers(0, 65536, (9, 11))
+    grey[0, :4] = [0, 128, 129, 42000]  # 0, 0.498 -> 0, 0.502 -> 1, 163.4 -> 163 (not the high byte 164)
+    alpha[0, :3] = [65535, 32896, 32895]  # 255, 128 (half up), 128
+    rows = np.stack([grey, alpha], axis=2).reshape(9, 22)
+    f = write_pypng(tmp_path / "la16.png", rows, greyscale=True, alpha=True, bitdepth=16, interlace=interlace)
+    got, al = read_image(f, warn=False)
+    assert got.dtype == al.dtype == np.uint8 and got.shape == al.shape == (9, 11)
+    np.testing.assert_array_equal(got, rounded_16_to_8(grey))
+    np.testing.assert_array_equal(al, rounded_16_to_8(alpha))
+    assert got[0, :4].tolist() == [0, 0, 1, 163] and al[0, :3].tolist() == [255, 128, 128]
+
+
+@pytest.mark.parametrize("kind", ["rgb16", "rgba16", "grey16", "grey8+alpha", "grey2", "palette", "grey palette"])
+def test_pngs_of_every_kind_written_by_pypng_read_as_their_pixel_values(tmp_path, kind):
+    rng = np.random.default_rng(5)
+    h, w = 6, 7
+    if kind in ("rgb16", "rgba16"):
+        c = 3 if kind == "rgb16" else 4
+        v = rng.integers(0, 65536, (h, w, c))
+        f = write_pypng(tmp_path / "x.png", v.reshape(h, w * c), greyscale=False, alpha=c == 4, bitdepth=16)
+        want, want_alpha = rounded_16_to_8(v[..., :3]), (rounded_16_to_8(v[..., 3]) if c == 4 else None)
+    elif kind == "grey16":
+        v = rng.integers(0, 65536, (h, w))
+        f = write_pypng(tmp_path / "x.png", v, greyscale=True, bitdepth=16)
+        want, want_alpha = rounded_16_to_8(v), None
+    elif kind == "grey8+alpha":
+        v = rng.integers(0, 256, (h, w, 2))
+        f = write_pypng(tmp_path / "x.png", v.reshape(h, w * 2), greyscale=True, alpha=True, bitdepth=8)
+        want, want_alpha = v[..., 0], v[..., 1]
+    elif kind == "grey2":
+        v = rng.integers(0, 4, (h, w))
+        f = write_pypng(tmp_path / "x.png", v, greyscale=True, bitdepth=2)
+        want, want_alpha = v * 85, None  # levels 0..3 are 0, 85, 170, 255
+    else:
+        grey = kind == "grey palette"
+        pal = [(i * 20, i * 20, i * 20) if grey else (i * 20, 255 - i * 9, (i * 77) % 256) for i in range(12)]
+        idx = rng.integers(0, 12, (h, w))
+        f = write_pypng(tmp_path / "x.png", idx, palette=pal, bitdepth=4)
+        want, want_alpha = np.asarray(pal)[idx], None
+        if grey:
+            want = want[..., 0]
+    got, alpha = read_image(f, warn=False)
+    np.testing.assert_array_equal(got, want)
+    assert (alpha is None) == (want_alpha is None)
+    if want_alpha is not None:
+        np.testing.assert_array_equal(alpha, want_alpha)
+
+
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_16bit_grey_with_alpha_png_follows_its_exif_orientation(tmp_path):
+    v = np.arange(2 * 3 * 2).reshape(2, 3, 2) * 3000
+    data = write_pypng(tmp_path / "a.png", v.reshape(2, 6), greyscale=True, alpha=True, bitdepth=16).read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs 90 degrees clockwise
+    at = data.index(b"IDAT") - 4  # the eXIf chunk goes before the image data
+    (tmp_path / "r.png").write_bytes(data[:at] + _png_chunk(b"eXIf", exif.tobytes()) + data[at:])
+    got, alpha = read_image(tmp_path / "r.png", warn=False)
+    np.testing.assert_array_equal(got, np.rot90(rounded_16_to_8(v[..., 0]), -1))
+    np.testing.assert_array_equal(alpha, np.rot90(rounded_16_to_8(v[..., 1]), -1))
+
+
+def test_a_damaged_16bit_grey_with_alpha_png_is_an_image_error_never_partial_pixels(tmp_path):
+    v = np.random.default_rng(6).integers(0, 65536, (8, 16))
+    data = write_pypng(tmp_path / "ok.png", v, greyscale=True, alpha=True, bitdepth=16).read_bytes()
+    idat = data.index(b"IDAT")
+    cuts = sorted({idat + 4, idat + 20, len(data) - 30, len(data) - 13, len(data) - 5})
+    flipped = bytearray(data)
+    flipped[idat + 30] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer matches
+    for i, bad in enumerate([data[:c] for c in cuts] + [bytes(flipped)]):
+        f = tmp_path / f"bad{i}.png"
+        f.write_bytes(bad)
+        with pytest.raises(ImageError, match=f"bad{i}.png") as e:
+            read_image(f)
+        assert "\n" not in str(e.value)
+
+
 def test_16bit_rgb_tiff_is_scaled_and_rounded(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     v = np.array([[[0, 128, 129], [257, 32896, 65535]]], dtype=np.uint16)

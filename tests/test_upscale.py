@@ -124,3 +124,19 @@ def test_without_checkpoint_the_shipped_network_for_the_scale_is_used(tmp_path, 
     assert (tmp_path / "out" / "p_x2.png").is_file()
     assert run(src, "-o", tmp_path / "out", "--scale", "4") == 2
     assert "no pretrained network for x4" in capsys.readouterr().err
+
+
+def test_a_16bit_grey_with_alpha_png_upscales_to_grey_with_its_alpha(tmp_path, ckpt):
+    import png  # pypng writes the file: an encoder independent of the reader under test
+
+    rng = np.random.default_rng(3)
+    grey, alpha = rng.integers(0, 65536, (6, 5)), rng.integers(0, 65536, (6, 5))
+    with open(tmp_path / "la16.png", "wb") as f:
+        png.Writer(5, 6, greyscale=True, alpha=True, bitdepth=16).write(
+            f, np.stack([grey, alpha], axis=2).reshape(6, 10).tolist())
+    assert run(tmp_path / "la16.png", "-o", tmp_path / "out", "--checkpoint", ckpt, "--backend", "torch") == 0
+    with Image.open(tmp_path / "out" / "la16_x2.png") as im:
+        assert im.mode == "LA" and im.size == (10, 12)
+        out = np.asarray(im)
+    alpha8 = np.floor(alpha / 257 + 0.5).astype(np.uint8)  # the 16-bit rounding, by hand
+    assert np.array_equal(out[..., 1], bicubic_up(alpha8, 2))

@@ -5,7 +5,7 @@ protocol evaluates a grey image on its grey level, not on the luma of three equa
 and ``(H, W, 3)`` for colour.  Alpha is never mixed into the pixels: it comes back separately
 (with a warning unless it is fully opaque, because SR and its metrics ignore it).  Palette images become RGB (grey when
 the palette is grey), 16-bit images are scaled to 8 bits with rounding, EXIF orientation is
-applied.  Anything that does not decode completely -- corrupt, truncated, empty, not an
+applied.  PNGs that Pillow cannot decode (16-bit grey with alpha) are read with pypng.  Anything that does not decode completely -- corrupt, truncated, empty, not an
 image -- is an :class:`ImageError` naming the file; ``iter_folder`` skips such files with a
 warning each and a summary line.
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+import png  # pypng: the PNGs Pillow cannot decode
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from deconas.errors import UserError
@@ -141,6 +143,95 @@ def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
             raise ImageError(f"{path}: unsupported pixel format {mode!r} (use 8/16-bit grey or RGB)")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
+    """Bytes of the decompressed image data: per row a filter byte and the packed samples, per
+    Adam7 pass when interlaced (a pass with no columns or no rows has no rows at all)."""
+    def rows(w, h):
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits_per_pixel + 7) // 8)
+    if not interlaced:
+        return rows(width, height)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    return sum(rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in passes)
+
+
+def _decode_png(path: Path) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """Decode a PNG with pypng, for the valid files Pillow cannot decode (16-bit grey+alpha:
+    Pillow opens it as RGBA and has no unpacker for it).  Same result as the Pillow paths: 8 bits
+    per sample (16-bit rounded as ``_to_uint8_from_16``), grey as (H, W), alpha apart, EXIF
+    orientation applied.  None when the file is not a PNG or is a palette PNG (Pillow decodes
+    every valid one, so its own reason stands); an :class:`ImageError` saying why when pypng
+    cannot decode it either."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None
+    except OSError:  # unreadable now: Pillow's reason stands
+        return None
+
+    def damaged(why):
+        if isinstance(why, png.Error) and why.args:  # its str() starts with the class name
+            why = why.args[0]
+        return ImageError(f"{path}: corrupt or truncated image ({' '.join(str(why).split())})")
+
+    try:
+        r = png.Reader(filename=str(path))
+        r.preamble()  # IHDR and the chunks before the first IDAT, CRCs checked
+        if r.colormap:
+            return None
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and r.width * r.height > limit:  # the same refusal as Pillow's bomb check
+            raise ImageError(f"{path}: too large to decode safely ({r.width}x{r.height} pixels)")
+        # pypng inflates each IDAT chunk without an output limit: measure the inflated size first,
+        # in bounded pieces, so that a small file cannot make it allocate more than the image.
+        expected = _png_raw_size(r.width, r.height, r.planes * r.bitdepth, bool(r.interlace))
+        inflate, total, exif = zlib.decompressobj(), 0, None
+        for kind, data in png.Reader(filename=str(path)).chunks():  # from the start: eXIf may precede IDAT
+            if kind == b"IDAT":
+                while data and total <= expected:
+                    total += len(inflate.decompress(data, 1 << 20))
+                    data = inflate.unconsumed_tail
+            elif kind == b"eXIf":
+                exif = data
+        if total <= expected:  # then all input is consumed and at most a few bytes are pending
+            total += len(inflate.flush())
+        if total != expected or not inflate.eof:
+            raise damaged(f"more image data than its {r.width}x{r.height} header holds" if total > expected
+                          else "its image data ends early")
+        width, height, rows, info = png.Reader(filename=str(path)).read()
+        planes, depth = info["planes"], info["bitdepth"]
+        a = np.empty((height, width * planes), np.uint16 if depth > 8 else np.uint8)
+        n = 0
+        for n, row in enumerate(rows, 1):
+            a[n - 1] = row
+        if n != height:
+            raise damaged(f"{n} rows where its header says {height}")
+    except (png.Error, zlib.error, OSError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
+        raise damaged(e) from None
+    a = a.reshape(height, width, planes)
+    if depth == 16:
+        a = _to_uint8_from_16(a)
+    elif depth < 8:  # 1, 2 or 4 bits: 255 / (2**depth - 1) is a whole number
+        a = (a * (255 // (2 ** depth - 1))).astype(np.uint8)
+    pixels = a[..., 0] if planes <= 2 else a[..., :3]
+    alpha = a[..., planes - 1] if planes in (2, 4) else None
+    orientation = None
+    if exif is not None:
+        try:
+            ex = Image.Exif()
+            ex.load(exif)
+            orientation = _ORIENT.get(ex.get(0x0112, 1))
+        except Exception:  # unreadable EXIF: keep the stored orientation (as the Pillow path does)
+            orientation = None
+
+    def oriented(x):
+        x = np.ascontiguousarray(x)
+        return x if orientation is None else np.asarray(Image.fromarray(x).transpose(orientation))
+    return oriented(pixels), (None if alpha is None else oriented(alpha))
+
+
 def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Read one image: ``(pixels uint8 (H, W) or (H, W, 3), alpha uint8 (H, W) or None)``.
 
@@ -161,13 +252,16 @@ def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndar
         raise
     except PermissionError:
         raise ImageError(f"{p}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{p}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ImageError(f"{p}: corrupt or truncated image ({msg})") from None
+        decoded = _decode_png(p)  # a valid PNG that Pillow cannot decode; None: Pillow's reason stands
+        if decoded is None:
+            if isinstance(e, UnidentifiedImageError):
+                raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise ImageError(f"{p}: corrupt or truncated image ({msg})") from None
+        pixels, alpha = decoded
     if pixels.size == 0:
         raise ImageError(f"{p}: image has no pixels ({pixels.shape})")
     if alpha is not None and warn and alpha.min() < 255:  # a fully opaque alpha loses nothing: no noise

@@ -502,3 +502,52 @@ def test_a_latency_table_of_another_network_size_is_refused(tmp_path, capsys):
                  f"search.latency_table={tmp_path / 't.json'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "C=32" in err[-1] and "C=16" in err[-1], err
+
+
+def _non_images(folder):
+    """What ends up in photo folders: a text file renamed .png, random bytes named .jpg."""
+    (folder / "notes.png").write_text("shopping list\nmilk\n")
+    (folder / "noise.jpg").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    return ["notes.png", "noise.jpg"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_non_image_files_in_a_folder_are_named_and_the_others_are_written(tmp_path, ckpt, capsys, caplog, backend):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(src / "a.png"), photo(src / "b.png", seed=3)
+    bad = _non_images(src)
+    out = tmp_path / "out"
+    # exit 1: the documented code of a folder job in which some files failed (docs/upscale.md)
+    assert main(["upscale", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--backend", backend]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(skipped) == 2 and all(any(b in m for m in skipped) for b in bad), skipped
+    assert "upscaled 2 of 4 images; 2 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["notes.png", "noise.jpg"])
+def test_a_single_file_that_is_not_an_image_is_one_line_exit_2_and_writes_nothing(tmp_path, ckpt, capsys, name):
+    _non_images(tmp_path)
+    out = tmp_path / "out"
+    assert main(["upscale", str(tmp_path / name), "-o", str(out), "--checkpoint", str(ckpt)]) == 2
+    one_line_error(capsys, name, "not an image")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_non_image_files_through_the_real_cli_never_give_a_traceback(tmp_path, ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(src / "a.png")
+    bad = _non_images(src)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "deconas.cli", "upscale"]
+    r = subprocess.run(cli + [str(src), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(lines) == 2, r.stderr
+    assert all(any(b in ln for ln in lines) for b in bad) and (tmp_path / "out" / "a_x2.png").is_file()
+    r = subprocess.run(cli + [str(src / "notes.png"), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "notes.png" in r.stderr, r.stderr

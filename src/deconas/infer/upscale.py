@@ -1,8 +1,10 @@
 """``deconas upscale``: super-resolve image files and folders with a trained network.
 
 Every argument is checked and the whole file list built before the first image is touched, so
-a typo fails at once (exit 2). Files that turn out unreadable are skipped with a one-line
-warning each; the rest are written, and the exit code is 1 when anything failed.
+a typo fails at once (exit 2). In a job of several images, files that turn out unreadable are
+skipped with a one-line warning each; the rest are written, and the exit code is 1 when
+anything failed. A job of one named file has nothing to go on with: its failure is the error
+(one line, exit 2).
 """
 
 from __future__ import annotations
@@ -237,13 +239,21 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
     outs = output_paths(files, outdir, scale, ext)
     work, skipped, onto_input = [], 0, 0
     failed: List[Tuple[Path, str]] = []
+    # One file named by itself: there are no others to go on with, so its failure is the error.
+    single = len(req.inputs) == 1 and len(files) == 1 and Path(req.inputs[0]).is_file()
+
+    def fail(src: Path, why: str) -> None:
+        if single:
+            raise UserError(why)
+        failed.append((src, why))
+        log.warning("skipped %s", why)
+
     for src, dst in zip(files, outs):
         if dst.resolve() in inputs:  # even with --overwrite: it may be the user's own file
             log.warning("skipped %s: its output %s is one of the inputs and is left as it is", src, dst)
             onto_input += 1
         elif _name_too_long(dst):  # this image's problem, not the folder's: the others go on
-            failed.append((src, f"{src}: its output name is too long for the file system"))
-            log.warning("skipped %s", failed[-1][1])
+            fail(src, f"{src}: its output name is too long for the file system")
         elif dst.exists() and not req.overwrite:
             skipped += 1
         else:
@@ -262,8 +272,7 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
                 out_px += upscale_file(run, src, dst, scale, req.tile)
                 done += 1
             except ImageError as e:
-                failed.append((src, str(e)))
-                log.warning("skipped %s", e)
+                fail(src, str(e))
             except NonFiniteOutput as e:
                 raise UserError(f"{req.checkpoint or 'the shipped network'}: {e}") from None
             except UserError:

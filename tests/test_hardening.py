@@ -551,3 +551,50 @@ def test_non_image_files_through_the_real_cli_never_give_a_traceback(tmp_path, c
     r = subprocess.run(cli + [str(src / "notes.png"), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "notes.png" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("damage", ["a NaN weight", "weights whose output overflows"])
+def test_export_of_a_network_with_nan_or_inf_is_refused_naming_the_checkpoint_and_writes_nothing(tmp_path, capsys,
+                                                                                                damage):
+    from deconas.checkpoint import save_model
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
+
+    net = DeCoNASNet(parse("7,6,4"), 2, 8, 1)
+    with torch.no_grad():
+        if damage == "a NaN weight":
+            net.tail.weight[0, 0, 1, 1] = float("nan")
+        else:  # every weight finite, but 3e38 times a pixel is past float32's 3.4e38
+            net.sfe1.weight.mul_(3e38)
+    ck = tmp_path / "bad.safetensors"
+    save_model(ck, net)
+    out = tmp_path / "bad.onnx"
+    assert main(["export", "--checkpoint", str(ck), "-o", str(out)]) == 2
+    one_line_error(capsys, str(ck), "NaN or inf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]  # no graph, no temporary
+
+
+def _damage_search_state(run, part):
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    if part == "controller":
+        st["controller"]["op_w"].fill_(float("nan"))
+    elif part == "one operation":  # only the architectures that use it give NaN
+        st["supernet"]["dnbs.0.nodes.0.ops.2.conv.weight"].fill_(float("nan"))
+    else:
+        st["supernet"]["sfe1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(st, run / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("part", ["the first convolution", "one operation", "controller"])
+def test_derive_of_a_search_whose_weights_hold_nan_is_one_line_naming_the_state_and_writes_nothing(
+        derived_search, tmp_path, capsys, part):
+    run = tmp_path / "run"
+    shutil.copytree(derived_search, run)
+    _damage_search_state(run, part)
+    before = digest(run)
+    assert main(["derive", str(run), "--samples", "8"]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert str(run / "checkpoint.pt") in errors[0] and "NaN or inf" in errors[0], errors
+    assert digest(run) == before  # no candidates.csv of nan (or black-image) scores

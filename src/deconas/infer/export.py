@@ -74,6 +74,18 @@ def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] =
     return path
 
 
+@torch.no_grad()
+def refuse_non_finite(model, src: Path) -> None:
+    """A network whose weights or output (on a fixed probe image) hold NaN or inf is refused,
+    naming the checkpoint: exported, it would give black images wherever it is used."""
+    bad = next((name for name, t in model.state_dict().items() if not bool(torch.isfinite(t).all())), None)
+    probe = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    if bad is not None or not bool(torch.isfinite(model(probe)).all()):
+        where = f"tensor {bad} holds NaN or inf" if bad else "the network's output holds NaN or inf"
+        raise UserError(f"checkpoint {src}: {where}: its weights are not usable (a diverged or damaged "
+                        f"checkpoint); nothing exported")
+
+
 def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, opset: int, overwrite: bool) -> dict:
     """Write the ONNX graph of ``checkpoint`` (None: the shipped network of ``scale``) to
     ``output``; returns what was written (the network's metadata and receptive radius)."""
@@ -93,6 +105,7 @@ def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, o
                              scale=shipped if checkpoint is None else scale, device="cpu")
     if src.resolve() == out.resolve():
         raise UserError(f"-o {out}: is the checkpoint itself")
+    refuse_non_finite(model, src)
     export_onnx(model, out, opset=opset, source=file_digest(src))
     return {**meta, "radius": receptive_radius(model), "opset": opset, "input": INPUT}
 

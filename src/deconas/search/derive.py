@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -37,7 +38,7 @@ from deconas import distributed
 from deconas.config import Config
 from deconas.constants import SEED_DERIVE
 from deconas.errors import UserError
-from deconas.infer.tiling import rgb_to_grey_uint8
+from deconas.infer.tiling import NonFiniteOutput, rgb_to_grey_uint8
 from deconas.metrics import psnr_y
 from deconas.runfolder import BEST, CANDIDATES, CONFIG, SCATTER, SEARCH_STATE, SEARCH_SUMMARY
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
@@ -80,10 +81,16 @@ def pareto_front(params: List[int], psnr: List[float]) -> List[bool]:
 
 @torch.no_grad()
 def score(supernet, genotype: Genotype, val, scale: int) -> float:
-    """Mean PSNR on Y (border = scale) of the sampled architecture over the validation images."""
+    """Mean PSNR on Y (border = scale) of the sampled architecture over the validation images.
+
+    Output holding NaN or inf is :class:`NonFiniteOutput`: clamped, it would be a black image
+    with a finite, meaningless PSNR."""
     vals = []
     for lr_t, hr in val:
-        sr = supernet(lr_t, genotype).clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
+        out = supernet(lr_t, genotype)
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteOutput(f"the shared weights give NaN or inf output for {genotype}")
+        sr = out.clamp_(0, 1).mul_(255).round_()[0].permute(1, 2, 0).byte().cpu().numpy()
         if hr.ndim == 2:  # grey in, grey out: BT.601 luma, as deconas upscale and eval do
             sr = rgb_to_grey_uint8(sr)
         vals.append(psnr_y(sr, hr, scale))
@@ -147,6 +154,10 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
         raise UserError(f"{run / SEARCH_STATE}: damaged or does not match {run / CONFIG} "
                         f"({type(e).__name__})") from None
     supernet.eval()
+    if from_policy and not all(bool(torch.isfinite(t).all()) for t in strategy.controller.state_dict().values()):
+        # sampling from it would fail deep inside torch.multinomial
+        raise UserError(f"{run / SEARCH_STATE}: the controller's weights hold NaN or inf "
+                        f"(a diverged or damaged search); nothing written")
 
     val = reload_val_pairs(run)
     nmax, size = s.derive_max_images, s.derive_max_size
@@ -167,10 +178,21 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     # A policy that has converged repeats itself: score each architecture once, this rank its share.
     unique = list(dict.fromkeys(g for g, _ in drawn))
     mine = list(range(rank, len(unique), world))
-    scored = [(i, score(supernet, unique[i], prepared, scale))
+    def score_or_nan(g):  # NaN marks non-finite output; every rank refuses after the gather, none waits alone
+        try:
+            return score(supernet, g, prepared, scale)
+        except NonFiniteOutput:
+            return math.nan
+
+    scored = [(i, score_or_nan(unique[i]))
               for i in tqdm(mine, desc="derive", unit="arch", disable=not progress or rank != 0, file=sys.stderr,
                             dynamic_ncols=True)]
     scores = {unique[i]: v for part in distributed.all_gather(scored) for i, v in part}
+    lost = [g for g, v in scores.items() if math.isnan(v)]
+    if lost:
+        raise UserError(f"{run / SEARCH_STATE}: the shared weights give NaN or inf output for {len(lost)} of "
+                        f"{len(scores)} architectures (such as {lost[0]}): a diverged or damaged search; "
+                        f"nothing written")
     rows = []
     for g, log_prob in drawn:
         c = complexity.cost(g, scale, m.channels, m.blocks)

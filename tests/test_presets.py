@@ -26,9 +26,12 @@ def _build(cfg):
 @pytest.mark.parametrize("name", config.presets())
 def test_every_preset_loads_validates_and_builds(name):
     cfg = config.load(name)
-    if cfg.search_config is not None:  # a `run` preset names its stages' presets
+    if cfg.search_config is not None and cfg.train_config is not None:  # a `run` preset names its stages' presets
         for stage in stage_configs(cfg):
             _build(stage)
+    elif cfg.search_config is not None:  # the study's: its searches' preset, and its recipe on their network
+        _build(config.load(cfg.search_config, cfg.search_overrides))
+        _build(cfg)
     else:
         _build(cfg)
 

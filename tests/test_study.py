@@ -20,9 +20,11 @@ from deconas.metrics import psnr_y
 from deconas.runfolder import SEARCH_STATE as CHECKPOINT
 from deconas.search.loop import run_search
 from deconas.search.runs import build_supernet, reload_val_pairs
-from deconas.search.study import kendall_tau, matched_random, run_study, summarize, uniform_genotype
+from deconas.search.stats import kendall_tau
+from deconas.search.study import matched_random, run_study, summarize, uniform_genotype
 
 from search_helpers import tiny_config, tiny_images
+from test_stats import _tau_by_hand
 
 
 def tiny_study_config(**study):
@@ -44,33 +46,6 @@ def search_run(tmp_path_factory):
 def study(search_run):
     doc = run_study(search_run, tiny_study_config(), search_run / "study", top=2, n_random=2, progress=False)
     return search_run / "study", doc
-
-
-def _tau_by_hand(x, y):
-    """Kendall tau-b from its definition (concordant minus discordant pairs, tie-corrected)."""
-    n, c, d, tx, ty = len(x), 0, 0, 0, 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-            if a == 0 and b == 0:
-                continue
-            if a == 0:
-                tx += 1
-            elif b == 0:
-                ty += 1
-            elif a == b:
-                c += 1
-            else:
-                d += 1
-    return (c - d) / np.sqrt((c + d + tx) * (c + d + ty))
-
-
-def test_kendall_tau_matches_its_definition():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        x, y = rng.normal(size=9), rng.normal(size=9)
-        y[:3] = y[0]  # ties
-        assert kendall_tau(x, y) == pytest.approx(_tau_by_hand(x, y), abs=1e-12)
 
 
 def test_uniform_architectures_set_every_op_bit_half_the_time():

@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 
 import yaml
 
-from deconas.constants import MAX_THREADS, SCALES
+from deconas.constants import MAX_THREADS, SCALES, STUDY_STRATEGIES
 from deconas.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -80,10 +80,13 @@ def _load_chain(name_or_path: str, seen: tuple) -> dict:
 # it up to date). The defaults are the paper's: its search (section III.A) and its training.
 
 
+SUPERNET_SAMPLING = ("strategy", "uniform", "fair")
+
+
 def setting(default, kind: str, arg=None, maximum=None, doc: str = ""):
     """One setting. ``kind``: int or float (``arg`` = minimum), float? (a float or null),
-    fraction ([0, 1)), bool, choice (``arg`` = the choices), path? (a file, or null), name? (a preset or YAML file, or
-    null), list (of KEY=VALUE strings)."""
+    fraction ([0, 1)), bool, choice (``arg`` = the choices), choices (a list of them, each at most once), path? (a
+    file, or null), name? (a preset or YAML file, or null), list (of KEY=VALUE strings)."""
     meta = {"kind": kind, "arg": arg, "max": maximum, "doc": doc}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -146,7 +149,7 @@ class Search:
     strategy: str = setting("controller", "choice", ("controller", "random", "evolution"), doc="what proposes the architectures: the paper's LSTM (REINFORCE), random search, or regularized evolution (docs/search.md)")
     population: int = setting(20, "int", 2, doc="evolution: the population's size (the oldest member is removed)")
     tournament: int = setting(5, "int", 1, doc="evolution: members drawn for a tournament; the best is the parent")
-    supernet_sampling: str = setting("strategy", "choice", ("strategy", "uniform", "fair"), doc="child steps train what the strategy proposes, a uniform draw, or a uniform draw and its bit complement (FairNAS)")
+    supernet_sampling: str = setting("strategy", "choice", SUPERNET_SAMPLING, doc="child steps train what the strategy proposes, a uniform draw, or a uniform draw and its bit complement (FairNAS)")
     uniform_epochs: int = setting(0, "int", 0, doc="child steps of the first this many epochs sample uniformly (a warm-up, as SPOS)")
     samples_per_step: int = setting(1, "int", 1, doc="architectures scored on one reward batch per controller step (per process)")
     reward_baseline: str = setting("moving_average", "choice", ("moving_average", "leave_one_out"), doc="advantage r - b with the moving-average b, or r_i - mean of the other samples of the step")
@@ -198,6 +201,14 @@ class Study:
     shared_max_images: int = setting(0, "int", 0, doc="shared-weight PSNR on at most this many validation images (0 = all)")
     shared_max_size: int = setting(0, "int", 0, doc="... on centre crops of at most this many LR pixels a side (0 = whole)")
     noise_batches: int = setting(20, "int", 2, doc="reward batches of the reward-noise measurement")
+    # The study without a run folder (`deconas study --train DIR`): its own searches.
+    pool: int = setting(20, "int", 3, doc="the random pool: uniform architectures (stratified by parameters) trained standalone")
+    pool_seeds: int = setting(1, "int", 1, 100, doc="training seeds per pool architecture")
+    schedules: list = setting(["strategy", "uniform", "fair"], "choices", SUPERNET_SAMPLING, doc="supernet schedules whose shared-weight ranking of the pool is measured (the controller proposes)")
+    strategies: list = setting(list(STUDY_STRATEGIES), "choices", tuple(STUDY_STRATEGIES), doc="strategies searched on the best schedule, at one budget; each one's top architectures are trained standalone")
+    seeds: int = setting(2, "int", 1, 100, doc="training seeds per picked architecture")
+    loo_samples: int = setting(5, "int", 2, doc="controller-loo: architectures per controller step (search.controller_steps must divide by it)")
+    bootstrap: int = setting(2000, "int", 100, 1_000_000, doc="bootstrap resamples of every interval")
 
 
 # (section, class): "" is the top level.
@@ -266,7 +277,7 @@ def complete(cfg: dict) -> dict:
 def markdown() -> str:
     """docs/config.md: every setting, from the schema."""
     kinds = {"int": "integer", "int?": "integer or null", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
-             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE"}
+             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE", "choices": "list of"}
     out = ["# Configuration settings", "",
            "Generated from the schema in `src/deconas/config.py` (`python -m deconas.config > docs/config.md`);",
            "a test checks that this page is up to date.", "",
@@ -283,7 +294,7 @@ def markdown() -> str:
             d = default(key)
             d = "null" if d is None else ("[]" if d == [] else str(d).lower() if isinstance(d, bool) else str(d))
             kind = kinds[m["kind"]]
-            if m["kind"] == "choice":
+            if m["kind"] in ("choice", "choices"):
                 rng = ", ".join(map(str, m["arg"]))
             elif m["kind"] in ("int", "int?", "float", "float?"):
                 rng = (f">= {m['arg']}" if m["arg"] == 0 or m["kind"].startswith("int") else "> 0") + (
@@ -366,6 +377,10 @@ def _check_value(key: str, v) -> None:
     elif kind == "name?":
         if v is not None and not (isinstance(v, str) and v.strip()):
             bad = "the name of a preset or a YAML file"
+    elif kind == "choices":
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) and x in arg for x in v) \
+                or len(set(v)) != len(v):
+            bad = "a list of distinct names from " + ", ".join(map(str, arg))
     elif kind == "list":
         if not isinstance(v, list) or len(v) > LIST_MAX or not all(isinstance(x, str) for x in v):
             bad = f"a list of at most {LIST_MAX} KEY=VALUE strings"

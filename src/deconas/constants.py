@@ -34,6 +34,16 @@ SEED_NOISE = 1  # the study's reward-noise batches
 SEED_STRATEGY = 2  # a strategy's draws (random, evolution): the same on every rank
 SEED_CHILD = 3  # uniform and fair child steps' draws (and random/evolution's): seed + 3 + 7919 r
 
+# The strategies the study compares, each as the search settings it sets (docs/search.md);
+# "controller-loo" also scores study.loo_samples architectures per controller step, with as
+# many fewer steps, so every strategy scores as many architectures.
+STUDY_STRATEGIES = {
+    "controller": {"strategy": "controller", "reward_baseline": "moving_average"},
+    "controller-loo": {"strategy": "controller", "reward_baseline": "leave_one_out"},
+    "random": {"strategy": "random"},
+    "evolution": {"strategy": "evolution"},
+}
+
 # The shipped networks' files, in deconas/weights/.
 PRETRAINED_GLOB = "deconas_x*.safetensors"
 

@@ -56,6 +56,11 @@ STUDY_RANKING = "ranking.png"  # study: standalone against shared-weight PSNR
 STUDY_MATCHED = "matched.png"  # study: searched against random, pair by pair
 STUDY_ARCHS = "arch"  # study: one training folder per architecture, arch/<pair>-<group>/
 STUDY_TRAIN_LOG = "train.log"  # study: in an architecture's folder, its training's lines
+STUDY_SEARCHES = "searches"  # full study: one search run folder per (strategy, schedule)
+STUDY_SHARED = "shared.json"  # full study: shared-weight PSNR of each architecture on each search
+STUDY_FIDELITY = "fidelity.png"  # full study: standalone against shared-weight PSNR, per search
+STUDY_PICKS = "picks.png"  # full study: the pool, its size trend and each strategy's picks
+STUDY_LOG = "study.log"  # full study: one line per phase and per finished job
 
 
 def default_path(prefix: str) -> Path:

@@ -177,19 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (ONNX Runtime, default) or cuda (torch)")
 
     p = _command(sub, "study", "deconas.cli.search:cmd_study",
-                 help="searched against random architectures, each trained standalone",
-                 description="Train the --top K best derived architectures of a search and K uniform "
-                 "random ones matched in parameters, each from scratch with one recipe; report "
-                 "Kendall tau of shared-weight against standalone PSNR and searched against random.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder, after 'deconas derive'")
+                 help="does the search beat random architectures? (each trained standalone)",
+                 description="With --train: the full study. A random pool of uniform architectures trained "
+                 "standalone; one search per supernet schedule, each scoring the pool (Kendall tau with "
+                 "bootstrap intervals); every strategy searched on the best schedule at one budget, its top "
+                 "architectures trained standalone and compared with the pool at matched parameters. With "
+                 "--run RUN_DIR: the study of that search (its --top K best derived architectures against K "
+                 "uniform ones matched in parameters).")
+    _images(p)
+    p.add_argument("--run", dest="run_dir", metavar="RUN_DIR", default=None,
+                   help="study this search run folder (after 'deconas derive') instead of running searches")
+    p.add_argument("--rows", metavar="STUDY_JSON", default=None,
+                   help="a full study's study.json whose finished trainings (same recipe) are not run again")
     p.add_argument("--top", type=int, default=None,
-                   help=f"searched architectures (default: study.top, {config.default('study.top')})")
+                   help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,
-                   help=f"random architectures (default: study.random, {config.default('study.random')})")
+                   help=f"--run: random architectures (default: study.random, {config.default('study.random')})")
     _config(p, "study-cpu", "train.steps=3000 (the training recipe and the study's settings)")
-    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="also score every network on these folders")
-    _run_folder(p, "RUN_DIR/study", "study")
-    p.add_argument("--jobs", type=int, default=None, help="architectures trained at once (default: study.jobs)")
+    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="--run: also score every network on these folders")
+    _run_folder(p, "RUN_DIR/study with --run, else runs/study-<time>", "study")
+    p.add_argument("--jobs", type=int, default=None, help="jobs (trainings, searches) at once (default: study.jobs)")
 
     p = _command(sub, "run", "deconas.cli.train:cmd_run",
                  help="the whole experiment: search -> derive -> train -> evaluate -> report",

@@ -7,11 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from deconas import distributed
+from deconas import config, distributed
+from deconas.errors import UserError
 from deconas.runfolder import SEARCH_DATA, check_folders, check_resume, out_path, resume_sources, run_config
 from deconas.search.derive import derive
 from deconas.search.loop import run_search
 from deconas.search.runs import read_data_json
+from deconas.search import evidence
+from deconas.search.evidence import run_full_study
 from deconas.search.study import format_summary, run_study
 
 
@@ -50,10 +53,30 @@ def cmd_derive(args) -> int:
 
 
 def cmd_study(args) -> int:
+    if args.run_dir is None and args.overrides and "=" not in args.overrides[0]:
+        args.run_dir = args.overrides.pop(0)  # the older form, 'deconas study RUN_DIR'
+    if args.run_dir is None:
+        return _full_study(args)
+    if args.train or args.val or args.rows:
+        raise UserError("--run RUN_DIR studies that search's own data; --train, --val and --rows are for the "
+                        "full study (without --run)")
     out = Path(args.out) if args.out is not None else Path(args.run_dir) / "study"
     cfg = run_config(out, args.resume, args.config, args.overrides)  # on resume: its own recipe + overrides
     if args.jobs is not None:
         cfg.study.jobs = int(args.jobs)
     doc = run_study(args.run_dir, cfg, args.out, args.top, args.random, args.benchmark or (), args.resume)
     print(format_summary(doc))
+    return 0
+
+
+def _full_study(args) -> int:
+    if args.top is not None or args.random is not None or args.benchmark:
+        raise UserError("--top, --random and --benchmark are for 'deconas study --run RUN_DIR'; the full study "
+                        "takes study.top and the rest from its config")
+    out = out_path(args.out, "study", args.resume)
+    cfg = run_config(out, args.resume, args.config, args.overrides)
+    if args.jobs is not None:
+        cfg = config.apply_overrides(cfg, [f"study.jobs={args.jobs}"])
+    doc = run_full_study(cfg, args.train, args.val, out, args.resume, args.rows)
+    print(evidence.format_summary(doc))
     return 0

@@ -50,7 +50,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from scipy.stats import kendalltau
 from tqdm import tqdm
 
 from deconas import config as config_mod
@@ -67,6 +66,7 @@ from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, S
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
 from deconas.search.derive import prepare_val, score
 from deconas.search.reward import psnr_y_batch
+from deconas.search.stats import kendall_tau
 from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, num_pairs, parse
@@ -90,13 +90,6 @@ def matched_random(target_params: int, count_params, nodes: int, rng: np.random.
             return g, i
     raise UserError(f"no uniformly drawn architecture within {tolerance:.0%} of {target_params:,} parameters "
                     f"in {max_draws:,} draws; raise study.param_tolerance")
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b of two sequences (ties counted as neither concordant nor discordant)."""
-    if len(x) < 2:
-        return float("nan")
-    return float(kendalltau(x, y).statistic)
 
 
 def _candidates(run: Path) -> List[tuple]:
@@ -272,7 +265,7 @@ def _train_one(job: dict) -> dict:
         with open(out / STUDY_TRAIN_LOG, "a") as logf, contextlib.redirect_stdout(logf):
             run_training(job["cfg"], g, job["train_dir"], job["val_dir"], out, resume=(out / TRAIN_STATE).is_file(),
                          device="cpu", progress=False, split_seed=job["split_seed"])
-    if read_data_record(out / TRAIN_RECORD, "data")["val_images"] != job["val_images"]:
+    if job["val_images"] is not None and read_data_record(out / TRAIN_RECORD, "data")["val_images"] != job["val_images"]:
         raise UserError(f"{out}: trained on another validation split than the search's")
     summary = json.loads((out / TRAIN_SUMMARY).read_text())
     row = dict(job["row"])
@@ -287,6 +280,37 @@ def _train_one(job: dict) -> dict:
     row["train_seconds"] = round(time.time() - t0, 1)
     atomic_write_text(row_path, json.dumps(row, indent=1))
     return row
+
+
+def run_jobs(fn, jobs: list, n_jobs: int, on_done, progress: bool, desc: str, initial: int = 0,
+             postfix=None) -> None:
+    """``fn(job)`` for every job, ``n_jobs`` at once in worker processes (in this one when 1),
+    ``on_done(job, result)`` in this process as each finishes; a progress bar counts them. An
+    interrupt or a failed job stops the other workers at once."""
+    bar = tqdm(total=initial + len(jobs), initial=initial, desc=desc, unit="job", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+
+    def finished(job, res):
+        on_done(job, res)
+        bar.update(1)
+        if postfix is not None:
+            bar.set_postfix_str(postfix(res))
+    if jobs and max(1, n_jobs) == 1:
+        for job in jobs:
+            finished(job, fn(job))
+    elif jobs:
+        pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+        try:
+            futures = {pool.submit(fn, job): k for k, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                finished(jobs[futures[fut]], fut.result())
+        except BaseException:  # an interrupt or a failed job: stop the other workers now
+            for p in list(getattr(pool, "_processes", {}).values()):
+                p.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    bar.close()
 
 
 # ----------------------------------------------------------------------------- report
@@ -457,32 +481,13 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
                 p.unlink()  # a torn row is recomputed from the finished training
     rows = lambda: [done.get(i, j["row"]) for i, j in enumerate(jobs)]  # noqa: E731
     todo = [i for i in range(len(jobs)) if i not in done]
-    bar = tqdm(total=len(jobs), initial=len(done), desc="study", unit="arch", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
-    n_jobs = max(1, st.jobs)
-    if todo and n_jobs == 1:
-        for i in todo:
-            done[i] = _train_one(jobs[i])
-            bar.update(1)
-            write_results(out, plan, rows(), cfg)
-    elif todo:
-        pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
-        try:
-            futures = {pool.submit(_train_one, jobs[i]): i for i in todo}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                done[i] = fut.result()
-                bar.update(1)
-                r = done[i]
-                bar.set_postfix_str(f"{r['group']} {r['genotype']} {r['standalone_psnr']:.3f} dB")
-                write_results(out, plan, rows(), cfg)
-        except BaseException:  # an interrupt or a failed architecture: stop the other trainings now
-            for p in list(getattr(pool, "_processes", {}).values()):
-                p.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-    bar.close()
+    index = {id(jobs[i]): i for i in todo}
+
+    def finished(job, row):
+        done[index[id(job)]] = row
+        write_results(out, plan, rows(), cfg)
+    run_jobs(_train_one, [jobs[i] for i in todo], st.jobs, finished, progress, "study", initial=len(done),
+             postfix=lambda r: f"{r['group']} {r['genotype']} {r['standalone_psnr']:.3f} dB")
     return write_results(out, plan, rows(), cfg)
 
 

@@ -1,0 +1,558 @@
+"""``deconas study --train DIR``: does the search find better networks than chance, and which
+supernet schedule and strategy make it so? The study runs its own searches, on one data split:
+
+1. **The random pool**: ``study.pool`` architectures drawn uniformly from the space (every op
+   bit a fair coin), stratified by parameters (one draw from each of ``pool`` equal-probability
+   size bands of the uniform distribution, so the pool spans the space's sizes and is still a
+   sample of it), each trained standalone ``study.pool_seeds`` times with the config's recipe.
+2. **Supernet fidelity**: one controller search per schedule in ``study.schedules`` (the same
+   child steps); each supernet scores the pool with its shared weights on the validation
+   images. Kendall tau against standalone PSNR, with a bootstrap 95% interval, also on the
+   residuals after each side's trend in log-parameters (how much of the ranking is just size).
+   The best schedule is the one with the highest tau.
+3. **Strategies at one budget**: each of ``study.strategies`` searches on the best schedule,
+   with the same child steps and the same number of architectures scored; derive ranks what
+   it found, and its ``study.top`` best by shared-weight PSNR are trained standalone
+   ``study.seeds`` times. Each is compared with the pool at matched parameters: the mean
+   residual against the pool's PSNR-against-log-parameters line (bootstrap interval over pool
+   and picks) and pairs with the pool architecture nearest in size.
+
+Written to the study folder: ``study.json`` (one row per (architecture, seed, group) with
+``group`` (``pool`` or the strategy), ``genotype``, ``params``, ``seed``, ``shared_psnr`` (per
+search), ``standalone_psnr``; the summary; the recipe), ``study.csv``, ``fidelity.png``,
+``picks.png``, ``study.log``; the searches in ``searches/<strategy>-<schedule>/`` and the
+trainings in ``arch/<genotype>-s<seed>/``. Every part resumes: a search from its checkpoint, a
+training from its own, a finished one is never redone. ``--rows study.json`` re-plans from
+committed rows when the folder is gone: trainings whose (genotype, seed) and recipe are there
+are not run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from deconas import config as config_mod
+from deconas.config import Config
+from deconas.constants import SEED_STUDY, STUDY_STRATEGIES
+from deconas.errors import UserError
+from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
+                               STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
+                               STUDY_TABLE, TRAIN_RECORD, check_folders, check_resume, read_data_record)
+from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure
+from deconas.search import stats
+from deconas.search.runs import read_data_json
+from deconas.search.study import (SharedScorer, _candidates, _resumed_config, _train_cfg, _train_one, run_jobs,
+                                  uniform_genotype)
+from deconas.space.complexity import count_params
+from deconas.space.genotype import Genotype, parse
+
+KIND = "full"  # plan.json's kind: the one-run study's plan has none
+
+
+# ----------------------------------------------------------------------------- the plan
+def stratified_pool(n: int, nodes: int, count_params, rng: np.random.Generator, reference: int = 20_000) -> list:
+    """``n`` distinct uniform architectures, one from each of ``n`` equal-probability bands of
+    the parameter count (band edges: quantiles of ``reference`` uniform draws; within a band,
+    the first draw that falls in it): a stratified sample of the uniform distribution."""
+    draws = [uniform_genotype(nodes, rng) for _ in range(reference)]
+    sizes = np.array([count_params(g) for g in draws])
+    edges = np.quantile(sizes, np.linspace(0, 1, n + 1))
+    band = np.clip(np.searchsorted(edges, sizes, side="right") - 1, 0, n - 1)
+    pool, taken = [], set()
+    for b in range(n):
+        g = next((g for g, k in zip(draws, band) if k == b and g not in taken), None)
+        if g is None:  # a band of one repeated size: the nearest free draw in size instead
+            mid = (edges[b] + edges[b + 1]) / 2
+            g = min((g for g in draws if g not in taken), key=lambda g: abs(count_params(g) - mid))
+        pool.append(g)
+        taken.add(g)
+    return pool
+
+
+def search_name(strategy: str, schedule: str) -> str:
+    return f"{strategy}-{schedule}"
+
+
+def search_config(cfg: Config, strategy: str, schedule: str) -> Config:
+    """The study's search config (``search_config`` + ``search_overrides``) with this strategy
+    and schedule; controller-loo scores ``loo_samples`` architectures per step in as many fewer
+    steps, so every strategy scores as many."""
+    base = config_mod.load(cfg.search_config or "cpu", cfg.search_overrides)
+    s = replace(base.search, supernet_sampling=schedule, **STUDY_STRATEGIES[strategy])
+    if s.reward_baseline == "leave_one_out":
+        k = cfg.study.loo_samples
+        if s.controller_steps % k:
+            raise UserError(f"study.loo_samples={k}: search.controller_steps={s.controller_steps} does not divide by "
+                            f"it (controller-loo must score as many architectures as the others)")
+        s = replace(s, samples_per_step=k * s.samples_per_step, controller_steps=s.controller_steps // k)
+    return config_mod.validate(replace(base, seed=cfg.seed, tensorboard=False, search=s))
+
+
+def training_config(cfg: Config, scfg: Config, seed: int) -> Config:
+    """The study's recipe on the searches' network size, scale and validation split."""
+    return _train_cfg(cfg, scfg, seed)
+
+
+def recipe(cfg: Config, scfg: Config) -> dict:
+    """What makes two standalone scores comparable: every training setting but the seed."""
+    flat = config_mod.flatten(training_config(cfg, scfg, 0))
+    return {k: v for k, v in flat.items() if k.split(".")[0] in ("train", "data", "model") or k == "scale"}
+
+
+def _slug(g: Genotype, seed: int) -> str:
+    return f"{str(g).replace(',', '-').replace('|', '_')}-s{seed}"
+
+
+# ----------------------------------------------------------------------------- the jobs
+def _search_one(job: dict) -> dict:
+    """Run (or finish) one search and derive its candidates; runs in a worker process."""
+    from deconas.search.derive import derive  # noqa: PLC0415 (torch, in the worker only)
+    from deconas.search.loop import run_search  # noqa: PLC0415
+    warnings.filterwarnings("ignore")
+    out = Path(job["out"])
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # its lines are in its search.log
+        rec = run_search(job["cfg"], job["train_dir"], job["val_dir"], out, resume=(out / SEARCH_STATE).is_file(),
+                         device="cpu", progress=False)
+        t0 = time.time()
+        if not (out / CANDIDATES).is_file():
+            derive(out, None, device="cpu", progress=False)
+    return {"name": job["name"], "search_seconds": rec.get("elapsed"), "derive_seconds": round(time.time() - t0, 1)}
+
+
+def _log(out: Path, text: str) -> None:
+    with open(out / STUDY_LOG, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {text}\n")
+
+
+# ----------------------------------------------------------------------------- the driver
+class FullStudy:
+    """The study's state: its plan, the searches' costs, the shared-weight scores and the trainings."""
+
+    def __init__(self, cfg: Config, train_dir, val_dir, out: Path, progress: bool):
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.st = cfg.study
+        self.train_dir = [str(Path(d).resolve()) for d in train_dir] if train_dir else None
+        self.val_dir = str(Path(val_dir).resolve()) if val_dir else None
+        self.scfg = search_config(cfg, "controller", "strategy")  # the network, scale and split of every search
+        m = self.scfg.model
+        self.params = lambda g: count_params(g, self.scfg.scale, m.channels, m.blocks)  # noqa: E731
+        self.recipe = recipe(cfg, self.scfg)
+        self.plan: dict = {}
+        self.shared: Dict[str, Dict[str, float]] = {}
+        self.trained: Dict[str, dict] = {}  # slug -> the training's row (standalone_psnr, ...)
+        self.known: Dict[str, dict] = {}  # slug -> a committed row (--rows)
+
+    # -- files -------------------------------------------------------------------------------
+    def save_plan(self) -> None:
+        atomic_write_text(self.out / STUDY_PLAN, json.dumps(self.plan, indent=1))
+
+    def save_shared(self) -> None:
+        atomic_write_text(self.out / STUDY_SHARED, json.dumps(self.shared, indent=1))
+
+    def new_plan(self) -> None:
+        rng = np.random.default_rng(self.cfg.seed + SEED_STUDY)
+        pool = stratified_pool(self.st.pool, self.scfg.model.nodes, self.params, rng)
+        self.plan = {"kind": KIND, "pool": [str(g) for g in pool], "searches": {}, "best_schedule": None,
+                     "picks": {}, "recipe": self.recipe, "train_dir": self.train_dir, "val_dir": self.val_dir}
+
+    def load(self) -> None:
+        try:
+            self.plan = json.loads((self.out / STUDY_PLAN).read_text())
+            ok = self.plan.get("kind") == KIND and isinstance(self.plan.get("pool"), list)
+            for g in self.plan["pool"]:
+                parse(g)
+        except (OSError, ValueError, AttributeError, KeyError, TypeError, UserError):
+            ok = False
+        if not ok:
+            raise UserError(f"{self.out / STUDY_PLAN}: damaged or the plan of a one-run study (resume that one "
+                            f"with 'deconas study --run RUN_DIR --out {self.out} --resume')")
+        path = self.out / STUDY_SHARED
+        if path.is_file():
+            try:
+                shared = json.loads(path.read_text())
+                self.shared = {str(k): {str(g): float(v) for g, v in d.items()} for k, d in shared.items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self.shared = {}  # recomputed from the searches' checkpoints
+
+    def read_rows(self, path: Path) -> None:
+        """Committed rows whose training needs no rerun: same recipe, finished."""
+        try:
+            doc = json.loads(Path(path).read_text())
+            rows, theirs = doc["rows"], doc["recipe"]
+            if not isinstance(rows, list) or not isinstance(theirs, dict):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--rows {path}: not a study.json of a full study ({type(e).__name__})") from None
+        diff = [k for k in self.recipe if theirs.get(k) != self.recipe[k]]
+        if diff:
+            k = diff[0]
+            raise UserError(f"--rows {path}: trained with {k}={theirs.get(k)!r}, this study's recipe has "
+                            f"{k}={self.recipe[k]!r}; its rows cannot be reused")
+        for r in rows:
+            try:
+                g, seed, v = parse(r["genotype"]), int(r["seed"]), r["standalone_psnr"]
+            except (KeyError, TypeError, ValueError, UserError):
+                raise UserError(f"--rows {path}: a damaged row ({str(r)[:80]})") from None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.known[_slug(g, seed)] = {"genotype": str(g), "seed": seed, "params": self.params(g),
+                                              "standalone_psnr": float(v), "train_seconds": r.get("train_seconds"),
+                                              "from_rows": str(path)}
+
+    # -- jobs --------------------------------------------------------------------------------
+    def search_job(self, strategy: str, schedule: str) -> dict:
+        name = search_name(strategy, schedule)
+        self.plan["searches"].setdefault(name, {"strategy": strategy, "schedule": schedule})
+        return {"name": name, "out": str(self.out / STUDY_SEARCHES / name),
+                "cfg": search_config(self.cfg, strategy, schedule), "train_dir": self.train_dir,
+                "val_dir": self.val_dir, "threads": self.st.threads}
+
+    def train_jobs(self, genotypes: Sequence[str], seeds: int) -> List[dict]:
+        jobs = []
+        for g in genotypes:
+            for i in range(seeds):
+                seed = self.cfg.seed + i
+                slug = _slug(parse(g), seed)
+                if slug in self.trained or any(j["slug"] == slug for j in jobs):
+                    continue
+                out = self.out / STUDY_ARCHS / slug
+                if slug in self.known and not (out / STUDY_ROW).is_file():
+                    out.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(out / STUDY_ROW, json.dumps(self.known[slug], indent=1))
+                split = self.scfg.seed if self.scfg.data.split_seed is None else self.scfg.data.split_seed
+                jobs.append({"slug": slug, "row": {"genotype": g, "seed": seed, "params": self.params(parse(g))},
+                             "out": str(out), "cfg": training_config(self.cfg, self.scfg, seed),
+                             "train_dir": self.train_dir, "val_dir": self.val_dir, "val_images": None,
+                             "split_seed": split, "threads": self.st.threads, "benchmarks": []})
+        return jobs
+
+    def run_phase(self, desc: str, searches: List[dict], trainings: List[dict]) -> None:
+        # Longest first: trainings, then the (shorter) searches fill the cores at the end.
+        jobs = [("train", j) for j in trainings] + [("search", j) for j in searches]
+        if not jobs:
+            return
+        _log(self.out, f"{desc}: {len(searches)} searches, {len(trainings)} trainings")
+
+        def done(job, res):
+            kind, j = job
+            if kind == "search":
+                self.plan["searches"][j["name"]].update(res)
+                self.save_plan()
+                _log(self.out, f"search {j['name']} done: {res['search_seconds']} s")
+            else:
+                self.trained[j["slug"]] = res
+                _log(self.out, f"trained {res['genotype']} seed {res['seed']}: {res['standalone_psnr']:.3f} dB "
+                     f"({res.get('train_seconds')} s)")
+            self.write(plot=False)
+        run_jobs(_job, jobs, self.st.jobs, done, self.progress, desc)
+
+    def check_split(self) -> None:
+        """Every training validated on the searches' images (the same split, by name)."""
+        names = None
+        for name in self.plan["searches"]:
+            run = self.out / STUDY_SEARCHES / name
+            if (run / SEARCH_DATA).is_file():
+                v = read_data_json(run)["val_images"]
+                if names is not None and v != names:
+                    raise UserError(f"{run}: validated on other images than the study's other searches")
+                names = v
+        for slug in self.trained:
+            rec = self.out / STUDY_ARCHS / slug / TRAIN_RECORD
+            if names is not None and rec.is_file() and read_data_record(rec, "data")["val_images"] != names:
+                raise UserError(f"{rec.parent}: trained on another validation split than the searches'")
+
+    def score_shared(self, names: Sequence[str], genotypes: Sequence[str]) -> None:
+        """Shared-weight PSNR of these architectures on these searches' supernets (cached)."""
+        import torch  # noqa: PLC0415 (the one torch use of the main process)
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.st.threads * self.st.jobs))
+        try:
+            for name in names:
+                have = self.shared.setdefault(name, {})
+                todo = [g for g in dict.fromkeys(genotypes) if g not in have]
+                if not todo:
+                    continue
+                scorer = SharedScorer(self.out / STUDY_SEARCHES / name, self.st.shared_max_images,
+                                      self.st.shared_max_size)
+                for g in todo:
+                    have[g] = scorer.psnr(parse(g))
+                self.save_shared()
+                _log(self.out, f"shared-weight PSNR of {len(todo)} architectures on {name}")
+        finally:
+            torch.set_num_threads(before)
+
+    def picks(self, name: str) -> List[str]:
+        """The ``top`` best of a search by shared-weight PSNR: derive's best ``screen x top``
+        re-scored on the whole validation images."""
+        top, screen = self.st.top, self.st.screen
+        derived = _candidates(self.out / STUDY_SEARCHES / name)
+        cands = [str(g) for g, _ in (derived[:screen * top] if screen else derived)]
+        self.score_shared([name], cands)
+        ranked = sorted(cands, key=lambda g: -self.shared[name][g])
+        return ranked[:top]
+
+    # -- results -----------------------------------------------------------------------------
+    def rows(self) -> List[dict]:
+        groups = [("pool", self.plan["pool"], self.st.pool_seeds)]
+        groups += [(s, gs, self.st.seeds) for s, gs in self.plan["picks"].items()]
+        rows = []
+        for group, gs, seeds in groups:
+            for g in gs:
+                for i in range(seeds):
+                    seed = self.cfg.seed + i
+                    res = self.trained.get(_slug(parse(g), seed))
+                    rows.append({"group": group, "genotype": g, "params": self.params(parse(g)), "seed": seed,
+                                 "shared_psnr": {n: d[g] for n, d in self.shared.items() if g in d},
+                                 "standalone_psnr": res["standalone_psnr"] if res else None,
+                                 "train_seconds": res.get("train_seconds") if res else None})
+        return rows
+
+    def write(self, plot: bool = True) -> dict:
+        """study.json and study.csv (after every job), and the plots (at the end of a phase)."""
+        rows = self.rows()
+        summ = summarize(rows, self.plan, self.st, np.random.default_rng(self.cfg.seed + SEED_STUDY))
+        doc = {"kind": KIND, "recipe": self.recipe, "search_config": config_mod.to_dict(self.scfg),
+               "pool": self.plan["pool"], "searches": self.plan["searches"],
+               "best_schedule": self.plan["best_schedule"], "picks": self.plan["picks"], "summary": summ,
+               "rows": rows}
+        atomic_write_text(self.out / STUDY_RESULT, json.dumps(doc, indent=1))
+        write_csv(self.out / STUDY_TABLE, rows, list(self.plan["searches"]))
+        if plot:
+            plots(rows, summ, self.out)
+        return doc
+
+
+def _job(job) -> dict:
+    kind, j = job
+    return _search_one(j) if kind == "search" else _train_one(j)
+
+
+def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/study", resume: bool = False,
+                   rows_file=None, progress: bool = True) -> dict:
+    """Plan (or continue) the study in ``out_dir`` and run it to the end; returns study.json's content."""
+    out = Path(out_dir)
+    check_folders(*(train_dir or []), val_dir)
+    check_resume(out, "study", resume)
+    study = FullStudy(cfg, train_dir, val_dir, out, progress)
+    if resume:
+        study.load()
+        if (out / CONFIG).is_file():
+            cfg = _resumed_config(out / CONFIG, cfg)
+            study = FullStudy(cfg, train_dir, val_dir, out, progress)
+            study.load()
+        if study.plan.get("recipe") != study.recipe:
+            raise UserError(f"{out / STUDY_PLAN}: planned with another recipe than {out / CONFIG}")
+        # The study's own images: --train and --val may be left out, not changed.
+        for key, opt in (("train_dir", "--train"), ("val_dir", "--val")):
+            given, then = getattr(study, key), study.plan.get(key)
+            if given is not None and given != then:
+                raise UserError(f"--resume: {opt} {' '.join(given) if isinstance(given, list) else given} differs "
+                                f"from the study's ({then or 'built-in images' if key == 'train_dir' else then})")
+            setattr(study, key, then)
+    if rows_file is not None:  # before anything is written: rows of another recipe are refused
+        study.read_rows(Path(rows_file))
+    if not resume:
+        study.new_plan()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG, config_mod.dump(cfg))
+        study.save_plan()
+        _log(out, f"planned: pool of {len(study.plan['pool'])}, schedules {', '.join(cfg.study.schedules)}, "
+                  f"strategies {', '.join(cfg.study.strategies)}")
+    st = study.st
+    for slug in list((out / STUDY_ARCHS).iterdir()) if (out / STUDY_ARCHS).is_dir() else []:
+        p = slug / STUDY_ROW
+        if p.is_file():
+            try:
+                study.trained[slug.name] = json.loads(p.read_text())
+            except ValueError:
+                p.unlink()  # a torn row is recomputed from the finished training
+
+    # 1. The pool, and one controller search per schedule.
+    schedule_jobs = [study.search_job("controller", s) for s in st.schedules]
+    study.save_plan()
+    todo = [j for j in schedule_jobs if "search_seconds" not in study.plan["searches"][j["name"]]]
+    study.run_phase("pool and schedules", todo, study.train_jobs(study.plan["pool"], st.pool_seeds))
+    study.check_split()
+    names = [j["name"] for j in schedule_jobs]
+    study.score_shared(names, study.plan["pool"])
+
+    # 2. The best schedule: the highest shared-weight tau on the pool.
+    summ = study.write()["summary"]
+    taus = {n: summ["fidelity"].get(n, {}).get("tau", float("nan")) for n in names}
+    best = max(st.schedules, key=lambda s: -math.inf if math.isnan(taus[search_name("controller", s)])
+               else taus[search_name("controller", s)])
+    if study.plan["best_schedule"] not in (None, best):
+        _log(out, f"best schedule: {best} (was {study.plan['best_schedule']})")
+    study.plan["best_schedule"] = best
+    study.save_plan()
+
+    # 3. Every strategy on it; each one's top architectures, trained standalone.
+    strat_jobs = [study.search_job(s, best) for s in st.strategies]
+    study.save_plan()
+    todo = [j for j in strat_jobs if "search_seconds" not in study.plan["searches"][j["name"]]]
+    study.run_phase("strategies", todo, [])
+    for s, j in zip(st.strategies, strat_jobs):
+        study.plan["picks"][s] = study.picks(j["name"])
+    study.save_plan()
+    every = list(dict.fromkeys(study.plan["pool"] + [g for gs in study.plan["picks"].values() for g in gs]))
+    study.score_shared(list(study.plan["searches"]), every)
+    picked = [g for gs in study.plan["picks"].values() for g in gs]
+    study.run_phase("picks", [], study.train_jobs(picked, st.seeds))
+    study.check_split()
+    doc = study.write()
+    _log(out, "done")
+    return doc
+
+
+# ----------------------------------------------------------------------------- the summary
+def _by_arch(rows: List[dict], group: str) -> Dict[str, List[float]]:
+    out: Dict[str, List[float]] = {}
+    for r in rows:
+        if r["group"] == group and r["standalone_psnr"] is not None:
+            out.setdefault(r["genotype"], []).append(r["standalone_psnr"])
+    return out
+
+
+def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dict:
+    """Ground truth noise, fidelity per search, and each strategy against the pool, from the rows."""
+    params = {r["genotype"]: r["params"] for r in rows}
+    seeds: Dict[str, List[float]] = {}
+    seen = set()
+    for r in rows:  # every trained (architecture, seed) once, whatever its groups
+        if r["standalone_psnr"] is not None and (r["genotype"], r["seed"]) not in seen:
+            seen.add((r["genotype"], r["seed"]))
+            seeds.setdefault(r["genotype"], []).append(r["standalone_psnr"])
+    pool = {g: float(np.mean(v)) for g, v in _by_arch(rows, "pool").items()}
+    out = {"trained": len(seen), "pool_trained": len(pool), "ground_truth": stats.seed_noise(seeds)}
+    out["ground_truth"]["pool_between_std_db"] = float(np.std(list(pool.values()), ddof=1)) if len(pool) > 1 else None
+    shared = {}
+    for r in rows:
+        for n, v in r["shared_psnr"].items():
+            shared.setdefault(n, {})[r["genotype"]] = v
+    fid = {}
+    for n, d in shared.items():
+        gs = [g for g in pool if g in d]
+        if len(gs) >= 3:
+            fid[n] = stats.fidelity([params[g] for g in gs], [d[g] for g in gs], [pool[g] for g in gs], rng,
+                                    st.bootstrap)
+    out["fidelity"] = fid
+    out["size_fit"] = dict(zip(("a", "b"), stats.log_fit([params[g] for g in pool], list(pool.values())))) \
+        if len(set(params[g] for g in pool)) >= 2 else None
+    strategies = {}
+    for s, gs in plan.get("picks", {}).items():
+        mine = {g: float(np.mean(v)) for g, v in _by_arch(rows, s).items()}
+        if not mine or out["size_fit"] is None:
+            continue
+        g_list = list(mine)
+        gain = stats.gain_over_pool([params[g] for g in pool], list(pool.values()), [params[g] for g in g_list],
+                                    [mine[g] for g in g_list], rng, st.bootstrap)
+        pool_g = list(pool)
+        diffs = []
+        for g in g_list:
+            i = stats.nearest_in_size([params[p] for p in pool_g], params[g], st.param_tolerance)
+            if i is not None:
+                diffs.append(mine[g] - pool[pool_g[i]])
+        pairs = stats.mean_with_interval(diffs)
+        pairs["wins"] = int(sum(d > 0 for d in diffs))
+        srch = plan["searches"].get(search_name(s, plan.get("best_schedule")), {})
+        strategies[s] = {"picks": len(g_list), "mean_params": float(np.mean([params[g] for g in g_list])),
+                         "best_standalone_psnr": max(mine.values()), "gain_over_pool_fit": gain,
+                         "matched_pairs": pairs, "search_seconds": srch.get("search_seconds"),
+                         "derive_seconds": srch.get("derive_seconds")}
+    out["strategies"] = strategies
+    ups = [v["gain_over_pool_fit"]["ci95"][1] for v in strategies.values()]
+    out["bound_db"] = max(ups) if ups else None  # no strategy beats the pool's fit by more than this (95%)
+    return out
+
+
+def write_csv(path: Path, rows: List[dict], searches: List[str]) -> None:
+    fields = ["group", "genotype", "params", "seed", "standalone_psnr", "train_seconds"] + \
+             [f"shared_psnr.{n}" for n in searches]
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            for r in rows:
+                w.writerow({**{k: r[k] for k in fields[:6]},
+                            **{f"shared_psnr.{n}": r["shared_psnr"].get(n) for n in searches}})
+    atomic_write(path, write)
+
+
+COLORS = {"controller": "tab:red", "controller-loo": "tab:orange", "random": "tab:green", "evolution": "tab:purple"}
+
+
+def plots(rows: List[dict], summ: dict, out: Path) -> None:
+    pool = {r["genotype"]: r for r in rows if r["group"] == "pool" and r["standalone_psnr"] is not None}
+    if len(pool) < 3:
+        return
+    plt = pyplot()
+    fid = summ["fidelity"]
+    if fid:
+        fig, axes = plt.subplots(1, len(fid), figsize=(3.6 * len(fid), 3.4), squeeze=False)
+        for ax, (n, f) in zip(axes[0], fid.items()):
+            gs = [g for g in pool if n in pool[g]["shared_psnr"]]
+            ax.scatter([pool[g]["shared_psnr"][n] for g in gs], [pool[g]["standalone_psnr"] for g in gs], s=18,
+                       c=[np.log(pool[g]["params"]) for g in gs], cmap="viridis")
+            lo, hi = f["ci95"]
+            ax.set_title(f"{n}\ntau {f['tau']:.2f} [{lo:.2f}, {hi:.2f}], residual {f['residual_tau']:.2f}",
+                         fontsize=8)
+            ax.set_xlabel("shared-weight PSNR (dB)", fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("standalone PSNR (dB)", fontsize=8)
+        fig.tight_layout()
+        save_figure(fig, out / STUDY_FIDELITY)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter([r["params"] / 1e3 for r in pool.values()], [r["standalone_psnr"] for r in pool.values()], s=16,
+               c="0.55", label=f"random pool ({len(pool)})")
+    fit = summ["size_fit"]
+    if fit:
+        xs = np.linspace(min(r["params"] for r in pool.values()), max(r["params"] for r in pool.values()), 50)
+        ax.plot(xs / 1e3, fit["a"] + fit["b"] * np.log(xs), color="0.3", lw=1, label="pool fit (log params)")
+    for s, v in summ["strategies"].items():
+        mine = [r for r in rows if r["group"] == s and r["standalone_psnr"] is not None]
+        g = v["gain_over_pool_fit"]
+        ax.scatter([r["params"] / 1e3 for r in mine], [r["standalone_psnr"] for r in mine], s=30, marker="D",
+                   c=COLORS.get(s, "k"), label=f"{s}: {g['mean_db']:+.3f} dB [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (K)")
+    ax.set_ylabel("standalone PSNR (dB, validation)")
+    ax.set_title("each strategy's picks against the random pool", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / STUDY_PICKS)
+
+
+def format_summary(doc: dict) -> str:
+    s = doc["summary"]
+
+    def f(v, d=3):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    gt = s["ground_truth"]
+    lines = [f"study: {s['trained']} trainings, pool of {s['pool_trained']}",
+             f"ground truth: seed std {f(gt['seed_std_db'])} dB over {gt['with_seeds']} architectures with several "
+             f"seeds, between architectures {f(gt['between_std_db'])} dB (ratio {f(gt['ratio'], 2)})"]
+    for n, x in s["fidelity"].items():
+        lines.append(f"  fidelity {n:24s} tau {f(x['tau'], 2)} [{f(x['ci95'][0], 2)}, {f(x['ci95'][1], 2)}]  "
+                     f"residual tau {f(x['residual_tau'], 2)} [{f(x['residual_ci95'][0], 2)}, "
+                     f"{f(x['residual_ci95'][1], 2)}]  size tau {f(x['size_tau'], 2)}")
+    lines.append(f"best schedule: {doc['best_schedule']}")
+    for n, x in s["strategies"].items():
+        g, p = x["gain_over_pool_fit"], x["matched_pairs"]
+        lines.append(f"  {n:15s} gain over the pool's fit {f(g['mean_db'])} dB [{f(g['ci95'][0])}, {f(g['ci95'][1])}] "
+                     f"(z {f(g['z'], 1)}); matched pairs {f(p['mean_db'])} dB, {p['wins']}/{p['n']} wins; "
+                     f"search {f(x['search_seconds'], 0)} s")
+    if s["bound_db"] is not None:
+        lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")
+    return "\n".join(lines)

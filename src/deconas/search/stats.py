@@ -1,0 +1,128 @@
+"""The study's statistics: rank agreement with bootstrap intervals, the size trend, and the
+searched-against-random differences at matched parameters. Plain numpy and scipy, no torch.
+
+Every interval is a percentile bootstrap over architectures (the unit the question is about):
+resample the architectures with replacement, recompute the figure, take the 2.5% and 97.5%
+points. ``rng`` makes them reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from scipy.stats import kendalltau, t as student_t
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties count as neither concordant nor discordant); nan below 2 points
+    or when one side is constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(kendalltau(x, y).statistic)
+
+
+def log_fit(params: Sequence[float], y: Sequence[float]) -> tuple:
+    """(a, b) of the least-squares line y = a + b ln(params): the size trend."""
+    x = np.log(np.asarray(params, float))
+    b, a = np.polyfit(x, np.asarray(y, float), 1)
+    return float(a), float(b)
+
+
+def log_residuals(params: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """y minus its own size trend (:func:`log_fit`)."""
+    a, b = log_fit(params, y)
+    return np.asarray(y, float) - (a + b * np.log(np.asarray(params, float)))
+
+
+def _interval(values: np.ndarray) -> list:
+    v = values[np.isfinite(values)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
+
+
+def tau_with_interval(x: Sequence[float], y: Sequence[float], rng: np.random.Generator,
+                      resamples: int = 2000) -> Dict[str, object]:
+    """Kendall tau of (x, y) and its bootstrap 95% interval over the points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    boot = np.array([kendall_tau(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))])
+    return {"tau": kendall_tau(x, y), "ci95": _interval(boot), "n": int(len(x))}
+
+
+def fidelity(params: Sequence[float], shared: Sequence[float], standalone: Sequence[float],
+             rng: np.random.Generator, resamples: int = 2000) -> Dict[str, object]:
+    """How well shared-weight PSNR ranks standalone PSNR: tau with its interval, and the same
+    on the residuals after each side's trend in log-parameters is removed (the ranking that is
+    not just size). The residual fits are redone inside every resample."""
+    p, s, a = (np.asarray(v, float) for v in (params, shared, standalone))
+    out = tau_with_interval(s, a, rng, resamples)
+
+    def residual_tau(i):
+        if len(set(p[i])) < 2:
+            return float("nan")
+        return kendall_tau(log_residuals(p[i], s[i]), log_residuals(p[i], a[i]))
+    idx = np.arange(len(p))
+    boot = np.array([residual_tau(rng.integers(0, len(p), len(p))) for _ in range(resamples)])
+    out["residual_tau"] = residual_tau(idx) if len(p) > 2 else float("nan")
+    out["residual_ci95"] = _interval(boot)
+    out["size_tau"] = kendall_tau(p, a)  # how much of the standalone order is size alone
+    return out
+
+
+def gain_over_pool(pool_params: Sequence[float], pool_psnr: Sequence[float], params: Sequence[float],
+                   psnr: Sequence[float], rng: np.random.Generator, resamples: int = 2000) -> Dict[str, object]:
+    """Mean of the picks' PSNR minus the pool's fit at their parameters (dB), with a bootstrap
+    standard error and 95% interval that resample both the pool (refitting the line) and the
+    picks, and ``z`` = mean / standard error."""
+    pp, py, xp, xy = (np.asarray(v, float) for v in (pool_params, pool_psnr, params, psnr))
+
+    def gain(ip, ik):
+        a, b = log_fit(pp[ip], py[ip])
+        return float(np.mean(xy[ik] - (a + b * np.log(xp[ik]))))
+    mean = gain(np.arange(len(pp)), np.arange(len(xp)))
+    boot = []
+    for _ in range(resamples):
+        ip = rng.integers(0, len(pp), len(pp))
+        if len(set(pp[ip])) < 2:
+            continue  # a line needs two sizes
+        boot.append(gain(ip, rng.integers(0, len(xp), len(xp))))
+    boot = np.array(boot)
+    se = float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan")
+    return {"mean_db": mean, "se_db": se, "ci95": _interval(boot), "z": mean / se if se > 0 else float("nan"),
+            "n": int(len(xp))}
+
+
+def nearest_in_size(pool_params: Sequence[float], params: float, tolerance: float) -> Optional[int]:
+    """Index of the pool architecture nearest in log-parameters, when within ``tolerance``
+    (a share of ``params``); None otherwise."""
+    pp = np.asarray(pool_params, float)
+    i = int(np.argmin(np.abs(np.log(pp) - np.log(params))))
+    return i if abs(pp[i] - params) <= tolerance * params else None
+
+
+def mean_with_interval(values: Sequence[float]) -> Dict[str, object]:
+    """Mean, standard error and Student-t 95% interval of paired differences."""
+    v = np.asarray(values, float)
+    n = len(v)
+    if n == 0:
+        return {"mean_db": None, "se_db": None, "ci95": None, "n": 0}
+    mean = float(v.mean())
+    if n < 2:
+        return {"mean_db": mean, "se_db": None, "ci95": None, "n": 1}
+    se = float(v.std(ddof=1) / np.sqrt(n))
+    h = float(student_t.ppf(0.975, n - 1)) * se
+    return {"mean_db": mean, "se_db": se, "ci95": [mean - h, mean + h], "n": int(n)}
+
+
+def seed_noise(groups: Dict[str, Sequence[float]]) -> Dict[str, object]:
+    """The seed-to-seed std of one architecture's PSNR (pooled over architectures with at
+    least two seeds) against the std between the architectures' means: the ground truth's
+    test (the first should be at most a third of the second)."""
+    multi = [np.asarray(v, float) for v in groups.values() if len(v) >= 2]
+    means = [float(np.mean(v)) for v in groups.values() if len(v)]
+    dof = sum(len(v) - 1 for v in multi)
+    within = float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in multi) / dof)) if dof else None
+    between = float(np.std(means, ddof=1)) if len(means) > 1 else None
+    return {"seed_std_db": within, "between_std_db": between,
+            "ratio": within / between if within is not None and between else None,
+            "architectures": len(means), "with_seeds": len(multi)}

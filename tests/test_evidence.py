@@ -1,0 +1,217 @@
+"""The full study (deconas study --train): the pool, the searches per schedule and strategy,
+the picks, the rows and the figures, each against a second route."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from deconas import config
+from deconas.checkpoint import load_model
+from deconas.cli import main
+from deconas.constants import STUDY_STRATEGIES
+from deconas.errors import UserError
+from deconas.infer.inference import upscale_array
+from deconas.metrics import psnr_y
+from deconas.search.evidence import run_full_study, search_config, stratified_pool
+from deconas.search.runs import build_supernet, read_checkpoint, reload_val_pairs
+from deconas.search.study import uniform_genotype
+from deconas.space.complexity import count_params
+from deconas.space.genotype import parse
+from deconas.space.network import DeCoNASNet
+
+from search_helpers import tiny_config_yaml, tiny_images
+from test_stats import _tau_by_hand
+
+STRATEGIES = ["controller", "controller-loo", "random", "evolution"]
+
+
+def tiny_full_config(root, *extra):
+    (root / "search.yaml").write_text(tiny_config_yaml(controller_steps=4))
+    return config.load("study-cpu", ["train.steps=4", "train.epoch_steps=2", "train.warmup_steps=0",
+                                     "data.lr_patch=8", "data.batch=2", "study.pool=4", "study.top=2",
+                                     "study.seeds=2", "study.jobs=1", "study.bootstrap=200",
+                                     f"search_config={root / 'search.yaml'}",
+                                     f"study.strategies=[{','.join(STRATEGIES)}]", "study.schedules=[strategy,uniform]",
+                                     "study.param_tolerance=0.9", "study.loo_samples=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    imgs = tiny_images(root / "imgs", n=6, size=48)
+    cfg = tiny_full_config(root)
+    doc = run_full_study(cfg, [str(imgs)], None, root / "study", progress=False)
+    return root, imgs, cfg, doc
+
+
+def _by_slug(out):
+    return {p.parent.name: p for p in (out / "arch").glob("*/row.json")}
+
+
+def test_the_pool_spans_the_sizes_and_is_still_a_uniform_sample():
+    params = lambda g: count_params(g, 2, 16, 3)  # noqa: E731
+    pools = [stratified_pool(10, 4, params, np.random.default_rng(s), reference=4000) for s in range(50)]
+    rng = np.random.default_rng(1000)
+    sizes = [params(uniform_genotype(4, rng)) for _ in range(4000)]
+    lo, hi = np.percentile(sizes, [12, 88])  # the bottom and top tenth, with room for the bands' estimate
+    for pool in pools:
+        p = [params(g) for g in pool]
+        assert len(set(pool)) == 10 and p == sorted(p)  # one per band, bands in size order
+        assert p[0] <= lo and p[-1] >= hi
+    # Equal-probability bands, one draw each: every op bit is still a fair coin over the pools.
+    bits = np.array([[int(b) for b in g.bits().split()] for pool in pools for g in pool])
+    assert np.all(np.abs(bits.mean(axis=0) - 0.5) < 0.1) and abs(bits.mean() - 0.5) < 0.02
+
+
+def test_every_strategy_searches_with_the_same_budget():
+    cfg = config.load("study-cpu")
+    budgets = set()
+    for s in STUDY_STRATEGIES:
+        for sched in ("strategy", "uniform", "fair"):
+            c = search_config(cfg, s, sched).search
+            assert c.supernet_sampling == sched
+            budgets.add((c.epochs * c.child_steps, c.epochs * c.controller_steps * c.samples_per_step))
+    assert len(budgets) == 1
+    loo = search_config(cfg, "controller-loo", "fair").search
+    assert loo.reward_baseline == "leave_one_out" and loo.samples_per_step == cfg.study.loo_samples
+    with pytest.raises(UserError, match="study.loo_samples=3"):
+        search_config(config.apply_overrides(cfg, ["study.loo_samples=3"]), "controller-loo", "uniform")
+
+
+def test_the_study_writes_a_row_per_architecture_seed_and_group(full):
+    root, _, cfg, doc = full
+    out = root / "study"
+    rows, st = doc["rows"], cfg.study
+    assert len(doc["pool"]) == 4 and set(doc["picks"]) == set(STRATEGIES)
+    assert len(rows) == 4 * st.pool_seeds + sum(len(v) * st.seeds for v in doc["picks"].values())
+    assert {r["group"] for r in rows} == {"pool", *STRATEGIES}
+    m = doc["search_config"]["model"]
+    for r in rows:
+        net = DeCoNASNet(parse(r["genotype"]), scale=2, channels=m["channels"], blocks=m["blocks"])
+        assert r["params"] == sum(p.numel() for p in net.parameters())
+        assert np.isfinite(r["standalone_psnr"]) and set(r["shared_psnr"]) == set(doc["searches"])
+    # The searches: one per schedule for the controller, one per strategy on the best schedule.
+    best = doc["best_schedule"]
+    assert set(doc["searches"]) == {"controller-strategy", "controller-uniform"} | {f"{s}-{best}" for s in STRATEGIES}
+    with open(out / "study.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and float(table[0]["standalone_psnr"]) == pytest.approx(rows[0]["standalone_psnr"])
+    for f in ("study.json", "fidelity.png", "picks.png", "plan.json", "config.yaml", "shared.json"):
+        assert (out / f).is_file()
+    assert (out / "study.log").read_text().strip().splitlines()[-1].endswith("done")
+
+
+def test_standalone_psnr_is_the_trained_networks_psnr_on_the_searches_split(full):
+    """A second route: the training's weights, run through deconas eval's inference path, on the
+    validation images the searches held out."""
+    root, _, _, doc = full
+    out = root / "study"
+    val = reload_val_pairs(out / "searches" / "controller-strategy")
+    for r in doc["rows"][::3]:
+        slug = f"{r['genotype'].replace(',', '-')}-s{r['seed']}"
+        model, _ = load_model(out / "arch" / slug / "last.safetensors")
+        ref = np.mean([psnr_y(upscale_array(model, lr), hr, 2) for _, hr, lr in val])
+        assert r["standalone_psnr"] == pytest.approx(ref, abs=1e-6)
+
+
+def test_shared_psnr_is_the_extracted_networks_psnr(full):
+    root, _, _, doc = full
+    run = root / "study" / "searches" / "controller-uniform"
+    scfg = config.load(str(run / "config.yaml"))
+    sn = build_supernet(scfg)
+    sn.load_state_dict(read_checkpoint(run / "checkpoint.pt", keys=("supernet",))["supernet"])
+    val = reload_val_pairs(run)
+    for r in doc["rows"][::4]:
+        net = sn.extract_standalone(parse(r["genotype"])).eval()
+        ref = np.mean([psnr_y(upscale_array(net, lr), hr, 2) for _, hr, lr in val])
+        assert r["shared_psnr"]["controller-uniform"] == pytest.approx(ref, abs=1e-3)
+
+
+def test_picks_are_the_best_candidates_by_shared_weight_psnr(full):
+    root, _, cfg, doc = full
+    out = root / "study"
+    shared = json.loads((out / "shared.json").read_text())
+    for s, picks in doc["picks"].items():
+        name = f"{s}-{doc['best_schedule']}"
+        with open(out / "searches" / name / "candidates.csv", newline="") as f:
+            cands = list(dict.fromkeys(r["genotype"] for r in sorted(csv.DictReader(f),
+                                                                     key=lambda r: -float(r["val_psnr"]))))
+        screened = cands[:cfg.study.screen * cfg.study.top]
+        assert picks == sorted(screened, key=lambda g: -shared[name][g])[:cfg.study.top]
+
+
+def test_the_summary_is_recomputed_from_the_rows(full):
+    _, _, _, doc = full
+    rows, s = doc["rows"], doc["summary"]
+    pool = [r for r in rows if r["group"] == "pool"]
+    for name, f in s["fidelity"].items():
+        want = _tau_by_hand([r["shared_psnr"][name] for r in pool], [r["standalone_psnr"] for r in pool])
+        assert f["tau"] == pytest.approx(want, abs=1e-12)
+        assert f["ci95"][0] <= f["tau"] + 1e-12 and f["ci95"][1] >= f["tau"] - 1e-12
+    b, a = np.polyfit(np.log([r["params"] for r in pool]), [r["standalone_psnr"] for r in pool], 1)
+    for strat, v in s["strategies"].items():
+        mine = {}
+        for r in rows:
+            if r["group"] == strat:
+                mine.setdefault(r["genotype"], []).append(r)
+        want = np.mean([np.mean([r["standalone_psnr"] for r in rs]) - a - b * np.log(rs[0]["params"])
+                        for rs in mine.values()])
+        assert v["gain_over_pool_fit"]["mean_db"] == pytest.approx(want, abs=1e-9)
+    assert s["bound_db"] == max(v["gain_over_pool_fit"]["ci95"][1] for v in s["strategies"].values())
+    # Pick trainings with two seeds are the ground truth's seed-noise sample.
+    assert s["ground_truth"]["with_seeds"] == len({g for v in doc["picks"].values() for g in v})
+
+
+def test_resume_redoes_only_what_is_missing_and_lands_on_the_same_rows(full):
+    root, imgs, cfg, doc = full
+    out = root / "study"
+    rows = _by_slug(out)
+    gone = sorted(rows)[0]
+    keep = {k: p.stat().st_mtime_ns for k, p in rows.items() if k != gone}
+    shutil.rmtree(out / "arch" / gone)
+    shutil.rmtree(out / "searches" / f"random-{doc['best_schedule']}")
+    plan = json.loads((out / "plan.json").read_text())
+    plan["searches"][f"random-{doc['best_schedule']}"].pop("search_seconds")
+    (out / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(UserError, match="--train .* differs"):
+        run_full_study(cfg, [str(root)], None, out, resume=True, progress=False)
+    again = run_full_study(cfg, None, None, out, resume=True, progress=False)  # its own images
+    assert {k: p.stat().st_mtime_ns for k, p in _by_slug(out).items() if k != gone} == keep
+    assert again["picks"] == doc["picks"]
+    assert [r["standalone_psnr"] for r in again["rows"]] == pytest.approx([r["standalone_psnr"] for r in doc["rows"]],
+                                                                          abs=1e-9)
+
+
+def test_committed_rows_are_not_trained_again(full, tmp_path, capsys):
+    root, imgs, cfg, doc = full
+    committed = tmp_path / "committed.json"
+    shutil.copy(root / "study" / "study.json", committed)
+    again = run_full_study(cfg, [str(imgs)], None, tmp_path / "s2", rows_file=committed, progress=False)
+    assert not list((tmp_path / "s2" / "arch").glob("*/last.safetensors"))  # nothing trained
+    assert [r["standalone_psnr"] for r in again["rows"]] == pytest.approx([r["standalone_psnr"] for r in doc["rows"]])
+    # Rows of another recipe cannot be reused: one line, nothing planned.
+    assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s3"), "--rows", str(committed),
+                 "--config", str(root / "study" / "config.yaml"), "train.steps=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.steps" in err[0] and "--rows" in err[0], err
+
+
+def test_study_cli_refusals_are_one_line(full, tmp_path, capsys):
+    root, imgs, _, _ = full
+    out = root / "study"
+    assert main(["study", "--run", str(out / "searches" / "controller-strategy"), "--train", str(imgs)]) == 2
+    assert "--train" in capsys.readouterr().err
+    assert main(["study", "--train", str(imgs), "--top", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--top" in capsys.readouterr().err
+    assert main(["study", "--train", str(imgs), "--out", str(out)]) == 2  # a study is there
+    assert "--resume" in capsys.readouterr().err
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "plan.json").write_text("[1, 2")
+    assert main(["study", "--train", str(imgs), "--out", str(damaged), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plan.json" in err[0], err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,126 @@
+"""The study's statistics against hand computations and textbook formulas."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from deconas.search import stats
+
+
+def _tau_by_hand(x, y):
+    """Kendall tau-b from its definition (concordant minus discordant pairs, tie-corrected)."""
+    n, c, d, tx, ty = len(x), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            if a == 0 and b == 0:
+                continue
+            if a == 0:
+                tx += 1
+            elif b == 0:
+                ty += 1
+            elif a == b:
+                c += 1
+            else:
+                d += 1
+    return (c - d) / np.sqrt((c + d + tx) * (c + d + ty))
+
+
+def test_kendall_tau_matches_its_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.normal(size=9), rng.normal(size=9)
+        y[:3] = y[0]  # ties
+        assert stats.kendall_tau(x, y) == pytest.approx(_tau_by_hand(x, y), abs=1e-12)
+
+
+def test_kendall_tau_is_nan_without_two_distinct_values():
+    assert np.isnan(stats.kendall_tau([1.0], [2.0]))
+    assert np.isnan(stats.kendall_tau([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_log_fit_recovers_a_line_in_log_parameters():
+    p = np.array([1e4, 2e4, 5e4, 1e5, 3e5])
+    a, b = stats.log_fit(p, 25.0 + 0.4 * np.log(p))
+    assert (a, b) == (pytest.approx(25.0), pytest.approx(0.4))
+    assert np.allclose(stats.log_residuals(p, 25.0 + 0.4 * np.log(p) + [0, 0.1, -0.1, 0, 0]),
+                       stats.log_residuals(p, [0, 0.1, -0.1, 0, 0]), atol=1e-12)
+
+
+def test_a_monotone_ranking_has_tau_one_and_an_interval_at_one():
+    rng = np.random.default_rng(1)
+    x = np.arange(12.0)
+    r = stats.tau_with_interval(x, 2 * x + 3, rng, 300)
+    assert r["tau"] == pytest.approx(1.0) and r["ci95"] == [pytest.approx(1.0)] * 2 and r["n"] == 12
+
+
+def test_the_tau_interval_covers_the_truth_about_as_often_as_it_claims():
+    # Bivariate normal with correlation rho: the population tau is (2 / pi) asin(rho).
+    rho, n, trials = 0.6, 40, 60
+    truth = 2 / np.pi * np.arcsin(rho)
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(trials):
+        z = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=n)
+        lo, hi = stats.tau_with_interval(z[:, 0], z[:, 1], rng, 400)["ci95"]
+        hits += lo <= truth <= hi
+    # 95% nominal; 60 trials: below 48 hits would be a 4-sigma shortfall.
+    assert hits >= 48
+
+
+def test_residual_tau_removes_what_size_alone_explains():
+    # Both scores are driven by size plus independent noise: the raw tau is high, the residual
+    # one near zero; with a shared quality term besides size, the residual tau stays high.
+    rng = np.random.default_rng(3)
+    n = 60
+    p = np.exp(rng.uniform(np.log(2e4), np.log(2e5), n))
+    size = np.log(p)
+    f = stats.fidelity(p, size + rng.normal(0, 0.05, n), size + rng.normal(0, 0.05, n), rng, 200)
+    assert f["tau"] > 0.7 and abs(f["residual_tau"]) < 0.25
+    assert f["residual_ci95"][0] < 0 < f["residual_ci95"][1]
+    q = rng.normal(0, 1, n)
+    g = stats.fidelity(p, size + q, size + q + rng.normal(0, 0.1, n), rng, 200)
+    assert g["residual_tau"] > 0.7 and g["residual_ci95"][0] > 0.5
+
+
+def test_gain_over_the_pool_is_the_mean_residual_and_its_error_matches_the_formula():
+    rng = np.random.default_rng(4)
+    n_pool, k, sigma = 200, 50, 0.1
+    pp = np.exp(rng.uniform(np.log(2e4), np.log(2e5), n_pool))
+    py = 30 + 0.3 * np.log(pp) + rng.normal(0, sigma, n_pool)
+    xp = np.exp(rng.uniform(np.log(2e4), np.log(2e5), k))
+    xy = 30 + 0.3 * np.log(xp) + 0.25 + rng.normal(0, sigma, k)
+    g = stats.gain_over_pool(pp, py, xp, xy, rng, 1000)
+    a, b = np.polyfit(np.log(pp), py, 1)[::-1]
+    assert g["mean_db"] == pytest.approx(float(np.mean(xy - a - b * np.log(xp))), abs=1e-12)
+    # Standard error: the picks' spread over sqrt(k), plus the fit's error at their mean size.
+    x, xm = np.log(pp), np.log(xp).mean()
+    fit_var = sigma ** 2 * (1 / n_pool + (xm - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    want = np.sqrt(sigma ** 2 / k + fit_var)
+    assert g["se_db"] == pytest.approx(want, rel=0.15)
+    assert g["ci95"][0] < 0.25 < g["ci95"][1] and g["z"] > 10
+
+
+def test_matched_pair_interval_is_students():
+    d = [0.1, -0.05, 0.2, 0.15, 0.0]
+    r = stats.mean_with_interval(d)
+    lo, hi = sps.t.interval(0.95, len(d) - 1, loc=np.mean(d), scale=sps.sem(d))
+    assert r["ci95"] == [pytest.approx(lo), pytest.approx(hi)] and r["n"] == 5
+    assert stats.mean_with_interval([0.3])["ci95"] is None and stats.mean_with_interval([])["n"] == 0
+
+
+def test_nearest_in_size_respects_the_tolerance():
+    pool = [10_000, 20_000, 40_000]
+    assert stats.nearest_in_size(pool, 21_000, 0.1) == 1
+    assert stats.nearest_in_size(pool, 30_000, 0.1) is None  # 20k and 40k are 33% away
+    assert stats.nearest_in_size(pool, 30_000, 0.5) == 2  # nearer in log: 40/30 < 30/20
+
+
+def test_seed_noise_is_the_pooled_within_std_against_the_std_of_means():
+    groups = {"a": [31.0, 31.2], "b": [31.5, 31.3, 31.4], "c": [30.9]}
+    r = stats.seed_noise(groups)
+    ss = (0.1 ** 2 * 2) + (0.1 ** 2 + 0.1 ** 2)  # squared deviations from each mean
+    assert r["seed_std_db"] == pytest.approx(np.sqrt(ss / 3))
+    assert r["between_std_db"] == pytest.approx(np.std([31.1, 31.4, 30.9], ddof=1))
+    assert r["ratio"] == pytest.approx(r["seed_std_db"] / r["between_std_db"])
+    assert (r["architectures"], r["with_seeds"]) == (3, 2)

@@ -20,7 +20,7 @@ from deconas.errors import UserError
 from deconas.infer import backends as backend_mod
 from deconas.infer import export as export_mod
 from deconas.infer import onnx_cache
-from deconas.infer.backends import (OnnxRuntimeBackend, TorchBackend, default_threads, notice_once,
+from deconas.infer.backends import (OnnxRuntimeBackend, TorchBackend, notice_once,
                                     resolve_backend)
 from deconas.infer.onnx_cache import cache_dir, cache_path, model_digest
 from deconas.infer.tiling import DEFAULT_OVERLAP
@@ -99,24 +99,6 @@ def test_an_unknown_backend_names_the_choices(machine):
 
 
 # threads, probes, notices
-
-
-def test_default_threads_honours_omp_num_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert default_threads() == 3
-
-
-@pytest.mark.parametrize("value", ["", "0", "two", "-1"])
-def test_default_threads_without_a_usable_omp_num_threads_follows_torch_when_loaded(monkeypatch, value):
-    monkeypatch.setenv("OMP_NUM_THREADS", value)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 5)
-    assert default_threads() == 5
-
-
-def test_default_threads_without_torch_loaded_is_the_cpus_this_process_may_use(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delitem(sys.modules, "torch")  # restored after the test
-    assert default_threads() == len(os.sched_getaffinity(0))
 
 
 def test_the_cuda_probe_agrees_with_torch():

@@ -7,10 +7,14 @@ a rerun continues where it stopped (each training also resumes from its own stat
 
     OMP_NUM_THREADS=1 python docs/results/study_recipe.py --train DATA/train/T91 DATA/train/BSD200 \\
         --out runs/study-recipe p48b16s1000
+
+Several processes may share one --out (one per core, `taskset -c K`): each claims a job before
+it trains it.
 """
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +44,29 @@ def architectures(n: int):
     return out
 
 
+def claim(out: Path) -> bool:
+    """Take a job for this process (several may run on one folder, one core each): a claim file
+    beside the training's folder, holding the pid; a claim whose process is gone is taken over
+    (its training resumes)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+                os.kill(pid, 0)
+                return pid == os.getpid()
+            except (ValueError, ProcessLookupError):
+                path.unlink(missing_ok=True)
+                continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -52,8 +79,10 @@ def main():
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     results = root / "results.jsonl"
-    done = {(r["recipe"], r["genotype"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())} \
-        if results.exists() else set()
+
+    def done():  # read again before every job: another process may have finished some
+        return {(r["recipe"], r["genotype"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())} \
+            if results.exists() else set()
     gs = architectures(args.archs)
     for name in args.recipes:
         patch, batch, steps = RECIPES[name]
@@ -63,13 +92,13 @@ def main():
         jobs += [(i, s) for s in range(2, args.seeds) for i in range(len(gs))]
         for i, seed in jobs:
             g = gs[i]
-            if (name, str(g), seed) in done:
+            out = root / name / f"a{i}-s{seed}"
+            if (name, str(g), seed) in done() or not claim(out):
                 continue
             cfg = config.load("train-cpu", ["model.channels=16", "model.blocks=3", f"data.lr_patch={patch}",
                                             f"data.batch={batch}", f"train.steps={steps}",
                                             f"train.epoch_steps={min(500, steps)}", "train.val_every=1000000",
                                             f"seed={seed}", "plot=false", "data.val_fraction=0.1"])
-            out = root / name / f"a{i}-s{seed}"
             t0 = time.time()
             summary = run_training(cfg, g, args.train, None, out, resume=(out / "state.pt").is_file(),
                                    device="cpu", progress=False, split_seed=0)

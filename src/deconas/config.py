@@ -98,7 +98,7 @@ class Common:
     """Top-level settings of every config."""
     scale: int = setting(2, "choice", SCALES, doc="upscaling factor s")
     seed: int = setting(0, "int", 0, doc="seed of every random stream (weights, patches, data split, controller)")
-    threads: int = setting(0, "int", 0, MAX_THREADS, doc="torch intra-op threads of a search (0 = torch's default)")
+    threads: object = setting("auto", "threads", 0, MAX_THREADS, doc="CPU threads of a search or training: auto fits the free cores and re-checks by timing (README, Speed); a count fixes it (0 = auto)")
     deterministic: bool = setting(False, "bool", doc="deterministic torch algorithms (bit-identical reruns and resumes, slower on GPU)")
     plot: bool = setting(True, "bool", doc="training: write curves.png every epoch")
     tensorboard: bool = setting(True, "bool", doc="search: write TensorBoard scalars to RUN/tb (when tensorboard is installed)")
@@ -196,7 +196,7 @@ class Study:
     random: int = setting(8, "int", 0, doc="uniform random architectures, each matched to a searched one")
     param_tolerance: float = setting(0.1, "fraction", doc="a random architecture is within this share of its partner's parameters")
     jobs: int = setting(2, "int", 1, doc="architectures trained at once, each in its own process")
-    threads: int = setting(1, "int", 1, MAX_THREADS, doc="torch threads per process")
+    threads: object = setting("auto", "threads", 0, MAX_THREADS, doc="threads per job: auto shares the free cores among study.jobs (0 = auto)")
     screen: int = setting(3, "int", 0, doc="re-score derive's best screen x top architectures (0 = every derived one)")
     shared_max_images: int = setting(0, "int", 0, doc="shared-weight PSNR on at most this many validation images (0 = all)")
     shared_max_size: int = setting(0, "int", 0, doc="... on centre crops of at most this many LR pixels a side (0 = whole)")
@@ -277,7 +277,7 @@ def complete(cfg: dict) -> dict:
 def markdown() -> str:
     """docs/config.md: every setting, from the schema."""
     kinds = {"int": "integer", "int?": "integer or null", "float": "number", "float?": "number or null", "fraction": "fraction in [0, 1)",
-             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE", "choices": "list of"}
+             "bool": "true / false", "choice": "one of", "name?": "preset name or YAML file", "path?": "file path or null", "list": "list of KEY=VALUE", "choices": "list of", "threads": "auto or integer"}
     out = ["# Configuration settings", "",
            "Generated from the schema in `src/deconas/config.py` (`python -m deconas.config > docs/config.md`);",
            "a test checks that this page is up to date.", "",
@@ -296,7 +296,7 @@ def markdown() -> str:
             kind = kinds[m["kind"]]
             if m["kind"] in ("choice", "choices"):
                 rng = ", ".join(map(str, m["arg"]))
-            elif m["kind"] in ("int", "int?", "float", "float?"):
+            elif m["kind"] in ("int", "int?", "float", "float?", "threads"):
                 rng = (f">= {m['arg']}" if m["arg"] == 0 or m["kind"].startswith("int") else "> 0") + (
                     f", <= {m['max']}" if m["max"] else "")
             else:
@@ -354,6 +354,10 @@ def _check_value(key: str, v) -> None:
     bad = None
     if kind == "int?" and v is None:
         return
+    if kind == "threads":
+        if v == "auto":
+            return
+        kind = "int"
     if kind in ("int", "int?"):
         if isinstance(v, bool) or not isinstance(v, int) or not arg <= v <= (maximum or INT_MAX):
             bad = f"an integer >= {arg}" + (f", at most {maximum or INT_MAX}" if isinstance(v, int) and v > arg else "")

@@ -26,6 +26,12 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def local_world_size() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE): they share its cores."""
+    n = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(n) if n.isdigit() and int(n) > 0 else world_size()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

@@ -30,10 +30,11 @@ from tqdm import tqdm
 from deconas import config as config_mod
 from deconas.config import Config
 from deconas import distributed
+from deconas import threads as threads_mod
 from deconas.checkpoint import check_init, init_from, save_model
 from deconas.data.datasets import load_train_val
 from deconas.space.complexity import cost
-from deconas.constants import SEED_RANK_STRIDE
+from deconas.constants import MAX_THREADS, SEED_RANK_STRIDE
 from deconas.errors import UserError
 from deconas.space.genotype import Genotype, GenotypeError, parse
 from deconas.space.network import DeCoNASNet
@@ -43,8 +44,9 @@ from deconas.runfolder import (BEST, BEST_WEIGHTS, CURVES, LAST_WEIGHTS, METRICS
                         write_config)
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.runtime import (JsonlLog, atomic_torch_save, atomic_write_text, pyplot, read_jsonl, rng_state, save_figure,
-                             seed_everything, set_rng_state, torch_load)
+from deconas.runtime import (STATE_INT_MAX, JsonlLog, atomic_torch_save, atomic_write_text, check_optimizer_state,
+                             check_tensors_like, pyplot, read_jsonl, rng_state, save_figure, seed_everything,
+                             set_rng_state, state_number, torch_load)
 
 
 def learning_rate(step: int, t: config_mod.Train) -> float:
@@ -149,7 +151,7 @@ class Training:
             self._load(st, where)
         except UserError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as e:
             first = str(e).splitlines()[0][:120] if str(e) else ""
             raise UserError(f"{where}: damaged or of another run ({type(e).__name__}: {first}); "
                             f"start a new run in another --out") from None
@@ -163,11 +165,17 @@ class Training:
         if len(samplers) != self.world:
             raise UserError(f"{where} was written by {len(samplers)} processes; resume it with as many "
                             f"(this run has {self.world})")
+        # Checked as data before anything is loaded: torch would cast a tensor of another dtype,
+        # and a damaged optimizer state would fail only inside a later step.
+        check_tensors_like(st["model"], self.model.state_dict(), "model")
+        check_optimizer_state(st["optimizer"], self.opt, "optimizer")
+        steps = state_number(st["step"], "step", 0, STATE_INT_MAX, integer=True)
+        best = state_number(st["best"], "best", hi=sys.float_info.max)  # -inf: not validated yet
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.sampler.load_state_dict(samplers[self.rank])
         set_rng_state(st["rng"])
-        self.steps, self.best = int(st["step"]), float(st["best"])
+        self.steps, self.best = steps, float(best)
 
 
 def _wrap(model, device, world: int):
@@ -190,8 +198,20 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
     """Train and return a summary dict (also written to ``out_dir/summary.json``).
 
     ``split_seed``: the seed of the held-out validation split when it is not ``cfg.seed``
-    (``deconas study`` trains with a seed per pair on the search's own split)."""
+    (``deconas study`` trains with a seed per pair on the search's own split).
+    On the CPU, ``cfg.threads`` sets torch's threads for the run (restored afterwards); ``auto``
+    fits the free cores, and re-checks them by timing unless the run is deterministic, whose
+    numbers depend on the thread count: it keeps the count it started with (run.json), also on
+    resume."""
     cfg = config_mod.validate(cfg)  # a hand-made mapping gets its defaults; every value is checked
+    before = torch.get_num_threads()
+    try:
+        return _run_training(cfg, genotype, train_dir, val_dir, out_dir, resume, device, progress, init, split_seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_training(cfg, genotype, train_dir, val_dir, out_dir, resume, device, progress, init, split_seed) -> dict:
     out = Path(out_dir)
     scale, t = cfg.scale, cfg.train
     device = device if isinstance(device, torch.device) else distributed.setup(device)
@@ -200,6 +220,11 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
     state_path = check_resume(out, "training run", resume)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    n_threads, thread_source = None, None
+    if device.type == "cpu":
+        pinned = _started_threads(out) if resume and cfg.deterministic else None
+        n_threads, thread_source = threads_mod.resolve(pinned or cfg.threads, share=distributed.local_world_size())
+        torch.set_num_threads(n_threads)
     seed_everything(cfg.seed)
     if resume:  # continue the same network on the same data, or say why not
         train_dir, val_dir = resume_sources(read_data_record(out / TRAIN_RECORD, "data"), train_dir, val_dir,
@@ -237,7 +262,7 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
         write_config(out, cfg)
         c = cost(genotype, scale, tr.net_id["channels"], tr.net_id["blocks"])
         info = {**tr.net_id, "params": c.params, "mult_adds": c.mult_adds, "train_images": len(train_pairs),
-                "data": prov, "init": init_rec}
+                "data": prov, "init": init_rec, "threads": n_threads, "threads_from": thread_source}
         atomic_write_text(out / TRAIN_RECORD, json.dumps(info, indent=2))
 
     records = read_jsonl(out / METRICS)
@@ -256,8 +281,18 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
     tr.model.train()
     t0 = time.time()
     loss_sum, loss_n = 0.0, 0
+    tuner = None
+    if thread_source == threads_mod.AUTO and not cfg.deterministic and world == 1:
+        def thread_line(text):
+            bar.write(text)
+            with open(out / TRAIN_LOG, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {tr.steps}: {text}\n")
+        tuner = threads_mod.Tuner(n_threads, threads_mod.usable_cpus(), torch.set_num_threads, thread_line)
     while tr.steps < total:
+        t_step = time.perf_counter()
         loss, lr_now = tr.step(forward, autocast)
+        if tuner is not None:
+            tuner.step(time.perf_counter() - t_step)
         loss_sum, loss_n = loss_sum + loss, loss_n + 1
         bar.update(1)
         if tr.steps % 10 == 0:
@@ -295,6 +330,15 @@ def run_training(cfg: Config, genotype: Genotype, train_dir=None, val_dir=None, 
                "seconds_this_session": round(time.time() - t0, 1)}
     atomic_write_text(out / TRAIN_SUMMARY, json.dumps(summary, indent=2))
     return summary
+
+
+def _started_threads(out: Path) -> Optional[int]:
+    """The thread count a run started with (run.json), for a deterministic resume."""
+    try:
+        n = json.loads((out / TRAIN_RECORD).read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_THREADS else None
 
 
 def read_best(run_dir) -> dict:

@@ -15,23 +15,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from deconas import threads as threads_mod
 from deconas.constants import BACKENDS
 from deconas.errors import UserError
 from deconas.infer.tiling import DEFAULT_OVERLAP
-
-
-def default_threads() -> int:
-    """Intra-op threads: OMP_NUM_THREADS when set, torch's setting when torch is already loaded
-    (so one process keeps one policy), else the CPUs this process may run on."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    if "torch" in sys.modules:
-        return int(sys.modules["torch"].get_num_threads())
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def have_onnxruntime() -> bool:
@@ -50,7 +37,7 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
+        so.intra_op_num_threads = threads or threads_mod.resolve(None)[0]  # the free cores
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

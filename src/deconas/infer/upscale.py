@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from deconas import threads as threads_mod
 from deconas.infer.backends import TorchBackend, resolve_backend
 from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
 from deconas.infer.tiling import NonFiniteOutput, upscale_uint8
@@ -154,10 +155,11 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
         if want is not None and run.scale != want:
             raise UserError(f"checkpoint {path} is a x{run.scale} network, but --scale {want} was asked for")
         return run, run.scale
-    if kind == "torch" and threads:
+    if kind == "torch":
         import torch
 
-        torch.set_num_threads(threads)
+        if threads or device == "cpu" or not torch.cuda.is_available():
+            torch.set_num_threads(threads or threads_mod.resolve(None)[0])  # a count, or the free cores
     model, meta = load(device)
     return TorchBackend(model), int(meta["scale"])
 

@@ -52,8 +52,8 @@ from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, ST
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure
 from deconas.search import stats
 from deconas.search.runs import read_data_json
-from deconas.search.study import (SharedScorer, _candidates, _resumed_config, _train_cfg, _train_one, run_jobs,
-                                  uniform_genotype)
+from deconas.search.study import (SharedScorer, _candidates, _resumed_config, _train_cfg, _train_one, job_threads,
+                                  parent_threads, run_jobs, uniform_genotype)
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, parse
 
@@ -121,8 +121,9 @@ def _search_one(job: dict) -> dict:
     from deconas.search.loop import run_search  # noqa: PLC0415
     warnings.filterwarnings("ignore")
     out = Path(job["out"])
+    cfg = replace(job["cfg"], threads=int(job["threads"]))  # the parent's share of the free cores
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # its lines are in its search.log
-        rec = run_search(job["cfg"], job["train_dir"], job["val_dir"], out, resume=(out / SEARCH_STATE).is_file(),
+        rec = run_search(cfg, job["train_dir"], job["val_dir"], out, resume=(out / SEARCH_STATE).is_file(),
                          device="cpu", progress=False)
         t0 = time.time()
         if not (out / CANDIDATES).is_file():
@@ -148,6 +149,7 @@ class FullStudy:
         m = self.scfg.model
         self.params = lambda g: count_params(g, self.scfg.scale, m.channels, m.blocks)  # noqa: E731
         self.recipe = recipe(cfg, self.scfg)
+        self.threads = job_threads(self.st)
         self.plan: dict = {}
         self.shared: Dict[str, Dict[str, float]] = {}
         self.trained: Dict[str, dict] = {}  # slug -> the training's row (standalone_psnr, ...)
@@ -215,7 +217,7 @@ class FullStudy:
         self.plan["searches"].setdefault(name, {"strategy": strategy, "schedule": schedule})
         return {"name": name, "out": str(self.out / STUDY_SEARCHES / name),
                 "cfg": search_config(self.cfg, strategy, schedule), "train_dir": self.train_dir,
-                "val_dir": self.val_dir, "threads": self.st.threads}
+                "val_dir": self.val_dir, "threads": self.threads}
 
     def train_jobs(self, genotypes: Sequence[str], seeds: int) -> List[dict]:
         jobs = []
@@ -233,7 +235,7 @@ class FullStudy:
                 jobs.append({"slug": slug, "row": {"genotype": g, "seed": seed, "params": self.params(parse(g))},
                              "out": str(out), "cfg": training_config(self.cfg, self.scfg, seed),
                              "train_dir": self.train_dir, "val_dir": self.val_dir, "val_images": None,
-                             "split_seed": split, "threads": self.st.threads, "benchmarks": []})
+                             "split_seed": split, "threads": self.threads, "benchmarks": []})
         return jobs
 
     def run_phase(self, desc: str, searches: List[dict], trainings: List[dict]) -> None:
@@ -275,7 +277,7 @@ class FullStudy:
         """Shared-weight PSNR of these architectures on these searches' supernets (cached)."""
         import torch  # noqa: PLC0415 (the one torch use of the main process)
         before = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.st.threads * self.st.jobs))
+        torch.set_num_threads(parent_threads(self.st))
         try:
             for name in names:
                 have = self.shared.setdefault(name, {})

@@ -56,13 +56,15 @@ from tqdm import tqdm
 
 from deconas import config as config_mod
 from deconas import distributed
+from deconas import threads as threads_mod
 from deconas.config import Config
-from deconas.constants import SEED_CHILD, SEED_RANK_STRIDE, SEED_REWARD
+from deconas.constants import MAX_THREADS, SEED_CHILD, SEED_RANK_STRIDE, SEED_REWARD
 from deconas.data.patches import PatchSampler
 from deconas.errors import UserError
 from deconas.runfolder import (BEST, CANDIDATES, METRICS, SCATTER, SEARCH_DATA, SEARCH_LOG, SEARCH_SUMMARY, SEARCH_TB,
                                check_resume, resume_sources, write_config)
-from deconas.runtime import JsonlLog, atomic_torch_save, atomic_write_text, rng_state, seed_everything, set_rng_state
+from deconas.runtime import (STATE_INT_MAX, JsonlLog, atomic_torch_save, atomic_write_text, check_optimizer_state,
+                             check_tensors_like, rng_state, seed_everything, set_rng_state, state_number)
 from deconas.search.reward import Penalty, psnr_y_batch, reward_of
 from deconas.search.runs import build_supernet, load_search_data, read_checkpoint, read_data_json, read_latency_table
 from deconas.search.strategies import Proposal, check_group, make_strategy
@@ -287,20 +289,44 @@ class Search:
         """``st``'s top-level streams are rank 0's; ``st["ranks"][r]`` (several processes) rank r's."""
         ranks = st.get("ranks")
         if ranks is not None:
+            if not isinstance(ranks, list) or len(ranks) != self.world or not isinstance(ranks[self.rank], dict):
+                raise ValueError(f"ranks is not one state per process ({self.world})")
             st = {**st, **ranks[self.rank]}
-        self.epoch = int(st["epoch"])
+        # Checked as data before anything is loaded: torch would cast a tensor of another dtype,
+        # and a damaged optimizer state or reward batch would fail (or mislead) only epochs later.
+        epoch = state_number(st["epoch"], "epoch", 0, STATE_INT_MAX, integer=True)
+        check_tensors_like(st["supernet"], self.supernet.state_dict(), "supernet")
+        check_optimizer_state(st["child_opt"], self.child_opt, "child_opt")
+        val = None if st.get("val_batch") is None else self._checked_val_batch(st["val_batch"])
+        cost = st.get("cost") or {"child_steps": epoch * self.s.child_steps * self.world,
+                                  "scored": epoch * self.s.controller_steps * self.world}
+        if not isinstance(cost, dict):
+            raise ValueError(f"cost is {str(cost)[:40]}")
+        done = [state_number(cost[k], f"cost {k}", 0, STATE_INT_MAX, integer=True) for k in ("child_steps", "scored")]
+        self.epoch = epoch
         self.strategy.load_state_dict(st)
         self.supernet.load_state_dict(st["supernet"])
         self.child_opt.load_state_dict(st["child_opt"])
         self.train_sampler.load_state_dict(st["train_sampler"])
         self.val_sampler.load_state_dict(st["val_sampler"])
-        self._val = None if st.get("val_batch") is None else tuple(t.to(self.device) for t in st["val_batch"])
+        self._val = None if val is None else tuple(t.to(self.device) for t in val)
         set_rng_state(st["rng"])
         if st.get("child_rng") is not None:  # searches before the strategy seam drew no such numbers
             self.child_rng.bit_generator.state = st["child_rng"]
-        cost = st.get("cost") or {"child_steps": self.epoch * self.s.child_steps * self.world,
-                                  "scored": self.epoch * self.s.controller_steps * self.world}
-        self.child_steps_done, self.scored = int(cost["child_steps"]), int(cost["scored"])
+        self.child_steps_done, self.scored = done
+
+    def _checked_val_batch(self, val) -> tuple:
+        """A checkpoint's reward batch: LR and HR patches (B, 3, p, p) and (B, 3, p*scale, p*scale), in [0, 1]."""
+        ok = isinstance(val, (list, tuple)) and len(val) == 2 and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 4 for t in val)
+        if ok:
+            lr, hr = val
+            ok = (lr.shape[0] == hr.shape[0] > 0 and lr.shape[1] == hr.shape[1] == 3 and lr.shape[2] > 0
+                  and lr.shape[3] > 0 and tuple(hr.shape[2:]) == (lr.shape[2] * self.scale, lr.shape[3] * self.scale)
+                  and all(bool(((t >= 0) & (t <= 1)).all()) for t in val))  # NaN fails too
+        if not ok:
+            raise ValueError("val_batch is not a batch of LR and HR patches in [0, 1]")
+        return tuple(val)
 
 
 _CHECKPOINT_KEYS = ("epoch", "supernet", "child_opt", "train_sampler", "val_sampler", "rng", "structure")
@@ -316,6 +342,15 @@ def _structure(cfg: Config) -> dict:
                 "strategy": s.strategy}
     return {"scale": cfg.scale, "channels": m.channels, "blocks": m.blocks, "nodes": m.nodes, "ff": s.ff,
             "lstm_size": s.lstm_size, "lstm_layers": s.lstm_layers, "tie_embeddings": s.tie_embeddings}
+
+
+def _same_structure(saved, want: dict) -> bool:
+    """Whether a checkpoint's ``structure`` is ``want``; a damaged one (tensors where numbers
+    belong, whose == is not a truth value) is not."""
+    try:
+        return isinstance(saved, dict) and bool(saved == want)
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 def _log_line(path: Path, text: str) -> None:
@@ -337,16 +372,15 @@ def run_search(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/search",
 
     ``train_dir``: a folder, several, a folder of image folders, or None (built-in images).
     ``val_dir``: validation folder, or None to hold out ``data.val_fraction`` of the training images.
-    ``cfg.threads`` > 0 sets torch's intra-op threads for the search (restored afterwards):
-    the CPU preset's small convolutions run fastest on one thread, and on a busy machine
-    several threads per process slow everyone down many times over.
+    On the CPU, ``cfg.threads`` sets torch's intra-op threads for the search (restored
+    afterwards): ``auto`` fits the cores free at the start (a resumed deterministic search keeps
+    the count it started with); the CPU preset's small convolutions run fastest on one thread,
+    and on a busy machine several threads per process slow everyone down many times over.
     Under torchrun every process calls this with the same arguments (it joins the process
     group); ``rank`` defaults to the process's rank (0 without torchrun).
     """
     cfg = config_mod.validate(cfg)  # a hand-made mapping gets its defaults; every value is checked
-    threads, before = cfg.threads, torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
     try:
         return _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank)
     finally:
@@ -373,23 +407,39 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         missing = [k for k in _STRATEGY_KEYS.get(kind, ("strategy",)) if k not in st]
         if missing:
             raise UserError(f"{ckpt}: damaged or not a search checkpoint (no {', '.join(missing)})")
-        then = int(st.get("world_size", 1))  # checkpoints from before torchrun: one process
+        try:  # checkpoints from before torchrun: one process
+            then = state_number(st.get("world_size", 1), "world_size", 1, STATE_INT_MAX, integer=True)
+            elapsed0 = float(state_number(st.get("elapsed", 0.0), "elapsed", 0, sys.float_info.max))
+        except ValueError as e:
+            raise UserError(f"{ckpt}: damaged ({e})") from None
         if then != world:
             raise UserError(f"{ckpt} was written by {then} process{'es' if then > 1 else ''}; resume it with "
                             f"as many (this run has {world}): each process's random streams are in it")
-        if st["structure"] != _structure(cfg):
-            raise UserError(f"{ckpt}: the search space of the checkpoint {st['structure']} differs from the "
-                            f"config's {_structure(cfg)}")
+        want = _structure(cfg)
+        if not _same_structure(st["structure"], want):
+            saved = st["structure"] if isinstance(st["structure"], dict) else {}
+            diff = "; ".join(f"{k} {str(saved.get(k, 'missing'))[:40]} (config: {v})" for k, v in want.items()
+                             if not _same_structure({k: saved.get(k)}, {k: v}))
+            raise UserError(f"{ckpt}: the search space of the checkpoint differs from the config's: "
+                            f"{diff or str(st['structure'])[:80]}")
         train_dir, val_dir = resume_sources(read_data_json(out), train_dir, val_dir, out / SEARCH_DATA)
+    n_threads = None
+    if device.type == "cpu":
+        pinned = st.get("threads") if st is not None and cfg.deterministic else None
+        pinned = pinned if isinstance(pinned, int) and not isinstance(pinned, bool) and 0 < pinned <= MAX_THREADS else None
+        n_threads, _ = threads_mod.resolve(pinned or cfg.threads, share=distributed.local_world_size())
+        torch.set_num_threads(n_threads)
     train_pairs, val_pairs, prov = load_search_data(cfg, train_dir, val_dir)
     search = Search(cfg, train_pairs, val_pairs, device, rank, world)
     log = JsonlLog(out / METRICS)
     if st is not None:
         try:
             search.load_state_dict(st)
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        except UserError as e:
+            raise UserError(f"{ckpt}: {e}") from None
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as e:
             raise UserError(f"{ckpt}: damaged or from another search ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     distributed.barrier()  # every rank has checked the folder (and read the checkpoint) before any write
     if st is not None:
         if writer:
@@ -407,13 +457,14 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
     tb = _tensorboard(out) if writer and cfg.tensorboard else None
     if writer:
         _log_line(out / SEARCH_LOG, f"{'resume at' if resume else 'start'} epoch {search.epoch}/{epochs}; "
+                  f"{n_threads or 'default'} threads; "
                   f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
                   f"params_max {search.params_max:,}")
     bar = tqdm(total=epochs * per_epoch, initial=search.epoch * per_epoch, disable=not progress or not writer,
                desc="search", unit="step", dynamic_ncols=True, file=sys.stderr)
     rec = None
     t_start = time.time()
-    elapsed0 = float(st.get("elapsed", 0.0)) if st is not None else 0.0
+    elapsed0 = elapsed0 if st is not None else 0.0
     while search.epoch < epochs:
         rec = search.run_epoch(bar)
         rec["elapsed"] = round(elapsed0 + time.time() - t_start, 2)
@@ -421,7 +472,7 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
         if writer:  # checkpoint first: metrics.jsonl never records an epoch that the checkpoint lacks
             extra = {"ranks": streams} if streams is not None else {}
             atomic_torch_save(ckpt, {**search.state_dict(), "structure": _structure(cfg), "elapsed": rec["elapsed"],
-                                     "world_size": world, **extra})
+                                     "world_size": world, "threads": n_threads, **extra})
             log.write(rec)
             line = (f"epoch {rec['epoch']}/{epochs}  loss {rec['child_loss']:.4f}  val PSNR {rec['val_psnr']:.3f}  "
                     f"reward {rec['reward']:.3f}  baseline {rec['baseline']:.3f}  entropy {rec['entropy']:.2f}  "

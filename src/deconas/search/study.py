@@ -53,6 +53,7 @@ import torch
 from tqdm import tqdm
 
 from deconas import config as config_mod
+from deconas import threads as threads_mod
 from deconas.checkpoint import load_model
 from deconas.config import Config
 from deconas.constants import SEED_NOISE, SEED_STUDY
@@ -241,6 +242,17 @@ def _train_cfg(cfg: Config, scfg: Config, seed: int) -> Config:
                    data=replace(cfg.data, val_fraction=scfg.data.val_fraction, val_max=scfg.data.val_max))
 
 
+def job_threads(st) -> int:
+    """Threads of each job: ``study.threads``, or with auto the free cores shared out among
+    ``study.jobs`` (measured here, before any job starts)."""
+    return threads_mod.resolve(st.threads, share=max(1, st.jobs))[0]
+
+
+def parent_threads(st) -> int:
+    """Threads of the study's own process while no job runs: the jobs' shares together."""
+    return job_threads(st) * max(1, st.jobs) if st.threads not in ("auto", 0) else threads_mod.resolve("auto")[0]
+
+
 def _worker_init() -> None:
     """A worker ends with the study: a killed study must not leave trainings writing into its folders."""
     try:
@@ -253,6 +265,7 @@ def _train_one(job: dict) -> dict:
     """Train (or finish training) one architecture and score it; runs in a worker process."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, int(job["threads"])))
+    job = {**job, "cfg": replace(job["cfg"], threads=int(job["threads"]))}  # the training keeps the parent's share
     out = Path(job["out"])
     row_path = out / STUDY_ROW
     if row_path.is_file():
@@ -449,7 +462,7 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
         if top < 1 or n_random < 0:
             raise UserError(f"--top {top} / --random {n_random}: need at least 1 searched architecture")
         threads_before = torch.get_num_threads()
-        torch.set_num_threads(max(1, st.threads * st.jobs))
+        torch.set_num_threads(parent_threads(st))
         try:
             plan = plan_study(run, cfg, top, n_random, progress=progress)
         finally:
@@ -464,12 +477,13 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     prov = read_data_json(run)
     scfg = config_mod.load(str(run / CONFIG))
     train_dir = None if prov["train_dir"] == "built-in" else prov["train_dir"]
+    n_threads = job_threads(st)
     jobs = []
     for r in plan["rows"]:
         name = f"{r['pair']:02d}-{r['group']}"
         jobs.append({"row": r, "out": str(out / STUDY_ARCHS / name), "cfg": _train_cfg(cfg, scfg, r["seed"]),
                      "train_dir": train_dir, "val_dir": prov["val_dir"], "val_images": prov["val_images"],
-                     "split_seed": scfg.seed, "threads": st.threads,
+                     "split_seed": scfg.seed, "threads": n_threads,
                      "benchmarks": plan["benchmarks"]})
     done: Dict[int, dict] = {}
     for i, j in enumerate(jobs):

@@ -3,9 +3,9 @@ free: the CPUs this process may use (affinity, cgroup quota) less those other pr
 busy at the start; long loops re-check by timing (:class:`Tuner`). An explicit count, in the
 config or in ``OMP_NUM_THREADS``, wins.
 
-Why: on a shared 2-core machine a two-thread step beside one busy process runs 3x slower than
-idle, one thread barely slower (docs/speed.md); OpenMP threads that wait for a core stall
-every step (README, "Speed"). No torch import here: ONNX Runtime commands use it too.
+Why: on a shared machine, OpenMP threads that wait for a core stall every step; beside one
+busy process a two-thread step on two cores runs slower than a one-thread step (README,
+"Speed"). No torch import here: ONNX Runtime commands use it too.
 """
 
 from __future__ import annotations

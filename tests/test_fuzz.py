@@ -4,21 +4,28 @@ project's own error (UserError: one line, exit 2 at the CLI). Nothing else escap
 call runs under an address-space limit of 2 GiB above what the process already holds."""
 
 import contextlib
+import copy
 import io
+import json
 import resource
+import shutil
 import struct
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
+from safetensors.torch import load_file
 
 from deconas import config
 from deconas.checkpoint import load_model, save_model
 from deconas.cli import main
 from deconas.errors import UserError
+from deconas.runtime import torch_load
 from deconas.space.genotype import parse
 from deconas.data.images import read_image
 from deconas.space.network import DeCoNASNet
@@ -241,3 +248,240 @@ def test_deeply_nested_yaml_is_a_one_line_error(tmp_path, text):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError):
         config.load("cpu", ["seed=" + text.split(": ", 1)[-1]])
+
+
+# Files deconas wrote and reads back: resume states, best.json, candidates.csv, ONNX cache entries.
+# Each is damaged the ways a disk, a killed writer or a careless hand damages it: bytes flipped or cut,
+# and a value anywhere in the structure replaced by one of another type, shape or value.
+
+def _children(obj):
+    if isinstance(obj, dict):
+        return list(obj.keys())
+    if isinstance(obj, (list, tuple)):
+        return list(range(len(obj)))
+    return []
+
+
+def _replacement(kind, old):
+    floating = isinstance(old, torch.Tensor) and old.is_floating_point() and old.numel() > 0
+    return {"a dict": lambda: {"a": 1}, "a list": lambda: [1, 2, 3], "a string": lambda: "x", "None": lambda: None,
+            "a huge int": lambda: 10 ** 30, "-1": lambda: -1, "NaN": lambda: float("nan"), "inf": lambda: float("inf"),
+            "0": lambda: 0, "a tensor of another shape": lambda: torch.zeros(3),
+            "a NaN tensor": lambda: torch.full_like(old, float("nan")) if floating else torch.full((2,), float("nan")),
+            "an int tensor": lambda: old.long() if isinstance(old, torch.Tensor) else torch.arange(4),
+            "an empty tensor": lambda: torch.empty(0)}[kind]()
+
+
+REPLACEMENTS = ["a dict", "a list", "a string", "None", "a huge int", "-1", "0", "NaN", "inf",
+                "a tensor of another shape", "a NaN tensor", "an int tensor", "an empty tensor"]
+FIRST = object()  # in a key path: the first child, whatever its key
+
+
+def replace_at(state, keys, kind):
+    """``state`` with the value at the key path ``keys`` replaced by a value of ``kind``."""
+    root = copy.deepcopy(state)
+    node = root
+    for i, k in enumerate(keys):
+        k = _children(node)[0] if k is FIRST else k
+        if i == len(keys) - 1:
+            node[k] = _replacement(kind, node[k])
+        else:
+            node = node[k]
+    return root
+
+
+def replace_somewhere(state, walk, kind):
+    """``state`` with the value at the end of ``walk`` (child indices, taken modulo the number of
+    children, stopping at a leaf) replaced by a value of ``kind``; an empty walk replaces it all."""
+    if not walk:
+        return _replacement(kind, state)
+    root = copy.deepcopy(state)
+    parent, key = None, None
+    node = root
+    for step in walk:
+        keys = _children(node)
+        if not keys:
+            break
+        parent, key = node, keys[step % len(keys)]
+        node = node[key]
+    if isinstance(parent, tuple):  # tuples are rebuilt one level up; replace the tuple as a whole
+        return replace_somewhere(state, walk[:-1], kind)
+    parent[key] = _replacement(kind, node)
+    return root
+
+
+STATE_DAMAGE = st.one_of(
+    st.tuples(st.just("bytes"), OPS),
+    st.tuples(st.just("value"), st.tuples(st.lists(st.integers(0, 1 << 16), max_size=4), st.sampled_from(REPLACEMENTS))))
+
+
+def write_damaged_state(path, state, damage):
+    how, what = damage
+    if how == "bytes":
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path.write_bytes(mutate(buf.getvalue(), what))
+    else:
+        torch.save(replace_somewhere(state, *what), path)
+
+
+def exits_0_or_one_error_line(capsys, argv):
+    """The CLI under a memory bound: 0, or 2 with one error line on stderr (a progress bar or a
+    banner may precede it) and no traceback. Anything else escapes and fails the test."""
+    capsys.readouterr()
+    with memory_bound():
+        rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc in (0, 2) and "Traceback" not in err, (rc, err)
+    if rc == 2:
+        errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+        assert len(errors) == 1 and len(errors[0]) < 500, err
+    return rc
+
+
+STATEFUL = settings(FUZZ, max_examples=25)
+TINY_TRAIN = ["model.channels=4", "model.blocks=1", "data.lr_patch=8", "data.batch=2", "data.val_fraction=0.34",
+              "train.epoch_steps=2", "train.warmup_steps=0", "train.steps=2", "plot=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from search_helpers import tiny_images
+
+    root = tmp_path_factory.mktemp("trained")
+    images = tiny_images(root / "imgs", n=4, size=40)
+    assert main(["train", "--genotype", "7,6,4", "--train", str(images), "--out", str(root / "run"), *TINY_TRAIN]) == 0
+    return root / "run"
+
+
+@STATEFUL
+@given(damage=STATE_DAMAGE)
+def test_train_resume_from_a_damaged_state_works_or_says_why(tmp_path, capsys, trained, damage):
+    run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
+    shutil.copytree(trained, run)
+    write_damaged_state(run / "state.pt", torch.load(trained / "state.pt", weights_only=True), damage)
+    rc = exits_0_or_one_error_line(capsys, ["train", "--genotype", "7,6,4", "--out", str(run), "--resume",
+                                            "train.steps=4"])
+    if rc == 0:  # resumed: the run went on to its 4 steps, and its weights are numbers
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 4, summary
+        assert all(torch.isfinite(t).all() for t in load_file(str(run / "last.safetensors")).values())
+
+
+# The damage that escaped before these files were checked as data (each was a traceback, or a run
+# that went on with NaN or with numbers nobody wrote): held here case by case.
+TRAIN_STATE_CASES = [
+    (("optimizer", "state", 0, "exp_avg"), "a list"),  # failed deep inside the first step
+    (("optimizer", "state", 0, "step"), "inf"),
+    (("optimizer", "param_groups", 0, "betas"), "a string"),
+    (("optimizer", "param_groups", 0, "capturable"), "a huge int"),
+    (("model", FIRST), "an int tensor"),  # load_state_dict casts it: the weights would be truncated silently
+    (("model", FIRST), "a NaN tensor"),  # reported as a diverged training, not as a damaged file
+    (("best",), "NaN"),  # best.safetensors would never be written again
+    (("best",), "inf"),
+    (("step",), "a huge int"),  # a run "finished" at step 10**30
+    (("step",), "-1"),
+    (("rng", "python", 1, 0), "a huge int"),  # OverflowError
+]
+
+
+@pytest.mark.parametrize("keys, kind", TRAIN_STATE_CASES, ids=lambda v: "/".join(map(str, v)) if isinstance(v, tuple)
+                         else v)
+def test_train_resume_refuses_a_state_damaged_where_it_once_escaped(tmp_path, capsys, trained, keys, kind):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    torch.save(replace_at(torch.load(trained / "state.pt", weights_only=True), keys, kind), run / "state.pt")
+    before = (run / "last.safetensors").read_bytes()
+    rc = exits_0_or_one_error_line(capsys, ["train", "--genotype", "7,6,4", "--out", str(run), "--resume",
+                                            "train.steps=4"])
+    assert rc == 2 and (run / "last.safetensors").read_bytes() == before
+
+
+def test_train_resume_refuses_a_state_whose_tensor_bytes_changed_after_it_was_written(tmp_path, capsys, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    st = torch.load(trained / "state.pt", weights_only=True)
+    data = bytearray((trained / "state.pt").read_bytes())
+    at = data.find(st["model"]["sfe1.weight"].numpy().tobytes())  # the tensor's bytes, stored as they are
+    assert at > 0
+    data[at + 5] ^= 0x10  # still a valid float: only the checksum shows it
+    (run / "state.pt").write_bytes(bytes(data))
+    assert exits_0_or_one_error_line(capsys, ["train", "--genotype", "7,6,4", "--out", str(run), "--resume",
+                                              "train.steps=4"]) == 2
+    with pytest.raises(UserError, match="state.pt: damaged .*checksum"):
+        torch_load(run / "state.pt")
+
+
+def _searched(root, strategy):
+    from deconas.search.loop import run_search
+    from search_helpers import tiny_config, tiny_images
+
+    run_search(tiny_config(epochs=1, warmup_epochs=0, strategy=strategy), tiny_images(root / "imgs", n=6, size=40),
+               None, root / "run", progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    return _searched(tmp_path_factory.mktemp("searched"), "controller")
+
+
+@pytest.fixture(scope="module")
+def searched_random(tmp_path_factory):
+    return _searched(tmp_path_factory.mktemp("searched-random"), "random")
+
+
+def _resume_and_derive(capsys, run):
+    """search --resume to a second epoch, then derive: each ends well or in one line."""
+    rc = exits_0_or_one_error_line(capsys, ["search", "--out", str(run), "--resume", "search.epochs=2"])
+    if rc == 0:  # the second epoch ran, on numbers
+        recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in recs] == [1, 2]
+        assert all(v == v for v in recs[-1].values() if isinstance(v, float)), recs[-1]
+    if exits_0_or_one_error_line(capsys, ["derive", str(run), "--samples", "3"]) == 0:
+        best = json.loads((run / "best.json").read_text())
+        assert best["val_psnr"] == best["val_psnr"]  # not NaN
+    return rc
+
+
+@settings(FUZZ, max_examples=15)
+@given(damage=STATE_DAMAGE, random_strategy=st.booleans())
+def test_search_resume_and_derive_from_a_damaged_checkpoint_work_or_say_why(tmp_path, capsys, searched,
+                                                                          searched_random, damage, random_strategy):
+    src = searched_random if random_strategy else searched
+    run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
+    shutil.copytree(src, run)
+    write_damaged_state(run / "checkpoint.pt", torch.load(src / "checkpoint.pt", weights_only=True), damage)
+    _resume_and_derive(capsys, run)
+
+
+SEARCH_STATE_CASES = [
+    ("controller", ("epoch",), "-1"),  # resumed "at epoch -1"
+    ("controller", ("baseline",), "NaN"),  # the controller's update turned its weights to NaN
+    ("controller", ("controller", "op_w"), "an int tensor"),
+    ("controller", ("ctrl_opt", "state", FIRST, "exp_avg"), "a list"),
+    ("controller", ("child_opt", "state", FIRST, "step"), "inf"),
+    ("controller", ("supernet", FIRST), "a NaN tensor"),
+    ("controller", ("structure",), "a NaN tensor"),  # its == is not a truth value
+    ("controller", ("structure", "channels"), "a NaN tensor"),
+    ("controller", ("val_batch", 0), "a NaN tensor"),
+    ("controller", ("val_batch",), "a list"),
+    ("controller", ("world_size",), "None"),
+    ("controller", ("elapsed",), "a string"),
+    ("controller", ("cost", "scored"), "inf"),
+    ("random", ("strategy", "history", FIRST, 1), "0"),  # derive divided by the count
+    ("random", ("strategy", "history", FIRST, 0), "NaN"),
+    ("random", ("strategy", "baseline"), "a tensor of another shape"),
+]
+
+
+@pytest.mark.parametrize("strategy, keys, kind", SEARCH_STATE_CASES,
+                         ids=lambda v: "/".join("*" if k is FIRST else str(k) for k in v) if isinstance(v, tuple) else v)
+def test_search_resume_and_derive_refuse_a_checkpoint_damaged_where_it_once_escaped(tmp_path, capsys, searched,
+                                                                                    searched_random, strategy, keys,
+                                                                                    kind):
+    src = searched_random if strategy == "random" else searched
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    torch.save(replace_at(torch.load(src / "checkpoint.pt", weights_only=True), keys, kind), run / "checkpoint.pt")
+    assert _resume_and_derive(capsys, run) == 2

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,8 +96,27 @@ def atomic_torch_save(path, obj) -> None:
     atomic_write(path, save)
 
 
+def _check_zip_crcs(path) -> None:
+    """torch.load does not check the CRC-32 that torch.save writes for every record: a flipped
+    byte in a tensor would resume silently with other numbers. zipfile checks them all."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # not torch's zip format: torch.load says what it is
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except FileNotFoundError:
+        return
+    except Exception as e:  # a damaged directory or header
+        raise UserError(f"{path}: damaged ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    if bad is not None:
+        raise UserError(f"{path}: damaged (the checksum of its record {bad[:80]} does not match: "
+                        f"the file changed after it was written)")
+
+
 def torch_load(path, map_location="cpu"):
-    """Resume states hold only tensors and plain containers: load them without executing code."""
+    """Resume states hold only tensors and plain containers: load them without executing code,
+    after checking the file's checksums."""
+    _check_zip_crcs(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -106,6 +127,87 @@ def torch_load(path, map_location="cpu"):
             raise UserError(f"{path}: refused: it holds Python objects other than tensors, which could run "
                             f"code when loaded; deconas resume states hold only tensors and plain values") from None
         raise UserError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:200]})") from None
+
+
+# What the integers of a resume state may be: a count no 64-bit integer (torch's, numpy's) overflows.
+STATE_INT_MAX = 2 ** 63 - 1
+
+
+def state_number(v, what: str, lo: float = -math.inf, hi: float = math.inf, integer: bool = False):
+    """``v``, a number read from a resume state, checked: an int when ``integer`` (else an int or
+    a float), not NaN, within [lo, hi]. ValueError naming ``what`` otherwise (the caller names
+    the file)."""
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+    if not ok or v != v or not lo <= v <= hi:
+        raise ValueError(f"{what} is {str(v)[:40]!r}")
+    return v
+
+
+def _finite(t) -> bool:
+    return not t.is_floating_point() or bool(torch.isfinite(t).all())
+
+
+def check_tensors_like(saved, template, what: str) -> None:
+    """``saved`` (a state dict read from a file) has exactly ``template``'s tensors: names,
+    shapes and dtypes (load_state_dict would convert another dtype silently), and numbers
+    only, no NaN or inf. ValueError naming the first that is not."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"{what} is a {type(saved).__name__}, not a mapping of tensors")
+    missing = [k for k in template if k not in saved]
+    extra = [k for k in saved if k not in template]
+    if missing or extra:
+        raise ValueError(f"{what} " + (f"lacks {missing[0]}" if missing else f"has an unknown {str(extra[0])[:40]}"))
+    for k, want in template.items():
+        t = saved[k]
+        if not isinstance(t, torch.Tensor) or t.dtype != want.dtype or t.shape != want.shape:
+            got = f"{t.dtype} {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{what} {k} is {got}, expected {want.dtype} {list(want.shape)}")
+        if not _finite(t):
+            raise ValueError(f"{what} {k} holds NaN or inf")
+
+
+def _state_keys(opt) -> set:
+    """The per-parameter state ``opt``'s class keeps once a parameter has stepped (for Adam:
+    step, exp_avg, exp_avg_sq), from one step of the same optimizer on a throwaway parameter."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    p.grad = torch.zeros(1)
+    probe = type(opt)([p], **opt.defaults)
+    probe.step()
+    return set(probe.state[p])
+
+
+def check_optimizer_state(saved, opt, what: str) -> None:
+    """``saved`` (an ``opt.state_dict()`` read from a file) fits ``opt``: the same settings but
+    the learning rate (set every step), one index per parameter, and for each stepped parameter
+    the tensors its class keeps, of the parameter's shape and floating dtype, holding numbers.
+    torch checks little of this on load; a damaged value would fail deep inside a later step
+    or be cast silently. ValueError naming what is wrong."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), list):
+        raise ValueError(f"{what} is not an optimizer state")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    groups = saved["param_groups"]
+    if len(groups) != len(opt.param_groups):
+        raise ValueError(f"{what} has {len(groups)} parameter groups, expected {len(opt.param_groups)}")
+    if not all(isinstance(g, dict) for g in groups):
+        raise ValueError(f"{what} has a parameter group that is not a mapping")
+    for g in groups:
+        for k, v in opt.defaults.items():
+            if k != "lr" and k in g and g[k] != v:  # a setting a state of another version lacks takes its default
+                raise ValueError(f"{what} setting {k} is {str(g[k])[:40]}, expected {v}")
+    if [i for g in groups for i in g.get("params", [])] != list(range(len(params))):
+        raise ValueError(f"{what} does not list this network's {len(params)} parameters")
+    keys = _state_keys(opt)
+    for i, st in saved["state"].items():
+        if not isinstance(i, int) or not 0 <= i < len(params) or not isinstance(st, dict) or set(st) != keys:
+            raise ValueError(f"{what} state {str(i)[:20]} is not {', '.join(sorted(keys))} of a parameter")
+        for k, t in st.items():
+            shape = () if k == "step" else params[i].shape
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.shape != shape or not _finite(t):
+                raise ValueError(f"{what} state {i} {k} is not a finite {'scalar' if k == 'step' else list(shape)}"
+                                 f" floating tensor")
+            if k == "step" and not 0 <= float(t) <= STATE_INT_MAX:
+                raise ValueError(f"{what} state {i} step is {float(t)}")
 
 
 def read_jsonl(path) -> list:

@@ -41,7 +41,7 @@ from deconas.errors import UserError
 from deconas.infer.tiling import NonFiniteOutput, rgb_to_grey_uint8
 from deconas.metrics import psnr_y
 from deconas.runfolder import BEST, CANDIDATES, CONFIG, SCATTER, SEARCH_STATE, SEARCH_SUMMARY
-from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
+from deconas.runtime import atomic_write, atomic_write_text, check_tensors_like, pyplot, save_figure, seed_everything
 from deconas.search.reward import Penalty, reward_of
 from deconas.search.runs import (build_supernet, check_search_folder, read_checkpoint, read_data_json,
                                  read_latency_table, reload_val_pairs)
@@ -149,10 +149,13 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
     strategy, supernet = make_strategy(cfg, device), build_supernet(cfg).to(device)
     try:
         strategy.load_state_dict(st)
+        check_tensors_like(st["supernet"], supernet.state_dict(), "supernet")  # load_state_dict would cast dtypes
         supernet.load_state_dict(st["supernet"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+    except UserError as e:
+        raise UserError(f"{run / SEARCH_STATE}: {e}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise UserError(f"{run / SEARCH_STATE}: damaged or does not match {run / CONFIG} "
-                        f"({type(e).__name__})") from None
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
     supernet.eval()
     if from_policy and not all(bool(torch.isfinite(t).all()) for t in strategy.controller.state_dict().values()):
         # sampling from it would fail deep inside torch.multinomial

@@ -417,11 +417,13 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
                             f"as many (this run has {world}): each process's random streams are in it")
         want = _structure(cfg)
         if not _same_structure(st["structure"], want):
-            saved = st["structure"] if isinstance(st["structure"], dict) else {}
+            saved = st["structure"]
+            if not isinstance(saved, dict):
+                raise UserError(f"{ckpt}: damaged (its search space record is {str(saved)[:40]!r})")
             diff = "; ".join(f"{k} {str(saved.get(k, 'missing'))[:40]} (config: {v})" for k, v in want.items()
                              if not _same_structure({k: saved.get(k)}, {k: v}))
             raise UserError(f"{ckpt}: the search space of the checkpoint differs from the config's: "
-                            f"{diff or str(st['structure'])[:80]}")
+                            f"{diff or str(saved)[:80]}")
         train_dir, val_dir = resume_sources(read_data_json(out), train_dir, val_dir, out / SEARCH_DATA)
     n_threads = None
     if device.type == "cpu":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,6 +32,7 @@ import torch
 from deconas.config import Config
 from deconas.constants import SEED_STRATEGY
 from deconas.errors import UserError
+from deconas.runtime import STATE_INT_MAX, check_optimizer_state, check_tensors_like, state_number
 from deconas.search.controller import Controller, Sample
 from deconas.search.runs import build_controller
 from deconas.space.genotype import Genotype, decision_bits, from_decision_bits, num_decisions, parse
@@ -65,6 +67,24 @@ def check_group(size: int, kind: str) -> None:
     if kind == "leave_one_out" and size < 2:
         raise UserError("search.reward_baseline=leave_one_out needs at least 2 architectures per controller "
                         "step: raise search.samples_per_step (or run more processes)")
+
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def checked_baseline(v) -> Optional[float]:
+    """A checkpoint's reward baseline: None (not set yet) or a finite number."""
+    return None if v is None else float(state_number(v, "baseline", -_FLOAT_MAX, _FLOAT_MAX))
+
+
+def checked_genotype(g, what: str) -> str:
+    """A checkpoint's genotype string, as the strategy stores it; ValueError when it does not parse."""
+    if not isinstance(g, str):
+        raise ValueError(f"{what} holds {type(g).__name__} where a genotype belongs")
+    try:
+        return str(parse(g))
+    except UserError as e:
+        raise ValueError(f"{what} holds {g[:40]!r} ({e})") from None
 
 
 class Strategy:
@@ -125,11 +145,21 @@ class Strategy:
                              "rng": self.rng.bit_generator.state}}
 
     def load_state_dict(self, st: dict) -> None:
+        """From a checkpoint, checked as data: a damaged value is a ValueError (the caller names the file)."""
         s = st["strategy"]
+        if not isinstance(s, dict) or not isinstance(s.get("history"), dict):
+            raise ValueError("strategy is not a strategy's state")
         if s["name"] != self.name:
-            raise UserError(f"the checkpoint is of a {s['name']} search, the config asks for {self.name}")
-        self.baseline = None if s["baseline"] is None else float(s["baseline"])
-        self.history = {g: [float(v[0]), int(v[1])] for g, v in s["history"].items()}
+            raise UserError(f"the checkpoint is of a {str(s['name'])[:40]} search, the config asks for {self.name}")
+        self.baseline = checked_baseline(s["baseline"])
+        history = {}
+        for g, v in s["history"].items():
+            if not isinstance(v, (list, tuple)) or len(v) != 2:
+                raise ValueError(f"strategy history entry {str(g)[:40]} is {str(v)[:40]}")
+            history[checked_genotype(g, "strategy history")] = [
+                float(state_number(v[0], "a history reward sum", -_FLOAT_MAX, _FLOAT_MAX)),
+                state_number(v[1], "a history count", 1, STATE_INT_MAX, integer=True)]
+        self.history = history
         self.rng.bit_generator.state = s["rng"]
 
     def fingerprint(self) -> List[torch.Tensor]:
@@ -197,9 +227,12 @@ class ControllerStrategy(Strategy):
         if "strategy" in st:
             raise UserError(f"the checkpoint is of a {st['strategy'].get('name')} search, the config asks for "
                             f"the controller")
+        check_tensors_like(st["controller"], self.controller.state_dict(), "controller")
+        check_optimizer_state(st["ctrl_opt"], self.opt, "ctrl_opt")
+        baseline = checked_baseline(st["baseline"])
         self.controller.load_state_dict(st["controller"])
         self.opt.load_state_dict(st["ctrl_opt"])
-        self.baseline = None if st["baseline"] is None else float(st["baseline"])
+        self.baseline = baseline
 
     def fingerprint(self) -> List[torch.Tensor]:
         return list(self.controller.state_dict().values())
@@ -263,7 +296,16 @@ class EvolutionStrategy(Strategy):
 
     def load_state_dict(self, st: dict) -> None:
         super().load_state_dict(st)
-        self.population = deque((parse(g), float(r)) for g, r in st["strategy"]["population"])
+        pop = st["strategy"]["population"]
+        if not isinstance(pop, list) or len(pop) > self.size:
+            raise ValueError(f"strategy population is not a list of at most {self.size} members")
+        members = []
+        for m in pop:
+            if not isinstance(m, (list, tuple)) or len(m) != 2:
+                raise ValueError(f"strategy population member {str(m)[:40]} is damaged")
+            members.append((parse(checked_genotype(m[0], "strategy population")),
+                            float(state_number(m[1], "a population reward", -_FLOAT_MAX, _FLOAT_MAX))))
+        self.population = deque(members)
 
 
 STRATEGIES = {s.name: s for s in (ControllerStrategy, RandomStrategy, EvolutionStrategy)}

@@ -325,9 +325,10 @@ def write_damaged_state(path, state, damage):
         torch.save(replace_somewhere(state, *what), path)
 
 
-def exits_0_or_one_error_line(capsys, argv):
+def exits_0_or_one_error_line(capsys, argv, naming=None):
     """The CLI under a memory bound: 0, or 2 with one error line on stderr (a progress bar or a
-    banner may precede it) and no traceback. Anything else escapes and fails the test."""
+    banner may precede it) that names ``naming``, and no traceback. Anything else escapes and
+    fails the test."""
     capsys.readouterr()
     with memory_bound():
         rc = main(argv)
@@ -336,6 +337,7 @@ def exits_0_or_one_error_line(capsys, argv):
     if rc == 2:
         errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
         assert len(errors) == 1 and len(errors[0]) < 500, err
+        assert naming is None or naming in errors[0], errors[0]
     return rc
 
 
@@ -361,7 +363,7 @@ def test_train_resume_from_a_damaged_state_works_or_says_why(tmp_path, capsys, t
     shutil.copytree(trained, run)
     write_damaged_state(run / "state.pt", torch.load(trained / "state.pt", weights_only=True), damage)
     rc = exits_0_or_one_error_line(capsys, ["train", "--genotype", "7,6,4", "--out", str(run), "--resume",
-                                            "train.steps=4"])
+                                            "train.steps=4"], naming="state.pt")
     if rc == 0:  # resumed: the run went on to its 4 steps, and its weights are numbers
         summary = json.loads((run / "summary.json").read_text())
         assert summary["steps"] == 4, summary
@@ -393,7 +395,7 @@ def test_train_resume_refuses_a_state_damaged_where_it_once_escaped(tmp_path, ca
     torch.save(replace_at(torch.load(trained / "state.pt", weights_only=True), keys, kind), run / "state.pt")
     before = (run / "last.safetensors").read_bytes()
     rc = exits_0_or_one_error_line(capsys, ["train", "--genotype", "7,6,4", "--out", str(run), "--resume",
-                                            "train.steps=4"])
+                                            "train.steps=4"], naming="state.pt")
     assert rc == 2 and (run / "last.safetensors").read_bytes() == before
 
 
@@ -433,12 +435,13 @@ def searched_random(tmp_path_factory):
 
 def _resume_and_derive(capsys, run):
     """search --resume to a second epoch, then derive: each ends well or in one line."""
-    rc = exits_0_or_one_error_line(capsys, ["search", "--out", str(run), "--resume", "search.epochs=2"])
+    rc = exits_0_or_one_error_line(capsys, ["search", "--out", str(run), "--resume", "search.epochs=2"],
+                                   naming="checkpoint.pt")
     if rc == 0:  # the second epoch ran, on numbers
         recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in recs] == [1, 2]
         assert all(v == v for v in recs[-1].values() if isinstance(v, float)), recs[-1]
-    if exits_0_or_one_error_line(capsys, ["derive", str(run), "--samples", "3"]) == 0:
+    if exits_0_or_one_error_line(capsys, ["derive", str(run), "--samples", "3"], naming="checkpoint.pt") == 0:
         best = json.loads((run / "best.json").read_text())
         assert best["val_psnr"] == best["val_psnr"]  # not NaN
     return rc
@@ -485,3 +488,131 @@ def test_search_resume_and_derive_refuse_a_checkpoint_damaged_where_it_once_esca
     shutil.copytree(src, run)
     torch.save(replace_at(torch.load(src / "checkpoint.pt", weights_only=True), keys, kind), run / "checkpoint.pt")
     assert _resume_and_derive(capsys, run) == 2
+
+
+# best.json, read by train --from (and deconas run): the fields a training takes (genotype, scale,
+# N with FF bits) are checked, naming the file; a training that starts trains best.json's genotype.
+BEST = {"genotype": "7,6,4", "genotype_dict": {"nodes": 3}, "bits": "1 1 1 1 1 0 1 0 0", "scale": 2, "channels": 4,
+        "blocks": 1, "nodes": 3, "ff": False, "val_psnr": 10.5, "params": 2000, "mult_adds": 5e8, "reward": 9.5}
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=8)
+GENOTYPE_LIKE = st.sampled_from(["", "x", "9,9,9", "7,6,4|1|1", "7,6,4,3,0,2,2,3,4,1|1011|1101", "1," * 5000 + "1"])
+
+
+def _best_text(damage) -> bytes:
+    how, what = damage
+    if how == "bytes":
+        return mutate(json.dumps(BEST, indent=2).encode(), what)
+    if how == "whole":
+        return json.dumps(what).encode()
+    key, value = what
+    return json.dumps({**BEST, key: value}).encode()
+
+
+BEST_DAMAGE = st.one_of(st.tuples(st.just("bytes"), OPS), st.tuples(st.just("whole"), JSON),
+                        st.tuples(st.just("value"), st.tuples(st.sampled_from(sorted(BEST)), JSON | GENOTYPE_LIKE)))
+
+
+@STATEFUL
+@given(damage=BEST_DAMAGE)
+def test_train_from_a_damaged_best_json_works_or_says_why(tmp_path, capsys, trained, damage):
+    run = Path(tempfile.mkdtemp(dir=tmp_path))
+    (run / "best.json").write_bytes(_best_text(damage))
+    rc = exits_0_or_one_error_line(capsys, ["train", "--from", str(run), "--train", str(trained.parent / "imgs"),
+                                            "--out", str(run / "t"), *TINY_TRAIN], naming="best.json")
+    if rc == 0:  # it trained the genotype the file names
+        best = json.loads((run / "best.json").read_text())
+        assert json.loads((run / "t" / "run.json").read_text())["genotype"] == str(parse(best["genotype"]))
+
+
+@pytest.mark.parametrize("key, value", [("genotype", "x"), ("genotype", "7,6,4,3,0,2,2,3,4,1|1011|1101"),
+                                        ("scale", 7), ("blocks", 0)])
+def test_train_from_a_best_json_with_a_bad_field_names_the_file(tmp_path, capsys, trained, key, value):
+    # once said as a genotype or config error, without naming best.json
+    (tmp_path / "best.json").write_text(json.dumps({**BEST, key: value}))
+    assert exits_0_or_one_error_line(capsys, ["train", "--from", str(tmp_path), "--train", str(trained.parent / "imgs"),
+                                              "--out", str(tmp_path / "t"), *TINY_TRAIN], naming="best.json") == 2
+
+
+# candidates.csv, read back by deconas study (deconas.search.derive.read_candidates).
+CANDIDATES = ("genotype,params,mult_adds,val_psnr,reward,log_prob,pareto\n"
+              '"7,6,4",2171,563097632,10.5000,9.1000,-6.3846,1\n'
+              '"3,3,5",2755,677376032,11.2500,9.0000,-6.4883,1\n'
+              '"7,6,4",2171,563097632,10.5000,9.1000,-6.3846,1\n')
+CELLS = st.sampled_from(["", "x", "nan", "inf", "-inf", "1e400", "9,9,9", '"', "\x00", "x" * 200_000, "1," * 3000 + "1"])
+
+
+def _candidates_text(damage) -> bytes:
+    how, what = damage
+    if how == "bytes":
+        return mutate(CANDIDATES.encode(), what)
+    (row, col), cell = what
+    lines = [ln.split(",") for ln in CANDIDATES.splitlines()]
+    r = lines[row % len(lines)]
+    r[col % len(r)] = cell
+    return "\n".join(",".join(ln) for ln in lines).encode()
+
+
+@FUZZ
+@given(damage=st.one_of(st.tuples(st.just("bytes"), OPS),
+                        st.tuples(st.just("cell"), st.tuples(st.tuples(st.integers(0, 9), st.integers(0, 9)), CELLS))))
+def test_candidates_csv_reader_works_or_says_why(tmp_path, damage):
+    from deconas.search.derive import read_candidates
+
+    run = Path(tempfile.mkdtemp(dir=tmp_path))
+    (run / "candidates.csv").write_bytes(_candidates_text(damage))
+    out = works_or_user_error(read_candidates, run)
+    if out is not None:  # distinct genotypes, finite scores, best first
+        scores = [v for _, v in out]
+        assert out and all(np.isfinite(scores)) and scores == sorted(scores, reverse=True)
+        assert len({g for g, _ in out}) == len(out)
+
+
+def test_candidates_csv_reader_gives_the_distinct_architectures_best_first(tmp_path):
+    (tmp_path / "candidates.csv").write_text(CANDIDATES)
+    from deconas.search.derive import read_candidates
+
+    assert [(str(g), v) for g, v in read_candidates(tmp_path)] == [("3,3,5", 11.25), ("7,6,4", 10.5)]
+
+
+# ONNX cache entries: an entry damaged in any byte is exported again, never run (ONNX Runtime
+# would run a graph with a changed weight without a word).
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    from deconas.infer.export import onnx_bytes
+    from deconas.runtime import file_digest
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("graph")
+    net = DeCoNASNet(parse("7,6,4"), scale=2, channels=4, blocks=1).eval()
+    ck = root / "n.safetensors"
+    save_model(ck, net)
+    probe = np.random.default_rng(0).random((1, 3, 10, 12), dtype=np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(probe)).numpy()
+    return ck, onnx_bytes(net, source=file_digest(ck)), probe, want
+
+
+@FUZZ
+@given(ops=OPS)
+def test_a_damaged_onnx_cache_entry_is_exported_again_and_never_run(graph, monkeypatch, ops):
+    from deconas.infer import onnx_cache
+    from deconas.runtime import file_digest
+
+    ck, good, probe, want = graph
+    entry = onnx_cache.cache_path(file_digest(ck))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_bytes(mutate(good, ops))
+    exported = []
+
+    def export_again(path, cached, opset, digest):  # stands in for the child process's export
+        exported.append(cached)
+        cached.write_bytes(good)
+        return True
+    monkeypatch.setattr(onnx_cache, "_export_in_child", export_again)
+    with memory_bound():
+        run = onnx_cache.onnxruntime_for_checkpoint(ck, load=lambda: pytest.fail("exported in this process"),
+                                                    threads=1)
+    np.testing.assert_allclose(run(probe), want, rtol=1e-4, atol=1e-5)
+    assert exported or entry.read_bytes() == good  # used as it was only when undamaged

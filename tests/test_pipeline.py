@@ -70,3 +70,14 @@ def test_a_run_whose_data_split_was_interrupted_resumes(images, tmp_path, capsys
     shutil.rmtree(out / "data" / "test")
     assert main(["run", "--train", str(images), "--out", str(out), "--resume", *TINY]) == 0
     assert (out / "data" / "split.json").is_file() and any((out / "data" / "test").iterdir())
+
+
+def test_a_resume_with_a_damaged_best_json_is_one_line_naming_it(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--train", str(images), "--out", str(out), *TINY]) == 0
+    (out / "search" / "best.json").write_text('{"genotype": [7, 6, 4]}')  # read back as data, not trusted
+    capsys.readouterr()
+    assert main(["run", "--train", str(images), "--out", str(out), "--resume", *TINY]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and "best.json" in errors[0], err

@@ -41,7 +41,7 @@ from deconas.search.derive import derive
 from deconas.search.loop import run_search
 from deconas.space.describe import describe, format_table
 from deconas.space.genotype import parse
-from deconas.train import run_training
+from deconas.train import read_best, run_training
 
 
 def _split_data(cfg: Config, train_dirs, out: Path) -> dict:
@@ -158,7 +158,7 @@ def run_pipeline(cfg: Config, train_dirs=None, val_dir=None, benchmarks=None, ou
         _invalidate(out, out / PIPELINE_TRAIN, out / PIPELINE_RESULTS)
         say("derive")
         timed("derive", lambda: derive(search_dir, cfg.derive_samples, device=device, progress=progress))
-    best = json.loads((search_dir / BEST).read_text())
+    best = read_best(search_dir)  # checked as data: a damaged one is one line naming it
     genotype = parse(best["genotype"])
 
     # Train the best architecture from scratch. With FF bits, N must be the searched N.

@@ -126,7 +126,8 @@ def torch_load(path, map_location="cpu"):
             # Never suggest the unsafe loader: such a file can run code when unpickled.
             raise UserError(f"{path}: refused: it holds Python objects other than tensors, which could run "
                             f"code when loaded; deconas resume states hold only tensors and plain values") from None
-        raise UserError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:200]})") from None
+        first = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__  # EOFError() says nothing
+        raise UserError(f"{path}: unreadable checkpoint ({first})") from None
 
 
 # What the integers of a resume state may be: a count no 64-bit integer (torch's, numpy's) overflows.

@@ -34,7 +34,7 @@ from deconas import threads as threads_mod
 from deconas.checkpoint import check_init, init_from, save_model
 from deconas.data.datasets import load_train_val
 from deconas.space.complexity import cost
-from deconas.constants import MAX_THREADS, SEED_RANK_STRIDE
+from deconas.constants import MAX_THREADS, SCALES, SEED_RANK_STRIDE
 from deconas.errors import UserError
 from deconas.space.genotype import Genotype, GenotypeError, parse
 from deconas.space.network import DeCoNASNet
@@ -352,9 +352,17 @@ def read_best(run_dir) -> dict:
         raise UserError(f"{p}: unreadable ({type(e).__name__}); run 'deconas derive {run_dir}' again") from None
     if not isinstance(best, dict) or not isinstance(best.get("genotype"), str):
         raise UserError(f"{p}: damaged (no 'genotype'); run 'deconas derive {run_dir}' again")
-    for key in ("scale", "blocks"):
-        if key in best and (isinstance(best[key], bool) or not isinstance(best[key], int)):
+    try:
+        g = parse(best["genotype"])
+    except UserError as e:
+        raise UserError(f"{p}: damaged genotype ({e})") from None
+    # What a training takes from it (scale, and N with FF bits), within the bounds of a config.
+    lo, hi = config_mod.bounds("model.blocks")
+    for key, fits in (("scale", lambda v: v in SCALES), ("blocks", lambda v: lo <= v <= hi)):
+        if key in best and (isinstance(best[key], bool) or not isinstance(best[key], int) or not fits(best[key])):
             raise UserError(f"{p}: damaged ({key} is {str(best[key])[:40]!r})")
+    if g.ff and "blocks" in best and best["blocks"] != len(g.gff):  # one GFF bit per block
+        raise UserError(f"{p}: damaged (blocks {best['blocks']}, but its genotype has {len(g.gff)} GFF bits)")
     return best
 
 

@@ -7,7 +7,8 @@ which needs the separate onnxscript package and brings nothing here.
 
 The graph's metadata (ONNX ``metadata_props``) carries what deconas needs to run it without
 the checkpoint: genotype, scale, channels (C), blocks (N), nodes (M), receptive_radius (the
-tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256.
+tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256; its last entry,
+content_sha256, is the SHA-256 of every byte before it (:func:`deconas.infer.onnx_cache.seal`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from deconas import __version__
 from deconas.checkpoint import load_model, pretrained_path
 from deconas.constants import DEFAULT_OPSET, OPSETS, PRETRAINED_SCALE
 from deconas.errors import UserError
+from deconas.infer.onnx_cache import seal
 from deconas.runtime import atomic_write, file_digest
 from deconas.space.network import receptive_radius
 
@@ -63,7 +65,7 @@ def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) 
         entry.key, entry.value = k, v
     proto.producer_name = "deconas"
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    return seal(proto.SerializeToString())
 
 
 def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> Path:

@@ -47,7 +47,7 @@ from deconas.search.runs import (build_supernet, check_search_folder, read_check
                                  read_latency_table, reload_val_pairs)
 from deconas.search.strategies import make_strategy
 from deconas.space import complexity
-from deconas.space.genotype import Genotype
+from deconas.space.genotype import Genotype, parse
 
 
 def _centre_crop(hr: np.ndarray, lr: np.ndarray, size: int, scale: int):
@@ -207,6 +207,31 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
         r["pareto"] = int(f)
     return {"cfg": cfg, "rows": rows, "front": front, "samples": len(drawn), "unique": len(scores),
             "val_images": len(prepared), "val_crop": size}
+
+
+def read_candidates(run) -> List[tuple]:
+    """``candidates.csv`` read back, checked as data: the distinct architectures with derive's
+    validation PSNR, best first. Anything that is not a genotype with a finite PSNR (a short or
+    damaged row, NaN, a field past the csv module's limit) is one line naming the file."""
+    path = Path(run) / CANDIDATES
+    if not path.is_file():
+        raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
+    best = {}
+    try:
+        with open(path, newline="") as f:
+            for n, r in enumerate(csv.DictReader(f), 2):  # line 1 is the header
+                g, v = r.get("genotype"), r.get("val_psnr")
+                if not isinstance(g, str) or not isinstance(v, str):
+                    raise ValueError(f"line {n} has no genotype or val_psnr")
+                psnr = float(v)
+                if not math.isfinite(psnr):
+                    raise ValueError(f"line {n}: val_psnr is {v[:20]}")
+                best.setdefault(parse(g), psnr)
+    except (OSError, csv.Error, ValueError, UserError) as e:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{path}: damaged ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
+    if not best:
+        raise UserError(f"{path}: no architectures")
+    return sorted(best.items(), key=lambda kv: -kv[1])
 
 
 def report(run: Path, scored: dict, write: bool = True) -> dict:

@@ -598,3 +598,92 @@ def test_derive_of_a_search_whose_weights_hold_nan_is_one_line_naming_the_state_
     assert "Traceback" not in err and len(errors) == 1, err
     assert str(run / "checkpoint.pt") in errors[0] and "NaN or inf" in errors[0], errors
     assert digest(run) == before  # no candidates.csv of nan (or black-image) scores
+
+
+# Guarantees of the README's promises section that had no test of their own.
+
+@pytest.mark.parametrize("command", ["search", "run", "run --resume", "study"])
+def test_a_run_of_any_kind_refuses_an_out_holding_the_users_files(derived_search, tmp_path, capsys, command):
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)  # named like a run's own folder, as a user's may be
+    (mine / "data" / "photo.png").write_bytes(b"the user's")
+    (mine / "notes.txt").write_text("the user's")
+    before = digest(mine)
+    argv = {"search": ["search", "--out", str(mine), "search.epochs=1"],
+            "run": ["run", "--out", str(mine)], "run --resume": ["run", "--out", str(mine), "--resume"],
+            "study": ["study", str(derived_search), "--out", str(mine)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and str(mine) in errors[0], err
+    assert digest(mine) == before and sorted(p.name for p in mine.iterdir()) == ["data", "notes.txt"]
+    assert digest(mine / "data") == {"photo.png": hashlib.sha256(b"the user's").hexdigest()}
+
+
+def test_a_search_that_diverges_stops_in_one_line_and_keeps_its_last_checkpoint(derived_search, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(derived_search, run)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(["search", "--out", str(run), "--resume", "search.epochs=2", "search.lr=1e30"]) == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(errors) == 1 and "diverged" in errors[0], err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_config_that_asks_to_run_python_is_refused_and_runs_nothing(tmp_path, capsys):
+    flag = tmp_path / "ran"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f'seed: !!python/object/apply:os.system ["touch {flag}"]\n')
+    assert main(["train", "--genotype", "7,6,4", "--config", str(cfg), "--out", str(tmp_path / "t")]) == 2
+    one_line_error(capsys, "c.yaml")
+    assert not flag.exists() and not (tmp_path / "t").exists()
+
+
+def test_an_image_that_trips_pillows_bomb_check_is_the_max_pixels_error(tmp_path, ckpt, capsys, monkeypatch):
+    from deconas.infer import upscale as upscale_mod
+
+    Image.new("L", (12000, 12000)).save(tmp_path / "bomb.png")  # 144 Mpx, above Pillow's own limit
+    monkeypatch.setattr(upscale_mod, "image_pixels", lambda path: 0)  # as for a header deconas cannot read
+    assert main(["upscale", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 2
+    one_line_error(capsys, "bomb.png", "--max-pixels")
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_never_writes_onto_its_own_checkpoint(tmp_path, ckpt, capsys):
+    own = tmp_path / "net.onnx"  # a safetensors checkpoint that happens to end in .onnx
+    own.write_bytes(ckpt.read_bytes())
+    assert main(["export", "--checkpoint", str(own), "-o", str(own), "--overwrite"]) == 2
+    one_line_error(capsys, "checkpoint itself")
+    assert own.read_bytes() == ckpt.read_bytes()
+
+
+def test_eval_refuses_a_saved_image_name_too_long_before_any_image_is_evaluated(tmp_path, capsys):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    photo(bench / "a.png", 40, 48)
+    photo(bench / ("b" * 245 + ".png"), 40, 48)  # a valid name; its temporary's is not
+    out = tmp_path / "sr"
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(bench), "--save-images", str(out)]) == 2
+    one_line_error(capsys, "--save-images", "too long")
+    assert not out.exists()  # a.png (first by name) was not saved either
+
+
+def test_arch_writes_no_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["arch", "7,6,4,3,0,2,2,3,4,1"]) == 0
+    assert main(["arch", "7,6,4", "--json"]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_writes_a_table_that_a_latency_search_accepts(tmp_path, capsys):
+    from deconas import config
+    from deconas.search.runs import read_latency_table
+
+    out = tmp_path / "lat.json"
+    space = ["model.channels=4", "model.blocks=1", "model.nodes=2"]
+    assert main(["profile", "--out", str(out), "--size", "8", "--repeats", "3", *space]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["lat.json"]  # no temporary left
+    cfg = config.load("cpu", space + ["search.penalty=latency", f"search.latency_table={out}"])
+    table = read_latency_table(cfg)
+    assert (table["channels"], table["blocks"], table["nodes"]) == (4, 1, 2)

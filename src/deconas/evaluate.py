@@ -28,7 +28,7 @@ from deconas.metrics import WIN, psnr_ssim_y
 from deconas.checkpoint import load_model
 from deconas.infer.inference import make_backend, upscale_array
 from deconas.infer.tiling import NonFiniteOutput
-from deconas.runtime import atomic_write_text, pick_device
+from deconas.runtime import atomic_write_text, name_too_long, pick_device
 
 __all__ = ["evaluate", "format_table", "bicubic_upscaler", "network_upscaler", "save_json"]
 
@@ -125,6 +125,8 @@ def _save_targets(benchmark_dirs, scale: int, save_dir, overwrite: bool) -> None
             raise UserError(f"--save-images: {target} is one of the images being evaluated; pick another folder")
         if target.exists() and not overwrite:
             raise UserError(f"--save-images: {target} exists; pass --overwrite to replace it, or pick another folder")
+        if name_too_long(target):  # found now, not after the images before it were evaluated
+            raise UserError(f"--save-images: the name of {target} is too long for the file system")
 
 
 def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Iterable, scale: int,

@@ -32,7 +32,7 @@ from deconas.data.imresize import bicubic_up
 from deconas.errors import UserError
 from deconas.evaluate import evaluate
 from deconas.infer.inference import upscale_array
-from deconas.runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CURVES, METRICS, PIPELINE_DATA, PIPELINE_REPORT,
+from deconas.runfolder import (BEST, BEST_WEIGHTS, CANDIDATES, CONFIG, CURVES, METRICS, PIPELINE_DATA, PIPELINE_REPORT,
                                PIPELINE_RESULTS, PIPELINE_SEARCH, PIPELINE_SPLIT, PIPELINE_SR, PIPELINE_TIMES,
                                PIPELINE_TRAIN, SCATTER, SEARCH_STATE, SEARCH_SUMMARY, TRAIN_STATE, TRAIN_SUMMARY,
                                write_config)
@@ -120,8 +120,13 @@ def run_pipeline(cfg: Config, train_dirs=None, val_dir=None, benchmarks=None, ou
                  device=None, progress=True) -> dict:
     s_cfg, t_cfg = stage_configs(cfg)
     out = Path(out_dir)
-    if not resume and out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; pass --resume to continue the run there, or pick another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not resume:
+            raise UserError(f"{out} is not empty; pass --resume to continue the run there, or pick another --out")
+        if not (out / CONFIG).is_file():  # a run writes its config.yaml first: without one it is not a run
+            theirs = sorted(p.name for p in out.iterdir())
+            raise UserError(f"--out {out}: holds files deconas did not write for a run ({', '.join(theirs[:3])}"
+                            f"{', ...' if len(theirs) > 3 else ''}); pick an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, cfg)
     times = json.loads((out / PIPELINE_TIMES).read_text()) if (out / PIPELINE_TIMES).is_file() else {}

@@ -81,6 +81,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         raise
 
 
+def name_too_long(path) -> bool:
+    """Whether the file system refuses ``path``'s name, or that of the temporary
+    :func:`atomic_write` writes first (``.NAME.XXXXXXXX.tmp``, 14 characters more)."""
+    path = Path(path)
+    where = next((d for d in (path.parent, *path.parent.parents) if d.exists()), Path("."))
+    try:
+        limit = os.pathconf(where, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    return len(path.name.encode()) + 14 > limit
+
+
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

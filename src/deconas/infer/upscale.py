@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 import warnings
@@ -32,7 +31,7 @@ from deconas.errors import UserError, is_out_of_memory
 from deconas.constants import MAX_THREADS, PRETRAINED_SCALE, pretrained_name
 from deconas.data.images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_image, write_image
 from deconas.data.imresize import bicubic_up
-from deconas.runtime import pick_device
+from deconas.runtime import name_too_long, pick_device
 
 # torch is imported only where the network runs with torch or is exported: with ONNX Runtime and
 # a cached graph a run never loads it (start-up time and about 220 MB of memory).
@@ -164,15 +163,6 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
     return TorchBackend(model), int(meta["scale"])
 
 
-def _name_too_long(dst: Path) -> bool:
-    """Whether the file system refuses ``dst``'s name, or that of its temporary (``.NAME.XXXXXXXX.tmp``)."""
-    try:
-        limit = os.pathconf(dst.parent if dst.parent.exists() else ".", "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        limit = 255
-    return len(dst.name.encode()) + 14 > limit
-
-
 def _remove_stale_temporaries(outdir: Path, outputs: List[Path]) -> None:
     """The temporaries a killed run left for the outputs this one writes (``.NAME.*.tmp``), and only those."""
     if not outdir.is_dir():
@@ -254,7 +244,7 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
         if dst.resolve() in inputs:  # even with --overwrite: it may be the user's own file
             log.warning("skipped %s: its output %s is one of the inputs and is left as it is", src, dst)
             onto_input += 1
-        elif _name_too_long(dst):  # this image's problem, not the folder's: the others go on
+        elif name_too_long(dst):  # this image's problem, not the folder's: the others go on
             fail(src, f"{src}: its output name is too long for the file system")
         elif dst.exists() and not req.overwrite:
             skipped += 1

@@ -145,3 +145,11 @@ def test_a_training_records_its_threads_and_a_deterministic_resume_keeps_them(tm
     run_training(config.load("train-cpu", tiny + ["train.steps=2", "threads=2"]), parse("1,1,1"), str(imgs), None,
                  tmp_path / "r2", progress=False)
     assert seen[-2:] == [2, 2]
+
+
+def test_onnx_runtime_counts_every_usable_cpu_whatever_the_load(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cpus", lambda seconds=0.1: 3.0)
+    assert threads.resolve("auto") == (1, "auto")
+    assert threads.resolve("auto", load_aware=False) == (4, "auto")

@@ -85,15 +85,18 @@ def free_cpus() -> int:
     return max(1, min(n, round(n - busy_cpus())))
 
 
-def resolve(setting: Union[str, int, None], share: int = 1) -> tuple:
+def resolve(setting: Union[str, int, None], share: int = 1, load_aware: bool = True) -> tuple:
     """(threads, where from): an explicit count (``setting`` > 0), else ``OMP_NUM_THREADS``, else
-    the free CPUs divided among ``share`` processes (study workers, torchrun ranks on one node)."""
+    the free CPUs divided among ``share`` processes (study workers, torchrun ranks on one node).
+    ``load_aware=False`` counts every usable CPU as free: ONNX Runtime's inference ran faster on
+    all cores even beside busy processes (README, "Speed"), unlike torch training, whose
+    threads wait for each other every step."""
     if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
         return setting, "config"
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
-    return max(1, free_cpus() // max(1, share)), AUTO
+    return max(1, (free_cpus() if load_aware else usable_cpus()) // max(1, share)), AUTO
 
 
 class Tuner:

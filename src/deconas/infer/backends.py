@@ -37,7 +37,7 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or threads_mod.resolve(None)[0]  # the free cores
+        so.intra_op_num_threads = threads or threads_mod.resolve(None, load_aware=False)[0]
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,0 +1,116 @@
+"""Thread counts under contention: ``threads: auto`` against every fixed count, beside 0, 1
+and 2 competing CPU-bound processes that this benchmark starts and stops itself.
+
+Two workloads, each timed in a fresh subprocess (so auto measures the free cores as a command
+would at its start):
+- ``train``: one training step of the ``train-cpu`` network (C=16, N=2, batch 16 of 32x32
+  LR patches, L1, Adam), median of ``--steps`` steps after two warm-up steps;
+- ``upscale``: the shipped x2 network on a 512x512 photo through ONNX Runtime (the CLI's
+  default backend), whole image, median of ``--repeats`` runs after one warm-up.
+
+    python benchmarks/bench_contention.py                    # both workloads, 0/1/2 competitors
+    python benchmarks/bench_contention.py --workloads train --competitors 0 1
+
+Prints the median per (competitors, threads) and auto's ratio to the best fixed count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SPIN = "while True: pass"
+
+
+def worker(kind: str, setting: str, steps: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from deconas import threads
+
+    # As the commands do: training counts the free cores, ONNX Runtime every usable one.
+    n, source = threads.resolve(int(setting) if setting.isdigit() else setting, load_aware=kind == "train")
+    torch.set_num_threads(n)
+    times = []
+    if kind == "train":
+        from deconas import config
+        from deconas.space.genotype import parse
+        from deconas.space.network import DeCoNASNet
+
+        cfg = config.load("train-cpu")
+        m, d = cfg.model, cfg.data
+        torch.manual_seed(0)
+        net = DeCoNASNet(parse("7,6,4,3,0,2,2,3,4,1"), scale=2, channels=m.channels, blocks=m.blocks)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        x, y = torch.rand(d.batch, 3, d.lr_patch, d.lr_patch), torch.rand(d.batch, 3, 2 * d.lr_patch, 2 * d.lr_patch)
+        for i in range(steps + 2):
+            t = time.perf_counter()
+            loss = torch.nn.functional.l1_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 2:
+                times.append(time.perf_counter() - t)
+    else:
+        from deconas.checkpoint import load_model, pretrained_path
+        from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
+        from deconas.infer.tiling import upscale_uint8
+
+        run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: load_model("pretrained", scale=2)[0], threads=n)
+        img = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            upscale_uint8(run, img)
+            if i >= 1:
+                times.append(time.perf_counter() - t)
+    return {"threads": n, "from": source, "median_s": statistics.median(times)}
+
+
+def measure(kind: str, setting: str, args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, setting, "--steps", str(args.steps),
+                          "--repeats", str(args.repeats)], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", nargs="+", default=["train", "upscale"], choices=["train", "upscale"])
+    ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--worker", nargs=2, metavar=("KIND", "THREADS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.steps, args.repeats)))
+        return
+    cpus = len(os.sched_getaffinity(0))
+    fixed = [str(n) for n in range(1, cpus + 1)]
+    print(f"{cpus} CPUs; load {os.getloadavg()[0]:.2f} at the start")
+    for kind in args.workloads:
+        print(f"\n{kind}: median seconds per {'step' if kind == 'train' else '512x512 image'}")
+        print("  competitors  " + "  ".join(f"{s:>8}" for s in ["auto"] + fixed) + "   auto/best")
+        for k in args.competitors:
+            spin = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(k)]
+            try:
+                time.sleep(1.0)  # let them take their cores
+                res = {s: measure(kind, s, args) for s in ["auto"] + fixed}
+            finally:
+                for p in spin:
+                    p.kill()
+                    p.wait()
+            best = min(res[s]["median_s"] for s in fixed)
+            cells = [f"{res['auto']['median_s']:6.3f}({res['auto']['threads']})"] + \
+                    [f"{res[s]['median_s']:8.3f}" for s in fixed]
+            print(f"  {k:>11}  " + "  ".join(cells) + f"   {res['auto']['median_s'] / best:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

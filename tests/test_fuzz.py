@@ -312,7 +312,8 @@ def replace_somewhere(state, walk, kind):
 
 STATE_DAMAGE = st.one_of(
     st.tuples(st.just("bytes"), OPS),
-    st.tuples(st.just("value"), st.tuples(st.lists(st.integers(0, 1 << 16), max_size=4), st.sampled_from(REPLACEMENTS))))
+    st.tuples(st.just("value"),
+              st.tuples(st.lists(st.integers(0, 1 << 16), max_size=4), st.sampled_from(REPLACEMENTS))))
 
 
 def write_damaged_state(path, state, damage):

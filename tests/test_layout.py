@@ -120,3 +120,25 @@ def test_no_domain_function_takes_parsed_arguments():
 def test_every_subpackage_has_a_docstring_that_says_what_it_is_for(package):
     doc = ast.get_docstring(TREES[package])
     assert doc and len(doc.split()) >= 15 and "TODO" not in doc
+
+
+def _promises() -> str:
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    start = readme.index("## What deconas promises")
+    return readme[start:readme.index("\n## ", start + 1)]
+
+
+def test_every_test_the_readme_names_as_holding_a_promise_exists():
+    # The promises section names a test for each promise; a renamed or deleted test must not
+    # leave a promise that nothing holds.
+    import re
+
+    tests = Path(__file__).resolve().parent
+    short = {"H": "test_hardening.py", "F": "test_fuzz.py"}
+    named = re.findall(r"`(\w+(?:\.py)?)::(test_\w+)`", _promises())
+    assert len(named) > 50
+    defined = {}
+    for f in tests.glob("test_*.py"):
+        defined[f.name] = {n.name for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.FunctionDef)}
+    missing = [f"{f}::{t}" for f, t in named if t not in defined.get(short.get(f, f), set())]
+    assert not missing, missing

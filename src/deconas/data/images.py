@@ -5,9 +5,10 @@ protocol evaluates a grey image on its grey level, not on the luma of three equa
 and ``(H, W, 3)`` for colour.  Alpha is never mixed into the pixels: it comes back separately
 (with a warning unless it is fully opaque, because SR and its metrics ignore it).  Palette images become RGB (grey when
 the palette is grey), 16-bit images are scaled to 8 bits with rounding, EXIF orientation is
-applied.  PNGs that Pillow cannot decode (16-bit grey with alpha) are read with pypng.  Anything that does not decode completely -- corrupt, truncated, empty, not an
-image -- is an :class:`ImageError` naming the file; ``iter_folder`` skips such files with a
-warning each and a summary line.
+applied; PNGs that Pillow cannot decode (16-bit grey with alpha) are read with pypng.  Anything
+that does not decode completely -- corrupt, truncated, empty, not an image -- is an
+:class:`ImageError` naming the file; ``iter_folder`` skips such files with a warning each and a
+summary line.
 
 Warnings go through the ``logging`` logger ``deconas`` (plain one-line messages on stderr when
 nothing is configured, and capturable in tests).

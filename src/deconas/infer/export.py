@@ -8,7 +8,7 @@ which needs the separate onnxscript package and brings nothing here.
 The graph's metadata (ONNX ``metadata_props``) carries what deconas needs to run it without
 the checkpoint: genotype, scale, channels (C), blocks (N), nodes (M), receptive_radius (the
 tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256; its last entry,
-content_sha256, is the SHA-256 of every byte before it (:func:`deconas.infer.onnx_cache.seal`).
+content_sha256, is the SHA-256 of every byte before it (:func:`deconas.infer.onnx_seal.seal`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from deconas import __version__
 from deconas.checkpoint import load_model, pretrained_path
 from deconas.constants import DEFAULT_OPSET, OPSETS, PRETRAINED_SCALE
 from deconas.errors import UserError
-from deconas.infer.onnx_cache import seal
+from deconas.infer.onnx_seal import seal
 from deconas.runtime import atomic_write, file_digest
 from deconas.space.network import receptive_radius
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
+import torch
 
 from deconas import config as config_mod
 from deconas.config import Config
@@ -52,7 +53,9 @@ from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, ST
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure
 from deconas.search import stats
 from deconas.search.runs import read_data_json
-from deconas.search.study import (SharedScorer, _candidates, _resumed_config, _train_cfg, _train_one, job_threads,
+from deconas.search.derive import derive, read_candidates
+from deconas.search.loop import run_search
+from deconas.search.study import (SharedScorer, _resumed_config, _train_cfg, _train_one, job_threads,
                                   parent_threads, run_jobs, uniform_genotype)
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, parse
@@ -117,8 +120,6 @@ def _slug(g: Genotype, seed: int) -> str:
 # ----------------------------------------------------------------------------- the jobs
 def _search_one(job: dict) -> dict:
     """Run (or finish) one search and derive its candidates; runs in a worker process."""
-    from deconas.search.derive import derive  # noqa: PLC0415 (torch, in the worker only)
-    from deconas.search.loop import run_search  # noqa: PLC0415
     warnings.filterwarnings("ignore")
     out = Path(job["out"])
     cfg = replace(job["cfg"], threads=int(job["threads"]))  # the parent's share of the free cores
@@ -275,7 +276,6 @@ class FullStudy:
 
     def score_shared(self, names: Sequence[str], genotypes: Sequence[str]) -> None:
         """Shared-weight PSNR of these architectures on these searches' supernets (cached)."""
-        import torch  # noqa: PLC0415 (the one torch use of the main process)
         before = torch.get_num_threads()
         torch.set_num_threads(parent_threads(self.st))
         try:
@@ -297,7 +297,7 @@ class FullStudy:
         """The ``top`` best of a search by shared-weight PSNR: derive's best ``screen x top``
         re-scored on the whole validation images."""
         top, screen = self.st.top, self.st.screen
-        derived = _candidates(self.out / STUDY_SEARCHES / name)
+        derived = read_candidates(self.out / STUDY_SEARCHES / name)
         cands = [str(g) for g, _ in (derived[:screen * top] if screen else derived)]
         self.score_shared([name], cands)
         ranked = sorted(cands, key=lambda g: -self.shared[name][g])

@@ -65,7 +65,7 @@ from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, S
                                STUDY_RANKING, STUDY_RESULT, STUDY_ROW, STUDY_TABLE, STUDY_TRAIN_LOG, TRAIN_RECORD,
                                TRAIN_STATE, TRAIN_SUMMARY, check_resume, read_data_record)
 from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
-from deconas.search.derive import prepare_val, score
+from deconas.search.derive import prepare_val, read_candidates, score
 from deconas.search.reward import psnr_y_batch
 from deconas.search.stats import kendall_tau
 from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
@@ -91,24 +91,6 @@ def matched_random(target_params: int, count_params, nodes: int, rng: np.random.
             return g, i
     raise UserError(f"no uniformly drawn architecture within {tolerance:.0%} of {target_params:,} parameters "
                     f"in {max_draws:,} draws; raise study.param_tolerance")
-
-
-def _candidates(run: Path) -> List[tuple]:
-    """The distinct architectures of ``candidates.csv`` with derive's score, best first."""
-    path = run / CANDIDATES
-    if not path.is_file():
-        raise UserError(f"{run}: no candidates.csv; run 'deconas derive {run}' first")
-    try:
-        with open(path, newline="") as f:
-            rows = [(parse(r["genotype"]), float(r["val_psnr"])) for r in csv.DictReader(f)]
-    except (KeyError, ValueError, TypeError, UserError) as e:  # a short row reads None
-        raise UserError(f"{path}: damaged ({type(e).__name__}: {str(e)[:80]})") from None
-    best = {}
-    for g, v in rows:
-        best.setdefault(g, v)
-    if not best:
-        raise UserError(f"{path}: no architectures")
-    return sorted(best.items(), key=lambda kv: -kv[1])
 
 
 class SharedScorer:
@@ -195,7 +177,7 @@ def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", pr
     if scfg.search.ff:
         raise UserError(f"{run}: the study handles FF0 searches (search.ff: false) for now")
     params = lambda g: count_params(g, scale, C, N)  # noqa: E731
-    derived = _candidates(run)
+    derived = read_candidates(run)
     if top > len(derived):
         raise UserError(f"--top {top}: {run / 'candidates.csv'} holds only {len(derived)} distinct architectures")
     # Two stages: derive's quick score screens, the study's (all images, whole) ranks the best few.

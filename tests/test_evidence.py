@@ -215,3 +215,19 @@ def test_study_cli_refusals_are_one_line(full, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "plan.json" in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_search_state_with_nan_shared_weights_is_one_line_naming_it(full, tmp_path):
+    import torch
+
+    from deconas.search.study import SharedScorer
+
+    root, _, _, _ = full
+    run = tmp_path / "run"
+    shutil.copytree(root / "study" / "searches" / "controller-strategy", run)
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    k = next(iter(st["supernet"]))
+    st["supernet"][k] = torch.full_like(st["supernet"][k], float("nan"))
+    torch.save(st, run / "checkpoint.pt")
+    with pytest.raises(UserError, match=r"checkpoint\.pt.*NaN"):
+        SharedScorer(run)

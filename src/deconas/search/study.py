@@ -64,7 +64,7 @@ from deconas.infer.inference import upscale_array
 from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, STUDY_ARCHS, STUDY_MATCHED, STUDY_PLAN,
                                STUDY_RANKING, STUDY_RESULT, STUDY_ROW, STUDY_TABLE, STUDY_TRAIN_LOG, TRAIN_RECORD,
                                TRAIN_STATE, TRAIN_SUMMARY, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure, seed_everything
+from deconas.runtime import atomic_write, atomic_write_text, check_tensors_like, pyplot, save_figure, seed_everything
 from deconas.search.derive import prepare_val, read_candidates, score
 from deconas.search.reward import psnr_y_batch
 from deconas.search.stats import kendall_tau
@@ -102,9 +102,11 @@ class SharedScorer:
         st = read_checkpoint(run / SEARCH_STATE, device, keys=("supernet",))
         self.supernet = build_supernet(self.cfg).to(device)
         try:
+            check_tensors_like(st["supernet"], self.supernet.state_dict(), "supernet")  # as derive does
             self.supernet.load_state_dict(st["supernet"])
-        except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{run / SEARCH_STATE}: does not match {run / CONFIG} ({type(e).__name__})") from None
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{run / SEARCH_STATE}: damaged or does not match {run / CONFIG} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
         self.supernet.eval()
         val = reload_val_pairs(run)
         self.val = val[:max_images] if max_images else val

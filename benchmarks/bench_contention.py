@@ -10,8 +10,12 @@ would at its start):
 
     python benchmarks/bench_contention.py                    # both workloads, 0/1/2 competitors
     python benchmarks/bench_contention.py --workloads train --competitors 0 1
+    python benchmarks/bench_contention.py --commands train run   # whole commands, idle and beside one
 
-Prints the median per (competitors, threads) and auto's ratio to the best fixed count.
+Prints the median per (competitors, threads) and auto's ratio to the best fixed count. With
+``--commands``: the wall time of ``deconas train`` (the train-cpu preset, 150 steps, built-in
+images) and of ``deconas run`` (no arguments: the README's first command), each idle and then
+beside one competing process, with their ratio.
 """
 
 from __future__ import annotations
@@ -80,16 +84,48 @@ def measure(kind: str, setting: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def commands(names) -> None:
+    import tempfile
+
+    argv = {"train": ["train", "--genotype", "7,6,4,3,0,2,2,3,4,1", "train.steps=150", "train.epoch_steps=50"],
+            "run": ["run"]}
+    print(f"{len(os.sched_getaffinity(0))} CPUs; wall seconds of whole commands (defaults: threads auto)")
+    for name in names:
+        walls = []
+        for k in (0, 1):
+            spin = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(k)]
+            try:
+                time.sleep(1.0)
+                with tempfile.TemporaryDirectory() as tmp:
+                    t = time.perf_counter()
+                    out = subprocess.run([sys.executable, "-m", "deconas.cli", *argv[name], "--out", f"{tmp}/r"],
+                                         capture_output=True, text=True,
+                                         env={k_: v for k_, v in os.environ.items() if k_ != "OMP_NUM_THREADS"})
+                    walls.append(time.perf_counter() - t)
+                if out.returncode:
+                    raise SystemExit(out.stderr[-2000:])
+            finally:
+                for p in spin:
+                    p.kill()
+                    p.wait()
+        print(f"  deconas {' '.join(argv[name])}: idle {walls[0]:.1f} s, beside one busy process {walls[1]:.1f} s "
+              f"({walls[1] / walls[0]:.2f}x)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", nargs="+", default=["train", "upscale"], choices=["train", "upscale"])
     ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--commands", nargs="+", choices=["train", "run"], help="time whole deconas commands instead")
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.steps, args.repeats)))
+        return
+    if args.commands:
+        commands(args.commands)
         return
     cpus = len(os.sched_getaffinity(0))
     fixed = [str(n) for n in range(1, cpus + 1)]

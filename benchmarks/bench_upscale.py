@@ -1,8 +1,9 @@
 """Upscaling speed against the roofline, and peak memory, as a user runs ``deconas upscale``.
 
 The roofline is the network's Mult-Adds at the dense 3x3 convolution rate torch reaches on this
-machine (64 -> 64 channels, 256x256, batch 1, torch's default threads), measured in this process
-between the timed runs; a ratio of 1.0 means the network ran as fast as one big dense conv.
+machine (64 -> 64 channels, 256x256, batch 1, torch's default threads, the faster of NCHW and
+channels_last), measured in this process between the timed runs; a ratio of 1.0 means the
+network ran as fast as one big dense conv.
 
     python benchmarks/bench_upscale.py                 # 6 photos of 512x512 at x2 through the CLI
     python benchmarks/bench_upscale.py --memory 3000x2000 6000x4000   # peak RSS of one image each
@@ -41,16 +42,20 @@ def load() -> str:
 
 
 def conv_rate(repeats: int = 5) -> float:
-    """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256 (best of ``repeats``)."""
+    """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256, in the faster of the
+    two memory layouts (NCHW and channels_last: which one is faster depends on the machine),
+    best of ``repeats`` each: the machine's limit."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
-    x = torch.rand(1, 64, 256, 256)
     best = float("inf")
-    with torch.inference_mode():
-        conv(x)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - t)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        c = conv.to(memory_format=layout)
+        x = torch.rand(1, 64, 256, 256).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            c(x)
+            for _ in range(repeats):
+                t = time.perf_counter()
+                c(x)
+                best = min(best, time.perf_counter() - t)
     return 64 * 64 * 9 * 256 * 256 / best
 
 

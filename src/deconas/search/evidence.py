@@ -527,6 +527,9 @@ def plots(rows: List[dict], summ: dict, out: Path) -> None:
         ax.scatter([r["params"] / 1e3 for r in mine], [r["standalone_psnr"] for r in mine], s=30, marker="D",
                    c=COLORS.get(s, "k"), label=f"{s}: {g['mean_db']:+.3f} dB [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter  # noqa: PLC0415 (matplotlib loads with pyplot)
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%g"))  # plain thousands, not 6x10^1
     ax.set_xlabel("parameters (K)")
     ax.set_ylabel("standalone PSNR (dB, validation)")
     ax.set_title("each strategy's picks against the random pool", fontsize=9)

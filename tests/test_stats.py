@@ -124,3 +124,39 @@ def test_seed_noise_is_the_pooled_within_std_against_the_std_of_means():
     assert r["between_std_db"] == pytest.approx(np.std([31.1, 31.4, 30.9], ddof=1))
     assert r["ratio"] == pytest.approx(r["seed_std_db"] / r["between_std_db"])
     assert (r["architectures"], r["with_seeds"]) == (3, 2)
+
+
+def test_arch_by_seed_splits_an_additive_table_into_its_effects():
+    # architecture effects -0.1, 0, +0.1; seed effects -0.02, +0.02; interaction +-0.005 in a
+    # checkerboard (it sums to zero along every row and column)
+    arch, seed = np.array([-0.1, 0.0, 0.1]), np.array([-0.02, 0.02])
+    inter = 0.005 * np.array([[1, -1], [-1, 1], [0, 0]])
+    y = 31 + arch[:, None] + seed[None, :] + inter
+    r = stats.arch_by_seed(y)
+    assert r["seed_effect_std_db"] == pytest.approx(np.std([-0.02, 0.02], ddof=1))
+    ms_e = (inter ** 2).sum() / 2  # (3 - 1) x (2 - 1) degrees of freedom
+    assert r["residual_std_db"] == pytest.approx(np.sqrt(ms_e))
+    within = np.sqrt(((y - y.mean(1, keepdims=True)) ** 2).sum() / 3)
+    assert r["seed_std_db"] == pytest.approx(within)
+    ms_a = 2 * (arch ** 2).sum() / 2
+    assert r["arch_std_db"] == pytest.approx(np.sqrt((ms_a - ms_e) / 2))
+    assert r["arch_f"] == pytest.approx(ms_a / ms_e)
+    assert r["arch_std_upper95_db"] > r["arch_std_db"]
+
+
+def test_arch_by_seed_finds_no_architecture_effect_in_pure_noise():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):  # with no architecture effect the F test rejects about 5% of the time
+        r = stats.arch_by_seed(31 + rng.normal(0, 0.01, (6, 3)))
+        hits += r["arch_p"] < 0.05
+    assert 0.02 < hits / 400 < 0.09
+
+
+def test_arch_by_seed_upper_limit_covers_the_true_spread_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    n, covered = 600, 0
+    for _ in range(n):  # true architecture std 0.01 dB, residual noise 0.01 dB
+        y = 31 + rng.normal(0, 0.01, (6, 1)) + rng.normal(0, 0.01, (6, 3))
+        covered += stats.arch_by_seed(y)["arch_std_upper95_db"] >= 0.01
+    assert 0.91 < covered / n < 0.99

@@ -9,7 +9,10 @@ a rerun continues where it stopped (each training also resumes from its own stat
         --out runs/study-recipe p48b16s1000
 
 Several processes may share one --out (one per core, `taskset -c K`): each claims a job before
-it trains it.
+it trains it. ``--report ROWS.jsonl`` prints each recipe's figures from finished rows and trains
+nothing:
+
+    python docs/results/study_recipe.py --report docs/results/study-recipe.jsonl
 """
 
 import argparse
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 
 from deconas import config
+from deconas.search import stats
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, num_pairs
 from deconas.space.ops import NUM_VALUES
@@ -67,14 +71,52 @@ def claim(out: Path) -> bool:
     return False
 
 
+def report(path: Path) -> None:
+    """Per recipe: the (architecture x seed) table, the one-way seed noise against the spread of
+    the architectures' means (the criterion), and the two-way figures of the complete rows."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for name in RECIPES:
+        mine = [r for r in rows if r["recipe"] == name]
+        if not mine:
+            continue
+        archs, seeds = sorted({r["arch"] for r in mine}), sorted({r["seed"] for r in mine})
+        cell = {(r["arch"], r["seed"]): r["val_psnr"] for r in mine}
+        print(f"\n{name}: {len(mine)} trainings")
+        print("arch  params   " + "  ".join(f"seed {s:<4}" for s in seeds) + "  mean")
+        for a in archs:
+            vals = [cell.get((a, s)) for s in seeds]
+            got = [v for v in vals if v is not None]
+            p = next(r["params"] for r in mine if r["arch"] == a)
+            print(f"{a:<5} {p:<8,} " + "  ".join(f"{v:9.4f}" if v is not None else "        -" for v in vals)
+                  + f"  {np.mean(got):.4f}")
+        one = stats.seed_noise({a: [cell[(a, s)] for s in seeds if (a, s) in cell] for a in archs})
+        print(f"one-way: seed std {one['seed_std_db']:.4f} dB, std of the architectures' means "
+              f"{one['between_std_db']:.4f} dB, ratio {one['ratio']:.2f} (criterion: <= 0.33)")
+        full = [s for s in seeds if all((a, s) in cell for a in archs)]
+        if len(full) >= 2:
+            two = stats.arch_by_seed([[cell[(a, s)] for s in full] for a in archs])
+            print(f"two-way over seeds {full}: seed effect std {two['seed_effect_std_db']:.4f} dB, residual "
+                  f"(architecture x seed) {two['residual_std_db']:.4f} dB; architecture std "
+                  f"{two['arch_std_db']:.4f} dB (upper 95% {two['arch_std_upper95_db']:.4f} dB), "
+                  f"F {two['arch_f']:.2f}, p {two['arch_p']:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
-    ap.add_argument("--train", nargs="+", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("recipes", nargs="*", help=f"of {list(RECIPES)} (default: all)")
+    ap.add_argument("--train", nargs="+")
+    ap.add_argument("--out")
     ap.add_argument("--archs", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--report", metavar="ROWS_JSONL", help="print the figures of finished rows; train nothing")
     args = ap.parse_args()
+    if args.report:
+        return report(Path(args.report))
+    if not args.train or not args.out:
+        ap.error("--train and --out are needed to train")
+    args.recipes = args.recipes or list(RECIPES)
+    if set(args.recipes) - set(RECIPES):
+        ap.error(f"unknown recipe in {args.recipes}: use {list(RECIPES)}")
     torch.set_num_threads(1)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,9 @@ MAX_THREADS = 1024
 # Input pixels above which `upscale` refuses an image (about 8000x5000), checked from the header.
 MAX_PIXELS = 40_000_000
 
+# Away from a terminal, long commands print their progress as a plain line this often (seconds).
+PROGRESS_EVERY_S = 30
+
 # `deconas profile`: the LR input it times the parts at (square) and the runs it takes the median of.
 PROFILE_SIZE = 128
 PROFILE_REPEATS = 30

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from deconas import config as config_mod
+from deconas.progress import bar as progress_bar
 from deconas.config import Config
 from deconas import distributed
 from deconas import threads as threads_mod
@@ -276,8 +276,7 @@ def _run_training(cfg, genotype, train_dir, val_dir, out_dir, resume, device, pr
                            "lr": float(t.lr), "schedule": t.schedule}]
     distributed.barrier()  # the writer has made the run folder
     forward, autocast = _wrap(tr.model, device, world), _autocast(t.amp, device)
-    bar = tqdm(total=total, initial=tr.steps, disable=not progress or not writer, desc="train", unit="step",
-               dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=total, initial=tr.steps, disable=not progress or not writer, desc="train", unit="step")
     tr.model.train()
     t0 = time.time()
     loss_sum, loss_n = 0.0, 0

@@ -25,15 +25,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from deconas import config as config_mod
+from deconas.progress import bar as progress_bar
 from deconas import distributed
 from deconas.config import Config
 from deconas.constants import SEED_DERIVE
@@ -188,8 +187,7 @@ def score_samples(run_dir, samples: Optional[int] = None, device=None, progress:
             return math.nan
 
     scored = [(i, score_or_nan(unique[i]))
-              for i in tqdm(mine, desc="derive", unit="arch", disable=not progress or rank != 0, file=sys.stderr,
-                            dynamic_ncols=True)]
+              for i in progress_bar(mine, desc="derive", unit="arch", disable=not progress or rank != 0)]
     scores = {unique[i]: v for part in distributed.all_gather(scored) for i, v in part}
     lost = [g for g, v in scores.items() if math.isnan(v)]
     if lost:

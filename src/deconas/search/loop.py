@@ -52,9 +52,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from deconas import config as config_mod
+from deconas.progress import bar as progress_bar
 from deconas import distributed
 from deconas import threads as threads_mod
 from deconas.config import Config
@@ -462,8 +462,8 @@ def _run_search(cfg, train_dir, val_dir, out_dir, resume, device, progress, rank
                   f"{n_threads or 'default'} threads; "
                   f"{len(train_pairs)} training and {len(val_pairs)} validation images; device {device}; "
                   f"params_max {search.params_max:,}")
-    bar = tqdm(total=epochs * per_epoch, initial=search.epoch * per_epoch, disable=not progress or not writer,
-               desc="search", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=epochs * per_epoch, initial=search.epoch * per_epoch,
+                       disable=not progress or not writer, desc="search", unit="step")
     rec = None
     t_start = time.time()
     elapsed0 = elapsed0 if st is not None else 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from scipy.stats import kendalltau, t as student_t
+from scipy.stats import f as fisher_f, kendalltau, t as student_t
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -126,3 +126,40 @@ def seed_noise(groups: Dict[str, Sequence[float]]) -> Dict[str, object]:
     return {"seed_std_db": within, "between_std_db": between,
             "ratio": within / between if within is not None and between else None,
             "architectures": len(means), "with_seeds": len(multi)}
+
+
+def arch_by_seed(table: Sequence[Sequence[float]]) -> Dict[str, object]:
+    """Two-way analysis of a complete (architecture x seed) table of standalone PSNRs, each
+    seed the same for every architecture (the same initialisation stream and patch order).
+
+    - ``seed_std_db``: one training's seed-to-seed std (pooled within architectures, as
+      :func:`seed_noise`);
+    - ``seed_effect_std_db``: the std of the seeds' means: the part of that noise a seed gives
+      every architecture alike, which cancels when architectures are compared at one seed;
+    - ``residual_std_db``: what is left (the architecture x seed interaction), the noise of a
+      comparison at a shared seed;
+    - ``arch_std_db``: the std of the true architecture means, estimated from the random-effects
+      model (mean square of architectures minus residual, over the seeds; 0 when negative), with
+      an upper 95% limit from the F distribution of the mean-square ratio (the residual's
+      variance taken as known); ``arch_f`` and ``arch_p``: the F test of "no architecture effect".
+    """
+    y = np.asarray(table, float)
+    a, n = y.shape
+    if a < 2 or n < 2 or not np.isfinite(y).all():
+        raise ValueError("a complete table of at least 2 architectures x 2 seeds is needed")
+    grand = y.mean()
+    arch, seed = y.mean(1), y.mean(0)
+    resid = y - arch[:, None] - seed[None, :] + grand
+    df_a, df_e = a - 1, (a - 1) * (n - 1)
+    ms_a = n * ((arch - grand) ** 2).sum() / df_a
+    ms_e = (resid ** 2).sum() / df_e
+    within = float(np.sqrt(((y - arch[:, None]) ** 2).sum() / (a * (n - 1))))
+    f = ms_a / ms_e if ms_e > 0 else float("inf")
+    # ms_a / ms_e ~ (1 + n theta) F(df_a, df_e), theta = arch variance / residual variance
+    theta_hi = max(0.0, (f / fisher_f.ppf(0.05, df_a, df_e) - 1) / n)
+    return {"architectures": a, "seeds": n, "seed_std_db": within,
+            "seed_effect_std_db": float(np.std(seed, ddof=1)), "residual_std_db": float(np.sqrt(ms_e)),
+            "arch_means_std_db": float(np.std(arch, ddof=1)),
+            "arch_std_db": float(np.sqrt(max(0.0, (ms_a - ms_e) / n))),
+            "arch_std_upper95_db": float(np.sqrt(theta_hi * ms_e)),
+            "arch_f": float(f), "arch_p": float(fisher_f.sf(f, df_a, df_e))}

@@ -39,7 +39,6 @@ import json
 import math
 import multiprocessing as mp
 import signal
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -50,9 +49,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from tqdm import tqdm
-
 from deconas import config as config_mod
+from deconas.progress import bar as progress_bar
 from deconas import threads as threads_mod
 from deconas.checkpoint import load_model
 from deconas.config import Config
@@ -186,8 +184,7 @@ def plan_study(run: Path, cfg: Config, top: int, n_random: int, device="cpu", pr
     screen = st.screen
     cands = [g for g, _ in (derived[:screen * top] if screen else derived)]
     shared = {}
-    for g in tqdm(cands, desc="shared-weight PSNR", unit="arch", disable=not progress, file=sys.stderr,
-                  dynamic_ncols=True):
+    for g in progress_bar(cands, desc="shared-weight PSNR", unit="arch", disable=not progress):
         shared[g] = scorer.psnr(g)
     ranked = sorted(cands, key=lambda g: -shared[g])
     searched = ranked[:top]
@@ -284,8 +281,7 @@ def run_jobs(fn, jobs: list, n_jobs: int, on_done, progress: bool, desc: str, in
     """``fn(job)`` for every job, ``n_jobs`` at once in worker processes (in this one when 1),
     ``on_done(job, result)`` in this process as each finishes; a progress bar counts them. An
     interrupt or a failed job stops the other workers at once."""
-    bar = tqdm(total=initial + len(jobs), initial=initial, desc=desc, unit="job", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=initial + len(jobs), initial=initial, desc=desc, unit="job", disable=not progress)
 
     def finished(job, res):
         on_done(job, res)

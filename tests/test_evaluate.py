@@ -167,3 +167,92 @@ def test_selfexsr_layout_is_evaluated_on_its_hr_files_under_the_set_name(tmp_pat
     res = evaluate(lambda lr: bicubic_up(lr, 2), [tmp_path / "Urban"], 2, progress=False)
     (ds,) = res["datasets"]
     assert ds["name"] == "Urban" and [r["name"] for r in ds["per_image"]] == ["img_001_SRF_2_HR.png"]
+
+
+def _psnr_rgb_by_hand(sr, hr, s):
+    """RGB PSNR written out: crop s pixels, every R, G, B value, peak 255 (grey as R = G = B)."""
+    if hr.ndim == 2:  # a grey image is the colour image whose three channels are equal
+        sr, hr = np.repeat(sr[..., None], 3, axis=2), np.repeat(hr[..., None], 3, axis=2)
+    d = sr[s:-s, s:-s, :].astype(np.float64) - hr[s:-s, s:-s, :].astype(np.float64)
+    return 10 * np.log10(255.0 ** 2 / (np.sum(d * d) / d.size))
+
+
+def test_rgb_psnr_is_every_channel_with_the_border_cropped_and_leaves_y_alone(small_set, tmp_path, capsys):
+    plain, rgb = tmp_path / "y.json", tmp_path / "rgb.json"
+    assert main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2", "--json", str(plain)]) == 0
+    assert main(["eval", "--bicubic", "--benchmark", str(small_set), "--scale", "2", "--json", str(rgb),
+                 "--rgb"]) == 0
+    table = capsys.readouterr().out
+    a, b = json.loads(plain.read_text())["datasets"][0], json.loads(rgb.read_text())["datasets"][0]
+    assert [(r["psnr"], r["ssim"]) for r in a["per_image"]] == [(r["psnr"], r["ssim"]) for r in b["per_image"]]
+    assert "psnr_rgb" not in a and "psnr_rgb" not in a["per_image"][0]
+    for name, hr in (("a.png", photo(50, 61, 0)[:50, :60]), ("g.png", photo(40, 45, 1)[..., 1][:40, :44])):
+        sr = bicubic_up(bicubic_lr(hr, 2), 2)
+        row = next(r for r in b["per_image"] if r["name"] == name)
+        assert row["psnr_rgb"] == pytest.approx(_psnr_rgb_by_hand(sr, hr, 2), abs=1e-9), name
+    assert b["psnr_rgb"] == pytest.approx(np.mean([r["psnr_rgb"] for r in b["per_image"]]))
+    row = next(ln for ln in table.splitlines()[::-1] if ln.startswith("Tiny "))
+    assert row.split() == ["Tiny", "3", f"{b['psnr']:.2f}", f"{b['ssim']:.4f}", f"{b['psnr_rgb']:.2f}"]
+    assert "PSNR RGB" in table and "on RGB" in table
+
+
+@needs_data
+def test_rgb_psnr_on_set5_images_matches_numpy_by_hand(tmp_path):
+    js = tmp_path / "r.json"
+    assert main(["eval", "--bicubic", "--benchmark", str(BENCH / "Set5"), "--scale", "3", "--rgb",
+                 "--json", str(js)]) == 0
+    rows = {r["name"]: r for r in json.loads(js.read_text())["datasets"][0]["per_image"]}
+    for name in ("baby.png", "butterfly.png"):
+        hr = read_image(BENCH / "Set5" / name)[0]
+        hr = hr[:hr.shape[0] // 3 * 3, :hr.shape[1] // 3 * 3]
+        sr = bicubic_up(bicubic_lr(hr, 3), 3)
+        assert rows[name]["psnr_rgb"] == pytest.approx(_psnr_rgb_by_hand(sr, hr, 3), abs=1e-9)
+        assert rows[name]["psnr_rgb"] < rows[name]["psnr"]  # chroma errors count on RGB, not on Y
+
+
+CARD = Path(__file__).resolve().parents[1] / "docs" / "model-card.md"
+CARD_COLUMNS = ["scale", "model", "Set5 PSNR (Y)", "Set5 SSIM (Y)", "Set5 PSNR (RGB)", "Set14 PSNR (Y)",
+                "Set14 SSIM (Y)", "Set14 PSNR (RGB)", "source"]
+
+
+def _card_rows():
+    """The model card's evaluation table as {(scale, model): {column: text}}, bold marks removed."""
+    lines = [ln for ln in CARD.read_text().splitlines() if ln.startswith("|")]
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("| scale | model | Set5 PSNR (Y)"))
+    assert [c.strip() for c in lines[head].strip("|").split("|")] == CARD_COLUMNS
+    rows = {}
+    for ln in lines[head + 2:]:
+        cells = [c.strip().replace("*", "") for c in ln.strip("|").split("|")]
+        if len(cells) != len(CARD_COLUMNS) or not cells[0].startswith("x"):
+            break
+        rows[(int(cells[0][1:]), cells[1].split(" [")[0])] = dict(zip(CARD_COLUMNS, cells))
+    return rows
+
+
+def test_model_card_front_matter_repeats_its_table():
+    import yaml
+    front = yaml.safe_load(CARD.read_text().split("---")[1])
+    assert front["license"] == "mit"  # pyproject.toml: MIT
+    rows = _card_rows()
+    for entry in front["model-index"]:
+        s = int(entry["name"][-1])
+        for res in entry["results"]:
+            row, ds = rows[(s, f"deconas x{s}")], res["dataset"]["name"]
+            got = {m["name"]: m["value"] for m in res["metrics"]}
+            assert f"{got['PSNR (Y)']:.2f}" == row[f"{ds} PSNR (Y)"]
+            assert f"{got['SSIM (Y)']:.4f}" == row[f"{ds} SSIM (Y)"]
+            assert f"{got['PSNR (RGB)']:.2f}" == row[f"{ds} PSNR (RGB)"]
+
+
+@needs_data
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_model_card_set5_rows_equal_a_fresh_eval(scale, tmp_path):
+    rows = _card_rows()
+    for how, model in ((["--checkpoint", "pretrained"], f"deconas x{scale}"), (["--bicubic"], "Bicubic")):
+        js = tmp_path / "r.json"
+        assert main(["eval", *how, "--scale", str(scale), "--benchmark", str(BENCH / "Set5"), "--rgb",
+                     "--json", str(js), "--device", "cpu"]) == 0
+        (got,) = json.loads(js.read_text())["datasets"]
+        row = rows[(scale, model)]
+        assert (row["Set5 PSNR (Y)"], row["Set5 SSIM (Y)"], row["Set5 PSNR (RGB)"]) == (
+            f"{got['psnr']:.2f}", f"{got['ssim']:.4f}", f"{got['psnr_rgb']:.2f}"), (model, got)

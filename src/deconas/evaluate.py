@@ -2,7 +2,10 @@
 
 For every HR image: crop to a multiple of the scale, make LR with MATLAB bicubic (rounded to
 uint8), upscale it (bicubic or a network), and measure PSNR and SSIM on Y with ``scale``
-border pixels cropped.  Per-dataset values are means over images, as in every SR table.
+border pixels cropped (and, with ``rgb``, PSNR over the R, G and B values, same crop).
+Per-dataset values are means over images, as in every SR table.  Several upscalers can be
+measured in one pass over the images (:func:`evaluate_methods`), which is what ``--compare``
+and ``--report`` need: every image is read and degraded once, and seen by all of them together.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -24,18 +27,36 @@ from deconas.data.datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
 from deconas.errors import UserError
 from deconas.data.images import IMAGE_EXTENSIONS, iter_folder, read_image, write_image
 from deconas.data.imresize import bicubic_lr, bicubic_up, modcrop
-from deconas.metrics import WIN, psnr_ssim_y
+from deconas.metrics import L, WIN, psnr_ssim_y
 from deconas.checkpoint import load_model
 from deconas.infer.inference import make_backend, upscale_array
 from deconas.infer.tiling import NonFiniteOutput
 from deconas.runtime import atomic_write_text, name_too_long, pick_device
 
-__all__ = ["evaluate", "format_table", "bicubic_upscaler", "network_upscaler", "save_json"]
+__all__ = ["evaluate", "evaluate_methods", "psnr_rgb", "format_table", "bicubic_upscaler", "network_upscaler",
+           "save_json"]
 
 log = logging.getLogger("deconas")
 
 PROTOCOL = ("HR modcropped to the scale; LR = MATLAB imresize(HR, 1/s, 'bicubic') rounded to uint8; "
             "PSNR/SSIM on Y (BT.601) with s border pixels cropped; SSIM 11x11 Gaussian sigma 1.5")
+PROTOCOL_RGB = "; PSNR on RGB: mean squared error over all R, G, B values with the same s-pixel border crop"
+
+
+def psnr_rgb(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
+    """PSNR (dB, peak 255) over every channel value with ``border`` pixels cropped from each side:
+    the RGB PSNR of SR tables (BasicSR's ``calculate_psnr`` without ``test_y_channel``).  A grey
+    image is measured on its one channel, which equals R = G = B.  inf if identical."""
+    sr, hr = np.asarray(sr), np.asarray(hr)
+    if sr.shape != hr.shape:
+        raise ValueError(f"SR and HR shapes differ: {sr.shape} vs {hr.shape}")
+    b = int(border)
+    if b > 0:
+        sr, hr = sr[b:-b, b:-b], hr[b:-b, b:-b]
+    if sr.size == 0:
+        raise ValueError(f"image {hr.shape[:2]} is empty after cropping {b} border pixels")
+    mse = float(np.mean((sr.astype(np.float64) - hr.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(L * L / mse)
 
 
 def _dataset_name(given: Path, hr_folder: Path) -> str:
@@ -130,29 +151,56 @@ def _save_targets(benchmark_dirs, scale: int, save_dir, overwrite: bool) -> None
 
 
 def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Iterable, scale: int,
-             save_dir=None, progress: bool = True, overwrite: bool = False) -> Dict:
+             save_dir=None, progress: bool = True, overwrite: bool = False, rgb: bool = False) -> Dict:
     """Evaluate ``upscale_fn(lr_uint8) -> sr_uint8`` on each benchmark folder at ``scale``.
 
     Returns ``{"scale", "protocol", "seconds", "datasets": [{"name", "folder", "images", "psnr",
-    "ssim", "per_image": [{"name", "psnr", "ssim"}], "skipped": [...]}]}``.  ``save_dir``:
-    write each SR image to ``save_dir/<dataset>/<image stem>.png``.
+    "ssim", "per_image": [{"name", "psnr", "ssim"}], "skipped": [...]}]}``; with ``rgb`` the
+    datasets and their images have a ``"psnr_rgb"`` too.  ``save_dir``: write each SR image to
+    ``save_dir/<dataset>/<image stem>.png``.
+    """
+    return evaluate_methods([upscale_fn], benchmark_dirs, scale, save_dir=save_dir, progress=progress,
+                            overwrite=overwrite, rgb=rgb)[0]
+
+
+def _measure(sr: np.ndarray, hr: np.ndarray, s: int, rgb: bool) -> Dict:
+    psnr, ssim = psnr_ssim_y(sr, hr, s)
+    row = {"psnr": psnr, "ssim": ssim}
+    if rgb:
+        row["psnr_rgb"] = psnr_rgb(sr, hr, s)
+    return row
+
+
+def evaluate_methods(upscale_fns: Sequence[Callable[[np.ndarray], np.ndarray]], benchmark_dirs: Iterable,
+                     scale: int, save_dir=None, progress: bool = True, overwrite: bool = False,
+                     rgb: bool = False, on_image: Optional[Callable] = None) -> List[Dict]:
+    """:func:`evaluate` for several upscalers in one pass: one result per upscaler, in order.
+
+    ``save_dir`` saves the first upscaler's images.  ``on_image(set_index, set_name, image_name,
+    hr, srs, rows)`` is called for every measured image with the modcropped HR, the SR image of
+    each upscaler and each one's per-image values (what ``--report`` draws its crops from), so
+    that no image has to be kept after it was measured.
     """
     s = int(scale)
     if s < 1:
         raise UserError(f"scale must be a positive integer, got {scale}")
+    fns = list(upscale_fns)
+    if not fns:
+        raise ValueError("evaluate_methods needs at least one upscaler")
     benchmark_dirs = list(benchmark_dirs)
     if save_dir is not None:
         _save_targets(benchmark_dirs, s, save_dir, overwrite)
     t0 = time.perf_counter()
-    out = {"scale": s, "protocol": PROTOCOL, "datasets": []}
-    for given in benchmark_dirs:
+    protocol = PROTOCOL + (PROTOCOL_RGB if rgb else "")
+    outs = [{"scale": s, "protocol": protocol, "datasets": []} for _ in fns]
+    for set_index, given in enumerate(benchmark_dirs):
         given = Path(given)
         if not given.exists():
             raise UserError(f"{given}: no such folder")
         hr_folder, n_files, items = _images_of(given, s, warn=True)
         items = _prefetch(items)
         name = _dataset_name(given, hr_folder)
-        per_image, skipped = [], []
+        per_image, skipped = [[] for _ in fns], []
         bar = tqdm(total=n_files, desc=f"{name} x{s}", unit="img", file=sys.stderr, leave=False,
                    disable=not progress or n_files < 10)
         try:
@@ -165,41 +213,55 @@ def evaluate(upscale_fn: Callable[[np.ndarray], np.ndarray], benchmark_dirs: Ite
                     skipped.append(img_name)
                     continue
                 lr = bicubic_lr(hr, s)
-                sr = np.asarray(upscale_fn(lr))
-                if sr.shape != hr.shape or sr.dtype != np.uint8:
-                    raise UserError(f"{name}/{img_name}: the upscaler returned {sr.dtype} {sr.shape}, "
-                                    f"expected uint8 {hr.shape}")
-                psnr, ssim = psnr_ssim_y(sr, hr, s)
-                per_image.append({"name": img_name, "psnr": psnr, "ssim": ssim})
+                srs, rows = [], []
+                for fn, measured in zip(fns, per_image):
+                    sr = np.asarray(fn(lr))
+                    if sr.shape != hr.shape or sr.dtype != np.uint8:
+                        raise UserError(f"{name}/{img_name}: the upscaler returned {sr.dtype} {sr.shape}, "
+                                        f"expected uint8 {hr.shape}")
+                    row = {"name": img_name, **_measure(sr, hr, s, rgb)}
+                    measured.append(row)
+                    srs.append(sr)
+                    rows.append(row)
                 if save_dir is not None:
                     target = Path(save_dir) / name / (Path(img_name).stem + ".png")
                     try:
-                        write_image(target, sr)
+                        write_image(target, srs[0])
                     except OSError as e:
                         raise UserError(f"--save-images: cannot write {target} ({e.strerror or e})") from None
                     except UserError as e:
                         raise UserError(f"--save-images: {e}") from None
+                if on_image is not None:
+                    on_image(set_index, name, img_name, hr, srs, rows)
         finally:
             bar.close()
-        if not per_image:
+        if not per_image[0]:
             raise UserError(f"{given}: no image large enough to evaluate at x{s}")
-        out["datasets"].append({
-            "name": name, "folder": str(hr_folder), "images": len(per_image),
-            "psnr": float(np.mean([r["psnr"] for r in per_image])),
-            "ssim": float(np.mean([r["ssim"] for r in per_image])),
-            "per_image": per_image, "skipped": skipped,
-        })
-    out["seconds"] = time.perf_counter() - t0
-    return out
+        for out, measured in zip(outs, per_image):
+            ds = {"name": name, "folder": str(hr_folder), "images": len(measured),
+                  "psnr": float(np.mean([r["psnr"] for r in measured])),
+                  "ssim": float(np.mean([r["ssim"] for r in measured]))}
+            if rgb:
+                ds["psnr_rgb"] = float(np.mean([r["psnr_rgb"] for r in measured]))
+            ds.update(per_image=measured, skipped=skipped)
+            out["datasets"].append(ds)
+    seconds = time.perf_counter() - t0
+    for out in outs:
+        out["seconds"] = seconds  # the wall time of the one pass that measured them all
+    return outs
 
 
 def format_table(result: Dict, method: str = "Bicubic") -> str:
-    """A Table II style block: one row per dataset, PSNR with 2 and SSIM with 4 decimals."""
-    rows = [(d["name"], str(d["images"]), f"{d['psnr']:.2f}", f"{d['ssim']:.4f}") for d in result["datasets"]]
-    head = ("Dataset", "Images", "PSNR", "SSIM")
-    w = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-    line = lambda r: f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}"  # noqa: E731
-    title = f"{method} x{result['scale']}  (PSNR dB / SSIM on Y, border {result['scale']})"
+    """A Table II style block: one row per dataset, PSNR with 2 and SSIM with 4 decimals (and an
+    RGB PSNR column when the result has one)."""
+    rgb = any("psnr_rgb" in d for d in result["datasets"])
+    rows = [(d["name"], str(d["images"]), f"{d['psnr']:.2f}", f"{d['ssim']:.4f}")
+            + ((f"{d['psnr_rgb']:.2f}",) if rgb else ()) for d in result["datasets"]]
+    head = ("Dataset", "Images", "PSNR", "SSIM") + (("PSNR RGB",) if rgb else ())
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join([f"{r[0]:<{w[0]}}"] + [f"{v:>{n}}" for v, n in zip(r[1:], w[1:])])  # noqa: E731
+    on = "PSNR dB / SSIM on Y" + (", PSNR dB on RGB" if rgb else "")
+    title = f"{method} x{result['scale']}  ({on}, border {result['scale']})"
     return "\n".join([title, line(head), "  ".join("-" * x for x in w)] + [line(r) for r in rows])
 
 

@@ -9,6 +9,8 @@ the value, never from a literal here.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 
 from deconas import __version__
 from deconas import config
@@ -17,12 +19,31 @@ from deconas.constants import BACKENDS, DEFAULT_OPSET, MAX_PIXELS, OPSETS, PROFI
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints usage on top by default)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message)}\n")
+
+
+def _did_you_mean(message: str) -> str:
+    """'; did you mean 'search'?' for argparse's invalid-choice message when a choice is close."""
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return ""
+    choices = re.findall(r"'([^']*)'|([^,\s]+)", m.group(2))
+    choices = [a or b for a, b in choices]
+    typed = m.group(1)
+    close = [c for c in choices if typed and c.startswith(typed)] or difflib.get_close_matches(typed, choices, n=1,
+                                                                                               cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _device(p, default=None):
+    p.add_argument("--device", default=default,
+                   help="cpu, cuda, cuda:1 ... (default: " + (default or "cuda if available, else cpu") + ")")
 
 
 def _scale(p, required=False, default=None):
     p.add_argument("--scale", "-s", type=int, choices=SCALES, default=default, required=required,
-                   help="upscaling factor" + (f" (default {default})" if default else ""))
+                   help="upscaling factor (default: " + (str(default) if default else
+                                                         "the checkpoint's own; 2 for the shipped network") + ")")
 
 
 def _backend(p):
@@ -73,25 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature channels C (default %(default)s)")
     p.add_argument("--blocks", "-N", type=int, default=config.default("model.blocks"),
                    help="dense blocks N (default %(default)s)")
-    p.add_argument("--nodes", "-M", type=int, default=None, help="mix nodes per block M (checked against the genotype)")
-    p.add_argument("--ff-bits", default=None, help="feature-fusion bits: M LFF bits then N GFF bits (e.g. 1011|1101)")
+    p.add_argument("--nodes", "-M", type=int, default=None, help="mix nodes per block M (default: the genotype's; checked against it)")
+    p.add_argument("--ff-bits", default=None, help="feature-fusion bits: M LFF bits then N GFF bits (e.g. 1011|1101; "
+                   "default: the genotype's, else every LFF and GFF on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = _command(sub, "eval", "deconas.cli.evaluate:cmd_eval",
                  help="PSNR/SSIM on Y of bicubic or a checkpoint on benchmark folders",
                  description="Evaluate with the standard SR protocol (MATLAB bicubic LR, Y channel, "
-                 "border = scale) on one or more benchmark folders.")
+                 "border = scale) on one or more benchmark folders; optionally PSNR on RGB, several "
+                 "networks side by side, and an HTML page with zoomed crops.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--bicubic", action="store_true", help="evaluate bicubic interpolation (the baseline row)")
     g.add_argument("--checkpoint", help="a .safetensors checkpoint written by deconas train, or 'pretrained'")
     p.add_argument("--benchmark", nargs="+", required=True, metavar="DIR", help="folders of HR images (or NAME/HR)")
     _scale(p, required=False)
-    p.add_argument("--json", metavar="FILE", help="write per-image and mean values to FILE")
-    p.add_argument("--save-images", metavar="DIR", help="write the SR images here (DIR/<set>/<image>.png)")
-    _replaces(p, "a saved SR image")
-    p.add_argument("--self-ensemble", action="store_true", help="x8 flips/rotations (checkpoints only)")
-    p.add_argument("--tile", type=int, default=0, help="tile size in LR pixels for large images (0 = whole image)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compare", nargs="+", metavar="CKPT", default=None,
+                   help="more checkpoints (or 'pretrained') at the same scale, measured in the same pass: "
+                        "a table each, a 'compare' list in --json, a column each in --report (default: none)")
+    p.add_argument("--rgb", action="store_true", help="also PSNR on RGB (all three channels, border = scale); "
+                   "the Y values are unchanged")
+    p.add_argument("--json", metavar="FILE", default=None, help="write per-image and mean values to FILE (default: none)")
+    p.add_argument("--save-images", metavar="DIR", default=None,
+                   help="write the SR images here (DIR/<set>/<image>.png; default: not saved)")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="write an HTML page, DIR/index.html, with the table and zoomed crops of HR, bicubic and "
+                        "every network for each image; a new, empty or earlier-report folder (default: none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace saved SR images that exist; let --report write its own files into a folder "
+                        "that holds other files (those are left alone)")
+    p.add_argument("--self-ensemble", action="store_true", help="x8 flips/rotations (networks only)")
+    p.add_argument("--tile", type=int, default=0,
+                   help="tile size in LR pixels for large images (default 0 = whole image)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     _backend(p)
 
     p = _command(sub, "search", "deconas.cli.search:cmd_search",
@@ -102,17 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config(p, "cpu", "search.alpha=0")
     _images(p)
     _run_folder(p, "runs/search-<time>", "search")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    _device(p)
 
     p = _command(sub, "derive", "deconas.cli.search:cmd_derive",
                  help="pick architectures from a search (controller samples or the best scored) and rank them",
                  description="Sample K architectures from the run's controller (or take the K best that random "
                  "search or evolution scored), score each with the shared weights on the validation images, "
                  "write candidates.csv, best.json and a plot.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder (deconas search --out)")
     p.add_argument("--samples", type=int, default=None, help=f"architectures to score (default: "
                    f"search.derive_samples, {config.default('search.derive_samples')})")
-    p.add_argument("--device", default=None)
+    _device(p)
 
     p = _command(sub, "train", "deconas.cli.train:cmd_train",
                  help="train a DeCoNASNet from scratch",
@@ -127,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", metavar="CHECKPOINT", default=None,
                    help="start from a checkpoint's weights (same genotype, C and N): fine-tuning, another scale "
                         "from the x2 body, or a warm restart; 'pretrained' = the shipped network of the "
-                        "run's scale, 'pretrained-x2' = the shipped x2 at any scale")
-    p.add_argument("--device", default=None)
+                        "run's scale, 'pretrained-x2' = the shipped x2 at any scale (default: random init)")
+    _device(p)
 
     p = _command(sub, "upscale", "deconas.cli.upscale:cmd_upscale",
                  help="upscale images with a pretrained or your own network",
@@ -146,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace outputs that already exist (default: skip them); inputs are never written")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                    help=f"refuse input images above N pixels (default {MAX_PIXELS:,})")
-    p.add_argument("--device", default=None)
+    _device(p)
     _backend(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPUs this process may use)")
 
@@ -186,15 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
                  "uniform ones matched in parameters).")
     _images(p)
     p.add_argument("--run", dest="run_dir", metavar="RUN_DIR", default=None,
-                   help="study this search run folder (after 'deconas derive') instead of running searches")
+                   help="study this search run folder (after 'deconas derive') instead of running searches "
+                        "(default: the full study, with --train)")
     p.add_argument("--rows", metavar="STUDY_JSON", default=None,
-                   help="a full study's study.json whose finished trainings (same recipe) are not run again")
+                   help="a full study's study.json whose finished trainings (same recipe) are not run again "
+                        "(default: none)")
     p.add_argument("--top", type=int, default=None,
                    help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,
                    help=f"--run: random architectures (default: study.random, {config.default('study.random')})")
     _config(p, "study-cpu", "train.steps=3000 (the training recipe and the study's settings)")
-    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="--run: also score every network on these folders")
+    p.add_argument("--benchmark", nargs="+", metavar="DIR", help="--run: also score every network on these folders (default: none)")
     _run_folder(p, "RUN_DIR/study with --run, else runs/study-<time>", "study")
     p.add_argument("--jobs", type=int, default=None, help="jobs (trainings, searches) at once (default: study.jobs)")
 
@@ -205,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "runs a small CPU experiment on built-in images in a few minutes.")
     _images(p)
     _config(p, "run-cpu", "seed=1")
-    p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too")
+    p.add_argument("--benchmark", nargs="*", metavar="DIR", default=None, help="evaluate on these folders too (default: only the run's held-out images)")
     _run_folder(p, "runs/run-<time>", "run, stage by stage,")
-    p.add_argument("--device", default=None)
+    _device(p)
     return ap

@@ -54,13 +54,13 @@ def test_iterating_counts_and_a_job_with_nothing_done_prints_nothing():
     assert quiet.getvalue() == ""
 
 
-def test_disabled_progress_is_silent_but_messages_still_show():
+def test_disabled_progress_is_silent_but_messages_still_show_on_stdout_as_with_tqdm(capsys):
     out, clock = io.StringIO(), Clock()
     p = LineProgress(total=3, file=out, disable=True, every=0, clock=clock)
     p.update(3)
     p.write("epoch 1  loss 0.1")
     p.close()
-    assert out.getvalue() == "epoch 1  loss 0.1\n"
+    assert out.getvalue() == "" and capsys.readouterr().out == "epoch 1  loss 0.1\n"
 
 
 def test_a_terminal_gets_a_bar_and_anything_else_plain_lines(monkeypatch):

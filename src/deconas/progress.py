@@ -100,7 +100,8 @@ class LineProgress:
         self.desc = desc
 
     def write(self, s: str, file=None, end: str = "\n") -> None:
-        print(s, file=file if file is not None else self.file, end=end, flush=True)
+        # Where tqdm.write puts messages (stdout), so that a command's output is the same either way.
+        print(s, file=file if file is not None else sys.stdout, end=end, flush=True)
 
     def refresh(self) -> None:
         pass

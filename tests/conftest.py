@@ -30,11 +30,6 @@ def shared_data():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny random x2 network (C=8, N=1) as a checkpoint file: for the CLI and file handling."""
-    from deconas.checkpoint import save_model
-    from deconas.space.genotype import parse
-    from deconas.space.network import DeCoNASNet
+    from search_helpers import tiny_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors"
-    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_x2.safetensors", seed=0)

@@ -1,4 +1,4 @@
-"""Tiny search configs and image folders for the search and derive tests (seconds on 2 cores)."""
+"""Tiny search configs, image folders, photos and checkpoints for the tests (seconds on 2 cores)."""
 
 import numpy as np
 from PIL import Image
@@ -35,3 +35,24 @@ def tiny_config(**search):
 
 def tiny_config_yaml(**search) -> str:
     return config.dump(tiny_config(**search))
+
+
+def photo(h, w, seed):
+    """A synthetic colour photo: sinusoids and a ramp plus noise, 8-bit."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 100 * np.sin(x / 5.0), 128 + 90 * np.cos(y / 7.0), (x * 3 + y * 2) % 256], axis=2)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def tiny_checkpoint(path, seed):
+    """A tiny random x2 network (genotype 7,6,4, C=8, N=1) saved as a checkpoint at ``path``."""
+    import torch
+
+    from deconas.checkpoint import save_model
+    from deconas.space.genotype import parse
+    from deconas.space.network import DeCoNASNet
+
+    torch.manual_seed(seed)
+    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
+    return path

@@ -10,21 +10,15 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-import torch
 
 from deconas.cli import main
 from deconas.data.images import read_image, write_image
 from deconas.data.imresize import bicubic_lr, bicubic_up
 from deconas.eval_report import INDEX, MANIFEST, busiest_window, crop_box, enlarge
 
+from search_helpers import photo, tiny_checkpoint
+
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).is_file()), None)
-
-
-def photo(h, w, seed):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 100 * np.sin(x / 5.0), 128 + 90 * np.cos(y / 7.0), (x * 3 + y * 2) % 256], axis=2)
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture
@@ -40,14 +34,7 @@ def bench(tmp_path):
 @pytest.fixture(scope="module")
 def ckpt2(tmp_path_factory):
     """A second tiny x2 network (other weights than conftest's ckpt): a --compare column."""
-    from deconas.checkpoint import save_model
-    from deconas.space.genotype import parse
-    from deconas.space.network import DeCoNASNet
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("ckpt2") / "other_x2.safetensors"
-    save_model(path, DeCoNASNet(parse("7,6,4"), scale=2, channels=8, blocks=1))
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt2") / "other_x2.safetensors", seed=1)
 
 
 def _report(args, capsys=None):

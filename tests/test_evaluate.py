@@ -16,6 +16,8 @@ from deconas.data.images import read_image, write_image
 from deconas.data.imresize import bicubic_lr, bicubic_up
 from deconas.metrics import psnr_y, ssim_y
 
+from search_helpers import photo
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BENCH = DATA / "benchmark"
 # CI has the shared data beside the clone: there a missing folder fails the acceptance test.
@@ -45,13 +47,6 @@ def test_bicubic_reproduces_published_set5_set14_rows(scale, tmp_path, capsys):
     row = next(ln for ln in table.splitlines() if ln.startswith("Set5 "))
     assert row.split() == ["Set5", "5", f"{set5['psnr']:.2f}", f"{set5['ssim']:.4f}"]
     assert "Set14" in table and f"x{scale}" in table
-
-
-def photo(h, w, seed):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 100 * np.sin(x / 5.0), 128 + 90 * np.cos(y / 7.0), (x * 3 + y * 2) % 256], axis=2)
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture

@@ -26,10 +26,8 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -42,7 +40,7 @@ from deconas import __version__
 from deconas.data.images import write_image
 from deconas.errors import UserError
 from deconas.metrics import rgb_to_y
-from deconas.runtime import atomic_write_text
+from deconas.runtime import atomic_write_text, check_writable
 
 __all__ = ["EvalReport", "busiest_window", "crop_box", "enlarge", "INDEX", "MANIFEST"]
 
@@ -212,15 +210,7 @@ class EvalReport:
                 raise UserError(f"--report {out}: the folder holds other files and no deconas report; pick an "
                                 f"empty or new folder, or pass --overwrite to add the report's own files to it "
                                 f"(index.html, img-*/; nothing else is touched)")
-        probe_dir = out
-        while not probe_dir.exists():  # where the folder will be made
-            probe_dir = probe_dir.parent
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".deconas-probe.", dir=probe_dir)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise UserError(f"--report {out}: cannot write in {probe_dir} ({e.strerror or e})") from None
+        check_writable(out, "--report")
         return old
 
     def start(self, labels: Sequence[str], baseline: int, scale: int, rgb: bool, about: Dict[str, str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,7 +20,7 @@ from typing import Optional, Sequence
 from deconas import config as config_mod
 from deconas.data.datasets import expand_sources
 from deconas.errors import UserError
-from deconas.runtime import atomic_write_text
+from deconas.runtime import atomic_write_text, check_writable
 
 # What each kind of run writes (other modules use these names, never their own strings).
 CONFIG = "config.yaml"  # the config as run (every default filled in; a resume rewrites it)
@@ -108,15 +107,7 @@ def check_out_dir(out: Path, kind: str, option: str = "--out") -> None:
     for other, marker in RUN_MARKERS.items():
         if other != kind and (out / marker).is_file() and not (out / RUN_MARKERS[kind]).is_file():
             raise UserError(f"{option} {out}: holds a {other}, not a {kind}; pick another folder")
-    probe_dir = out
-    while not probe_dir.exists():  # the nearest folder that exists is where it will be made
-        probe_dir = probe_dir.parent
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".deconas-probe.", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"{option} {out}: cannot write in {probe_dir} ({e.strerror or e})") from None
+    check_writable(out, option)
     if out.is_dir() and int(os.environ.get("RANK", "0")) == 0:
         for tmp in out.glob(".*.tmp"):
             try:

@@ -93,6 +93,20 @@ def name_too_long(path) -> bool:
     return len(path.name.encode()) + 14 > limit
 
 
+def check_writable(out: Path, option: str) -> None:
+    """The folder ``out`` can be written, or made and written (probed in the nearest folder
+    that exists): one line naming ``option`` otherwise, before any work is done."""
+    probe_dir = Path(out)
+    while not probe_dir.exists():  # where the folder will be made
+        probe_dir = probe_dir.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deconas-probe.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{option} {out}: cannot write in {probe_dir} ({e.strerror or e})") from None
+
+
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

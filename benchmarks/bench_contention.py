@@ -63,13 +63,13 @@ def worker(kind: str, setting: str, steps: int, repeats: int) -> dict:
     else:
         from deconas.checkpoint import load_model, pretrained_path
         from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
-        from deconas.infer.tiling import upscale_uint8
+        from deconas.infer.tiling import upscale_pixels
 
         run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: load_model("pretrained", scale=2)[0], threads=n)
         img = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
         for i in range(repeats + 1):
             t = time.perf_counter()
-            upscale_uint8(run, img)
+            upscale_pixels(run, img)
             if i >= 1:
                 times.append(time.perf_counter() - t)
     return {"threads": n, "from": source, "median_s": statistics.median(times)}

@@ -223,7 +223,7 @@ def test_a_model_is_exported_once_then_opened_from_the_cache(monkeypatch, tmp_pa
     again = onnx_cache.onnxruntime_for_model(net, threads=1)
     x = np.random.default_rng(0).random((2, 3, 7, 9), dtype=np.float32)
     with torch.inference_mode():
-        want = net(torch.from_numpy(x)).numpy()
+        want = net(torch.from_numpy(x)).clamp(0, 1).numpy()  # the graph clamps its output
     for run in (first, again):
         assert np.abs(run(x) - want).max() <= 1e-4
 

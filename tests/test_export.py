@@ -44,7 +44,7 @@ def test_exported_shipped_network_matches_torch_on_97x131_in_a_plain_session(tmp
     net, meta = load_model("pretrained", scale=2)
     x = torch.rand(1, 3, 97, 131, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        want = net(x).numpy()
+        want = net(x).clamp(0, 1).numpy()  # the graph clamps its output
     got = plain_session(out).run(None, {"lr": x.numpy()})[0]
     assert got.shape == (1, 3, 194, 262)
     assert np.abs(got - want).max() <= 1e-3  # the acceptance bound; fp32 lands near 1e-6
@@ -65,7 +65,7 @@ def test_export_has_dynamic_batch_height_and_width_and_fp32_matches_torch_to_1e_
     for shape in [(1, 3, 16, 16), (2, 3, 17, 29), (3, 3, 33, 8), (1, 3, 1, 5)]:  # odd, batched, tiny
         x = torch.rand(*shape, generator=g)
         with torch.inference_mode():
-            want = net(x).numpy()
+            want = net(x).clamp(0, 1).numpy()  # the graph clamps its output
         got = sess.run(None, {"lr": x.numpy()})[0]
         assert got.shape == want.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3])
         assert np.abs(got - want).max() <= 1e-4
@@ -212,3 +212,92 @@ def test_a_cached_graph_of_another_network_is_not_trusted(tmp_path, ckpt, monkey
                           np.asarray(Image.open(tmp_path / "again" / "a_x2.png")))
     meta = {p.key: p.value for p in __import__("onnx").load(str(entry)).metadata_props}
     assert meta["checkpoint_sha256"] == file_digest(ckpt)
+
+
+def test_the_graph_clamps_its_output_to_the_unit_range(tmp_path, ckpt):
+    out = tmp_path / "t.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(out)]) == 0
+    net = load_model(ckpt)[0]
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(3)) * 1.5  # pushes outputs out of range
+    with torch.inference_mode():
+        raw = net(x).numpy()
+    assert raw.min() < 0 or raw.max() > 1  # so the clamp has something to do
+    got = plain_session(out).run(None, {"lr": x.numpy()})[0]
+    assert got.min() >= 0 and got.max() <= 1
+    assert np.abs(got - np.clip(raw, 0, 1)).max() <= 1e-4
+
+
+class Host:
+    """A host that knows nothing of deconas (as chaiNNer's ONNX path): plain onnxruntime, the
+    input's name from the graph, the scale from two trial sizes, RGB BCHW float32 in [0, 1]."""
+
+    def __init__(self, path):
+        self.sess = plain_session(path)
+        self.name = self.sess.get_inputs()[0].name
+        scales = set()
+        for side in (16, 64):
+            y = self.sess.run(None, {self.name: np.zeros((1, 3, side, side), np.float32)})[0]
+            assert y.shape[2] % side == 0 and y.shape[3] % side == 0
+            scales.add(y.shape[2] // side)
+        assert len(scales) == 1
+        self.scale = scales.pop()
+
+    def upscale(self, rgb):
+        x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+        y = self.sess.run(None, {self.name: x})[0][0].transpose(1, 2, 0)
+        return np.rint(np.clip(y, 0, 1) * 255).astype(np.uint8)  # a host's own clip is harmless
+
+
+@pytest.mark.parametrize("precision, bound", [("fp32", 0.01), ("fp16", 0.05)])
+def test_a_host_that_knows_nothing_of_deconas_matches_deconas_upscale(tmp_path, precision, bound):
+    from deconas.data.datasets import builtin_images
+    from deconas.data.imresize import bicubic_lr
+    from deconas.metrics import psnr_y
+
+    hr = dict(builtin_images())["astronaut.png"][96:288, 160:352]  # 192 x 192: a face and a flag
+    lr = bicubic_lr(hr, 2)
+    Image.fromarray(lr).save(tmp_path / "lr.png")
+    assert main(["upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "ours"), "--scale", "2"]) == 0
+    ours = np.asarray(Image.open(tmp_path / "ours" / "lr_x2.png"))
+    graph = tmp_path / f"{precision}.onnx"
+    assert main(["export", "--scale", "2", "-o", str(graph), "--precision", precision]) == 0
+    host = Host(graph)
+    assert host.scale == 2 and host.name == "lr"
+    theirs = host.upscale(lr)
+    assert theirs.shape == ours.shape
+    gap = abs(psnr_y(theirs, hr, 2) - psnr_y(ours, hr, 2))
+    assert gap <= bound, (precision, gap)
+    if precision == "fp16":  # really half precision inside: not the fp32 graph under another name
+        import onnx
+
+        types = {t.data_type for t in onnx.load(str(graph)).graph.initializer}
+        assert onnx.TensorProto.FLOAT16 in types
+
+
+def test_an_int8_export_is_quantized_and_stays_close_to_fp32(tmp_path, ckpt, capsys):
+    import onnx
+
+    out = tmp_path / "q.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(out), "--precision", "int8"]) == 0
+    assert "int8" in capsys.readouterr().out
+    m = onnx.load(str(out))
+    ops = {n.op_type for n in m.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    props = {p.key: p.value for p in m.metadata_props}
+    assert props["precision"] == "int8" and abs(float(props["int8_cost_db"])) < 1.0
+    net = load_model(ckpt)[0]
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        want = net(x).clamp(0, 1).numpy()
+    got = plain_session(out).run(None, {"lr": x.numpy()})[0]
+    assert got.shape == want.shape and 0 < np.abs(got - want).max() < 0.1  # quantized, yet the same network
+
+
+def test_calib_is_refused_without_int8_and_a_missing_calib_folder_is_one_line(tmp_path, ckpt, capsys):
+    out = tmp_path / "q.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(out), "--calib", str(tmp_path)]) == 2
+    one_line_error(capsys, "--calib", "int8")
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(out), "--precision", "int8",
+                 "--calib", str(tmp_path / "nowhere")]) == 2
+    one_line_error(capsys, "nowhere")
+    assert not out.exists()

@@ -345,3 +345,68 @@ def test_folder_without_readable_images_is_a_user_error(tmp_path):
         list(iter_folder(empty))
     with pytest.raises(UserError, match="no such folder"):
         list(iter_folder(tmp_path / "missing"))
+
+
+def test_numpy_orientation_transposes_match_pillows_for_every_exif_orientation():
+    from deconas.data.images import _NP_TRANSPOSE, _ORIENT
+
+    a = photo(7, 12)
+    for orientation, t in _ORIENT.items():
+        assert np.array_equal(_NP_TRANSPOSE[t](a), np.asarray(Image.fromarray(a).transpose(t))), orientation
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("planes", [1, 2, 3, 4])
+def test_16_bit_files_round_trip_exactly_with_their_colour_profile(tmp_path, ext, planes):
+    from deconas.data.images import read_picture, write_image
+
+    rng = np.random.default_rng(planes)
+    a = rng.integers(0, 65536, (9, 13, planes), dtype=np.uint16)
+    pixels = a[..., 0] if planes <= 2 else a[..., :3]
+    alpha = a[..., -1] if planes in (2, 4) else None
+    icc = bytes(range(256)) * 2
+    write_image(tmp_path / f"x{ext}", pixels, alpha, icc=icc)
+    back = read_picture(tmp_path / f"x{ext}")
+    assert back.pixels.dtype == np.uint16 and np.array_equal(back.pixels, pixels)
+    assert (back.alpha is None) == (alpha is None) and (alpha is None or np.array_equal(back.alpha, alpha))
+    assert back.icc == icc
+    eight, _ = read_image(tmp_path / f"x{ext}", warn=False)  # the 8-bit reader rounds as before
+    assert np.array_equal(eight, np.floor(pixels / 257.0 + 0.5).astype(np.uint8))
+
+
+def test_exif_orientation_of_a_16_bit_png_is_applied_and_reset_in_what_is_kept(tmp_path):
+    import png
+
+    from deconas.data.images import read_picture
+
+    a = np.random.default_rng(0).integers(0, 65536, (5, 8, 3), dtype=np.uint16)
+    buf = tmp_path / "raw.png"
+    with open(buf, "wb") as f:
+        png.Writer(8, 5, greyscale=False, bitdepth=16).write(f, a.reshape(5, -1))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    chunks = list(png.Reader(filename=str(buf)).chunks())
+    with open(tmp_path / "turned.png", "wb") as f:
+        png.write_chunks(f, chunks[:1] + [(b"eXIf", exif.tobytes()[6:])] + chunks[1:])
+    pic = read_picture(tmp_path / "turned.png")
+    assert np.array_equal(pic.pixels, np.rot90(a, 1))  # EXIF 8: turned 90 degrees anticlockwise to show
+    kept = Image.Exif()
+    kept.load(pic.exif)
+    assert kept[0x0112] == 1
+
+
+def test_eight_bit_formats_keep_the_profile_and_exif_and_reduce_16_bits_with_a_warning(tmp_path, caplog):
+    from deconas.data.images import read_picture, write_image
+
+    exif = Image.Exif()
+    exif[0x010F] = "deconas-test"  # Make
+    icc = b"\x00" * 300
+    a16 = np.full((4, 4, 3), 257 * 200, np.uint16)
+    with caplog.at_level(logging.WARNING, logger="deconas"):
+        write_image(tmp_path / "x.jpg", a16, icc=icc, exif=exif.tobytes())
+    assert any("8 bits" in r.getMessage() for r in caplog.records)
+    back = read_picture(tmp_path / "x.jpg")
+    assert back.pixels.dtype == np.uint8 and back.icc == icc
+    kept = Image.Exif()
+    kept.load(back.exif)
+    assert kept[0x010F] == "deconas-test"

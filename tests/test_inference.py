@@ -165,7 +165,7 @@ def test_tiling_is_exact_up_to_float_rounding_when_there_is_no_channel_attention
 
 
 def test_a_torch_backend_overlaps_tiles_by_the_receptive_radius():
-    # the default overlap of upscale_array / upscale_uint8 for a DeCoNASNet: less context than
+    # the default overlap of upscale_array / upscale_pixels for a DeCoNASNet: less context than
     # this would change the output of every tile's border pixels
     net = DeCoNASNet(parse(PAPER_GENOTYPE), scale=2, channels=4, blocks=4)
     assert TorchBackend(net).radius == receptive_radius(net) == 37

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deconas.infer.tiling import WINDOW_PIXELS, auto_batch, auto_tile, rgb_to_grey_uint8, spans, upscale_uint8
+from deconas.infer.tiling import WINDOW_PIXELS, auto_batch, auto_tile, rgb_to_grey_uint8, spans, upscale_pixels
 
 
 class Recorder:
@@ -87,19 +87,19 @@ def test_a_tile_of_zero_or_at_least_the_image_is_one_window():
 def test_windows_are_run_in_batches_of_auto_batch_or_of_batch():
     img = np.zeros((100, 100, 3), np.uint8)
     run = Recorder(radius=2)
-    out = upscale_uint8(run, img, tile=30)  # 4 x 4 cores of 25, windows of 29 x 29: batch 311
+    out = upscale_pixels(run, img, tile=30)  # 4 x 4 cores of 25, windows of 29 x 29: batch 311
     assert run.calls == [(16, 3, 29, 29)] and out.shape == (200, 200, 3)
     run = Recorder(radius=2)
-    upscale_uint8(run, img, tile=30, batch=5)
+    upscale_pixels(run, img, tile=30, batch=5)
     assert [c[0] for c in run.calls] == [5, 5, 5, 1]
     run = Recorder(radius=2)
-    upscale_uint8(run, img, tile=30, overlap=0, batch=100)  # overlap given: windows are the cores
+    upscale_pixels(run, img, tile=30, overlap=0, batch=100)  # overlap given: windows are the cores
     assert run.calls == [(16, 3, 25, 25)]
 
 
 def test_the_backends_radius_is_the_default_overlap():
     run = Recorder(radius=6)
-    upscale_uint8(run, np.zeros((40, 40), np.uint8), tile=20, batch=1)
+    upscale_pixels(run, np.zeros((40, 40), np.uint8), tile=20, batch=1)
     assert run.calls == [(1, 3, 32, 32)] * 4  # 20 + 2 x 6, shifted inward at the borders
 
 
@@ -107,7 +107,7 @@ def test_output_is_clamped_to_0_255():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
     up = img.repeat(2, 0).repeat(2, 1).astype(np.float64) / 255
-    out = upscale_uint8(Recorder(out=lambda y: y * 3 - 1), img, tile=4)  # far outside [0, 1]
+    out = upscale_pixels(Recorder(out=lambda y: y * 3 - 1), img, tile=4)  # far outside [0, 1]
     want = np.rint(np.clip(up * 3 - 1, 0, 1) * 255)
     assert np.abs(out.astype(int) - want).max() <= 1 and (out == want).mean() > 0.99
     assert set(np.unique(out[want == 0])) == {0} and set(np.unique(out[want == 255])) == {255}
@@ -118,7 +118,7 @@ def test_a_grey_image_comes_back_as_the_bt601_luma_of_the_rgb_output():
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 256, (13, 10), dtype=np.uint8)
     tint = np.array([1.0, 0.6, 0.2], np.float32)[None, :, None, None]
-    out = upscale_uint8(Recorder(out=lambda y: y * tint), grey, tile=5)
+    out = upscale_pixels(Recorder(out=lambda y: y * tint), grey, tile=5)
     v = grey.repeat(2, 0).repeat(2, 1).astype(np.float64) / 255
     want = np.rint(np.clip((0.299 * 1.0 + 0.587 * 0.6 + 0.114 * 0.2) * v, 0, 1) * 255)
     assert out.shape == (26, 20) and out.dtype == np.uint8
@@ -147,13 +147,13 @@ def test_rgb_to_grey_uint8_by_hand():
 def test_refusals():
     run = Recorder()
     with pytest.raises(ValueError, match="uint8"):
-        upscale_uint8(run, np.zeros((4, 4, 3), np.float32))
+        upscale_pixels(run, np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError, match="uint8"):
-        upscale_uint8(run, np.zeros((4, 4, 2), np.uint8))
+        upscale_pixels(run, np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ValueError, match=">= 0"):
-        upscale_uint8(run, np.zeros((4, 4), np.uint8), tile=-1)
+        upscale_pixels(run, np.zeros((4, 4), np.uint8), tile=-1)
     with pytest.raises(ValueError, match=">= 0"):
-        upscale_uint8(run, np.zeros((4, 4), np.uint8), overlap=-2)
+        upscale_pixels(run, np.zeros((4, 4), np.uint8), overlap=-2)
 
     class NoRadius:
         scale = 2
@@ -162,7 +162,7 @@ def test_refusals():
             return x.repeat(2, axis=2).repeat(2, axis=3)
 
     with pytest.raises(ValueError, match="overlap"):
-        upscale_uint8(NoRadius(), np.zeros((4, 4), np.uint8))
-    assert upscale_uint8(NoRadius(), np.zeros((4, 4), np.uint8), overlap=0).shape == (8, 8)
+        upscale_pixels(NoRadius(), np.zeros((4, 4), np.uint8))
+    assert upscale_pixels(NoRadius(), np.zeros((4, 4), np.uint8), overlap=0).shape == (8, 8)
     with pytest.raises(ValueError, match="x2 upscaling"):
-        upscale_uint8(Recorder(out=lambda y: y[..., :-1]), np.zeros((6, 6, 3), np.uint8))
+        upscale_pixels(Recorder(out=lambda y: y[..., :-1]), np.zeros((6, 6, 3), np.uint8))

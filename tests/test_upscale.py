@@ -87,7 +87,7 @@ def test_folder_with_one_corrupt_file_writes_the_others_names_it_and_exits_1(tmp
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert p.returncode == 1
     assert sorted(f.name for f in out.iterdir()) == ["alpha_x2.webp", "colour_x2.png", "grey_x2.jpg"]
-    lines = p.stderr.strip().splitlines()
+    lines = [ln for ln in p.stderr.strip().splitlines() if not ln.startswith("upscale: ")]  # the progress line
     assert len(lines) == 1 and "broken.png" in lines[0] and "Traceback" not in p.stderr
     assert "upscaled 3 of 4 images; 1 failed" in p.stdout
 
@@ -126,7 +126,7 @@ def test_without_checkpoint_the_shipped_network_for_the_scale_is_used(tmp_path, 
     assert "no pretrained network for x4" in capsys.readouterr().err
 
 
-def test_a_16bit_grey_with_alpha_png_upscales_to_grey_with_its_alpha(tmp_path, ckpt):
+def test_a_16bit_grey_with_alpha_png_upscales_to_16bit_grey_with_its_alpha(tmp_path, ckpt):
     import png  # pypng writes the file: an encoder independent of the reader under test
 
     rng = np.random.default_rng(3)
@@ -135,8 +135,130 @@ def test_a_16bit_grey_with_alpha_png_upscales_to_grey_with_its_alpha(tmp_path, c
         png.Writer(5, 6, greyscale=True, alpha=True, bitdepth=16).write(
             f, np.stack([grey, alpha], axis=2).reshape(6, 10).tolist())
     assert run(tmp_path / "la16.png", "-o", tmp_path / "out", "--checkpoint", ckpt, "--backend", "torch") == 0
-    with Image.open(tmp_path / "out" / "la16_x2.png") as im:
-        assert im.mode == "LA" and im.size == (10, 12)
-        out = np.asarray(im)
-    alpha8 = np.floor(alpha / 257 + 0.5).astype(np.uint8)  # the 16-bit rounding, by hand
-    assert np.array_equal(out[..., 1], bicubic_up(alpha8, 2))
+    from deconas.data.imresize import imresize
+
+    w, h, rows, info = png.Reader(filename=str(tmp_path / "out" / "la16_x2.png")).read()
+    assert (w, h, info["planes"], info["bitdepth"], info["greyscale"]) == (10, 12, 2, 16, True)
+    out = np.array([list(r) for r in rows]).reshape(12, 10, 2)
+    want = np.clip(np.floor(imresize(alpha.astype(np.float64), 2.0) + 0.5), 0, 65535)  # MATLAB bicubic, 16 bits
+    assert np.array_equal(out[..., 1], want)
+
+
+def _icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_recursive_mirrors_the_tree_keeps_16_bit_icc_and_orientation_and_skips_a_bad_file(tmp_path, ckpt, capsys,
+                                                                                           caplog):
+    import png
+
+    from deconas.data.images import read_picture
+
+    src = tmp_path / "in"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / ".hidden").mkdir()
+    top = save(src / "top.png", rng_image((10, 12, 3), 1))
+    save(src / ".hidden" / "h.png", rng_image((8, 8, 3)))  # hidden folders are not walked
+    eight = rng_image((9, 11, 3), 2)
+    rows = (eight.astype(np.uint16) * 257).reshape(9, -1)  # 16-bit values on the 8-bit grid: same network input
+    with open(src / "sub" / "wide.png", "wb") as f:
+        png.Writer(11, 9, greyscale=False, bitdepth=16).write(f, rows)
+    stored = rng_image((8, 14, 3), 3)  # stored landscape; EXIF 6 says: turn it 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    icc = _icc()
+    Image.fromarray(stored).save(src / "sub" / "deeper" / "photo.jpg", quality=98, icc_profile=icc,
+                                 exif=exif.tobytes())
+    (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="deconas"):
+        assert run(src, "-o", out, "--recursive", "--checkpoint", ckpt) == 1  # one bad file: named, the rest done
+    assert any("broken.png" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert made == ["sub/deeper/photo_x2.jpg", "sub/wide_x2.png", "top_x2.png"]
+
+    wide = read_picture(out / "sub" / "wide_x2.png")
+    assert wide.pixels.dtype == np.uint16 and wide.pixels.shape == (18, 22, 3)
+    assert png.Reader(filename=str(out / "sub" / "wide_x2.png")).read()[3]["bitdepth"] == 16
+    save(tmp_path / "eight.png", eight)
+    assert run(tmp_path / "eight.png", "-o", tmp_path / "ref", "--checkpoint", ckpt) == 0
+    ref8 = np.asarray(Image.open(tmp_path / "ref" / "eight_x2.png")).astype(np.int32)
+    assert np.abs(wide.pixels.astype(np.int32) / 257.0 - ref8).max() <= 0.51  # the 8-bit result, finer
+    assert np.any(wide.pixels % 257 != 0)  # and really 16 bits deep, not 8 bits scaled
+
+    photo = read_picture(out / "sub" / "deeper" / "photo_x2.jpg")
+    assert photo.icc == icc  # byte-equal
+    with Image.open(out / "sub" / "deeper" / "photo_x2.jpg") as im:
+        assert im.getexif().get(0x0112) == 1  # applied, then reset: no viewer turns it again
+    assert photo.pixels.shape == (28, 16, 3)
+    save(tmp_path / "turned.png", np.rot90(stored, 3).copy())  # what EXIF 6 shows
+    assert run(tmp_path / "turned.png", "-o", tmp_path / "ref", "--checkpoint", ckpt) == 0
+    want = np.asarray(Image.open(tmp_path / "ref" / "turned_x2.png")).astype(np.int32)
+    right = np.abs(photo.pixels.astype(np.int32) - want).mean()
+    wrong = np.abs(photo.pixels.astype(np.int32) - np.rot90(want, 2)).mean()
+    assert right < 8 < wrong  # JPEG's loss, against the wrong turn
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="deconas"):
+        assert run(src, "-o", out, "--recursive", "--checkpoint", ckpt) == 1
+    assert any("broken.png" in r.getMessage() for r in caplog.records)
+    assert "3 skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_outscale_gives_exactly_round_f_times_the_size_from_the_network_then_matlab_bicubic(tmp_path, ckpt):
+    from deconas.data.imresize import imresize
+
+    src = save(tmp_path / "a.png", rng_image((13, 10, 3), 4))
+    assert run(src, "-o", tmp_path / "x2", "--checkpoint", ckpt) == 0
+    net = np.asarray(Image.open(tmp_path / "x2" / "a_x2.png"))
+    for f, size in ((1.5, (20, 15)), (3.5, (46, 35))):  # 19.5 -> 20, 45.5 -> 46: halves up
+        assert run(src, "-o", tmp_path / "f", "--outscale", f, "--checkpoint", ckpt) == 0
+        with Image.open(tmp_path / "f" / f"a_x{f:g}.png") as im:
+            assert im.size == (size[1], size[0])
+            got = np.asarray(im)
+        want = np.clip(np.floor(imresize(net, output_shape=size) + 0.5), 0, 255)
+        assert np.array_equal(got, want)
+
+
+def test_outputs_default_to_results_and_suffix_names_them(tmp_path, ckpt, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save(tmp_path / "a.png", rng_image((8, 8, 3)))
+    assert run("a.png", "--checkpoint", ckpt) == 0
+    assert (tmp_path / "results" / "a_x2.png").is_file()
+    assert run("a.png", "-o", "plain", "--suffix", "", "--checkpoint", ckpt) == 0
+    assert (tmp_path / "plain" / "a.png").is_file()
+    assert run("a.png", "-o", "named", "--suffix", "sr", "--checkpoint", ckpt) == 0
+    assert (tmp_path / "named" / "a_sr.png").is_file()
+    # Into its own folder with no suffix the output would be the input: left as it is.
+    before = (tmp_path / "a.png").read_bytes()
+    run("a.png", "-o", ".", "--suffix", "", "--checkpoint", ckpt)
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, needle", [(["--outscale", "9"], "--outscale 9"), (["--outscale", "0.5"], "--outscale"),
+                                          (["--outscale", "nan"], "--outscale"), (["--suffix", "a/b"], "--suffix")])
+def test_a_bad_outscale_or_suffix_is_one_line_and_writes_nothing(tmp_path, ckpt, capsys, argv, needle):
+    src = save(tmp_path / "a.png", rng_image((8, 8, 3)))
+    assert run(src, "-o", tmp_path / "o", "--checkpoint", ckpt, *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_int8_upscaling_is_close_to_fp32_says_its_cost_once_and_needs_onnxruntime(tmp_path, ckpt, capsys):
+    src = save(tmp_path / "a.png", rng_image((24, 20, 3), 5))
+    assert run(src, "-o", tmp_path / "fp32", "--checkpoint", ckpt) == 0
+    assert run(src, "-o", tmp_path / "int8", "--checkpoint", ckpt, "--precision", "int8") == 0
+    err = capsys.readouterr().err
+    assert err.count("dB PSNR (Y) against fp32") == 1
+    a = np.asarray(Image.open(tmp_path / "fp32" / "a_x2.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "int8" / "a_x2.png")).astype(int)
+    assert 0 < np.abs(a - b).mean() < 3
+    assert run(src, "-o", tmp_path / "t", "--checkpoint", ckpt, "--precision", "int8", "--backend", "torch") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ONNX Runtime" in err

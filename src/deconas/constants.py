@@ -15,6 +15,15 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 # ONNX opsets torch's TorchScript exporter writes (21+ needs the dynamo exporter), and ours.
 OPSETS = range(11, 21)
 DEFAULT_OPSET = 17
+# Numeric precisions of an exported graph (`export --precision`) and of CPU upscaling
+# (`upscale --precision`: fp16 is for GPU hosts, so not offered there). int8 is ONNX Runtime's
+# static QDQ quantization; its PSNR cost per shipped network is measured in docs/upscale.md,
+# and fp32 stays the default where it costs more than 0.02 dB.
+PRECISIONS = ("fp32", "fp16", "int8")
+UPSCALE_PRECISIONS = ("fp32", "int8")
+DEFAULT_PRECISION = "fp32"
+# `upscale --outscale`: any factor in this range (the network at a shipped scale, then MATLAB bicubic).
+OUTSCALE_RANGE = (1.0, 8.0)
 # CPU threads a command may be asked for (ONNX Runtime crashes on absurd counts).
 MAX_THREADS = 1024
 # Input pixels above which `upscale` refuses an image (about 8000x5000), checked from the header.
@@ -36,6 +45,7 @@ SEED_STUDY = 12345  # the study's uniform draws of random architectures
 SEED_NOISE = 1  # the study's reward-noise batches
 SEED_STRATEGY = 2  # a strategy's draws (random, evolution): the same on every rank
 SEED_CHILD = 3  # uniform and fair child steps' draws (and random/evolution's): seed + 3 + 7919 r
+SEED_CALIB = 4  # int8 calibration patches' positions
 
 # The strategies the study compares, each as the search settings it sets (docs/search.md);
 # "controller-loo" also scores study.loo_samples architectures per controller step, with as

@@ -14,7 +14,8 @@ import re
 
 from deconas import __version__
 from deconas import config
-from deconas.constants import BACKENDS, DEFAULT_OPSET, MAX_PIXELS, OPSETS, PROFILE_REPEATS, PROFILE_SIZE, SCALES
+from deconas.constants import (BACKENDS, DEFAULT_OPSET, DEFAULT_PRECISION, MAX_PIXELS, OPSETS, OUTSCALE_RANGE,
+                               PRECISIONS, PROFILE_REPEATS, PROFILE_SIZE, SCALES, UPSCALE_PRECISIONS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size in LR pixels for large images (default 0 = whole image)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     _backend(p)
+    p.add_argument("--precision", choices=UPSCALE_PRECISIONS, default=None,
+                   help=f"the networks' arithmetic with ONNX Runtime on the CPU, as in upscale "
+                        f"(default: {DEFAULT_PRECISION})")
 
     p = _command(sub, "search", "deconas.cli.search:cmd_search",
                  help="run the search (shared-weight supernet; controller, random or evolution)",
@@ -170,7 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Upscale image files or folders. By default the shipped pretrained network "
                  "for --scale; tiled inference for any size; greyscale stays grey, alpha is kept.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("-o", "--output", default="results", metavar="OUTDIR", help="output folder (default: results)")
+    p.add_argument("--recursive", "-r", action="store_true",
+                   help="also the images in subfolders; the tree is mirrored under OUTDIR (default: only the "
+                        "folder's own images)")
+    p.add_argument("--outscale", type=float, default=None, metavar="F",
+                   help=f"final scale, any factor {OUTSCALE_RANGE[0]:g}..{OUTSCALE_RANGE[1]:g}: the network at the "
+                        "nearest scale not below F, then a MATLAB-bicubic resize to round(F x size) "
+                        "(default: the network's scale)")
+    p.add_argument("--suffix", default=None,
+                   help="added to each output's name, NAME_SUFFIX.EXT; '' for none (default: x<outscale>, e.g. x2)")
+    p.add_argument("--precision", choices=UPSCALE_PRECISIONS, default=None,
+                   help=f"the network's arithmetic on the CPU (ONNX Runtime): int8 is faster and costs a "
+                        f"little PSNR, printed when chosen (default: {DEFAULT_PRECISION})")
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
     _scale(p, default=None)
     p.add_argument("--tile", type=int, default=None,
@@ -188,12 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "export", "deconas.cli.upscale:cmd_export",
                  help="write a network as an ONNX graph (dynamic batch, height, width)",
                  description="Export a checkpoint (default: the shipped network for --scale) to ONNX, "
-                 "fp32, with genotype, scale, C, N and receptive radius in the graph's metadata.")
+                 "output clamped to [0, 1] in the graph, with genotype, scale, C, N and receptive radius in "
+                 "its metadata; fp32, fp16 (for GPU hosts) or int8 (static QDQ, calibrated on images).")
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint (default: shipped weights)")
     _scale(p, default=None)
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="fp32; fp16 (weights and arithmetic, input and output stay float32); int8 (QDQ, "
+                        "per-channel weights) (default %(default)s)")
+    p.add_argument("--calib", metavar="DIR", nargs="+", default=None,
+                   help="int8: HR images whose bicubic LR patches calibrate the activations (default: the "
+                        "built-in photographs)")
     _replaces(p, "FILE.onnx")
 
     p = _command(sub, "profile", "deconas.cli.profile:cmd_profile",

@@ -21,6 +21,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -30,7 +31,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from deconas.errors import UserError
 from deconas.runtime import atomic_write
 
-__all__ = ["ImageError", "IMAGE_EXTENSIONS", "read_image", "write_image", "list_image_files", "iter_folder"]
+__all__ = ["ImageError", "IMAGE_EXTENSIONS", "Picture", "read_image", "read_picture", "write_image",
+           "list_image_files", "iter_folder"]
 
 log = logging.getLogger("deconas")
 
@@ -47,6 +49,13 @@ _KEEPS_ALPHA = {"PNG", "WEBP", "TIFF"}
 _ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
+
+
+# The same transposes on numpy arrays (any dtype, so 16-bit colour too; checked against Pillow in the tests)
+_NP_TRANSPOSE = {Image.Transpose.FLIP_LEFT_RIGHT: lambda a: a[:, ::-1], Image.Transpose.FLIP_TOP_BOTTOM: lambda a: a[::-1],
+                 Image.Transpose.ROTATE_90: lambda a: np.rot90(a, 1), Image.Transpose.ROTATE_180: lambda a: np.rot90(a, 2),
+                 Image.Transpose.ROTATE_270: lambda a: np.rot90(a, 3), Image.Transpose.TRANSPOSE: lambda a: a.swapaxes(0, 1),
+                 Image.Transpose.TRANSVERSE: lambda a: np.rot90(a, 2).swapaxes(0, 1)}
 
 
 class ImageError(UserError):
@@ -89,8 +98,10 @@ def _low_bytes(path: Path, orientation) -> np.ndarray:
         return np.asarray(im)
 
 
-def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Decode completely; return (uint8 pixels (H,W) or (H,W,3), uint8 alpha or None)."""
+def _decode(path: Path, keep16: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Decode completely; return (uint8 pixels (H,W) or (H,W,3), uint8 alpha or None).
+    ``keep16``: a 16-bit file comes back as uint16 (pixels and alpha) instead."""
+    narrow = (lambda a: a.astype(np.uint16)) if keep16 else _to_uint8_from_16
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not come back half grey
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) on a few damaged files, e.g. corrupt EXIF; those are
@@ -112,7 +123,7 @@ def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
             if wide:
                 v = np.asarray(im).astype(np.uint16) * 256 + _low_bytes(path, orientation)
-                a8 = _to_uint8_from_16(v)
+                a8 = narrow(v)
                 return a8[..., :3].copy(), (a8[..., 3].copy() if a8.shape[2] == 4 else None)
 
             if mode == "P":
@@ -126,7 +137,7 @@ def _decode(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray]]:
                 mode = "RGBA"
 
             if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                return _to_uint8_from_16(np.asarray(im)), None
+                return narrow(np.clip(np.asarray(im), 0, 65535)), None
             if mode == "1":
                 return np.asarray(im.convert("L")), None
             if mode == "L":
@@ -158,7 +169,7 @@ def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlaced: bool
     return sum(rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in passes)
 
 
-def _decode_png(path: Path) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+def _decode_png(path: Path, keep16: bool = False) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
     """Decode a PNG with pypng, for the valid files Pillow cannot decode (16-bit grey+alpha:
     Pillow opens it as RGBA and has no unpacker for it).  Same result as the Pillow paths: 8 bits
     per sample (16-bit rounded as ``_to_uint8_from_16``), grey as (H, W), alpha apart, EXIF
@@ -213,7 +224,7 @@ def _decode_png(path: Path) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]
         raise damaged(e) from None
     a = a.reshape(height, width, planes)
     if depth == 16:
-        a = _to_uint8_from_16(a)
+        a = a if keep16 else _to_uint8_from_16(a)
     elif depth < 8:  # 1, 2 or 4 bits: 255 / (2**depth - 1) is a whole number
         a = (a * (255 // (2 ** depth - 1))).astype(np.uint8)
     pixels = a[..., 0] if planes <= 2 else a[..., :3]
@@ -228,9 +239,91 @@ def _decode_png(path: Path) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]
             orientation = None
 
     def oriented(x):
-        x = np.ascontiguousarray(x)
-        return x if orientation is None else np.asarray(Image.fromarray(x).transpose(orientation))
+        return np.ascontiguousarray(x if orientation is None else _NP_TRANSPOSE[orientation](x))
     return oriented(pixels), (None if alpha is None else oriented(alpha))
+
+
+@dataclass
+class Picture:
+    """An image as a file holds it, for tools that write it back (``deconas upscale``): pixels
+    and alpha at the file's depth (uint8, or uint16 for 16-bit files), EXIF orientation applied,
+    and the colour profile and EXIF (orientation reset to 1) to carry into the output."""
+    pixels: np.ndarray  # (H, W) or (H, W, 3), uint8 or uint16
+    alpha: Optional[np.ndarray]  # (H, W), the pixels' dtype, or None
+    icc: Optional[bytes] = None
+    exif: Optional[bytes] = None
+
+    @property
+    def maxval(self) -> int:
+        return 65535 if self.pixels.dtype == np.uint16 else 255
+
+
+def _decode_tiff16(path: Path, keep16: bool) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """A 16-bit grey or RGB TIFF (with or without alpha, any compression) through tifffile, which
+    decodes what Pillow cannot (compressed 16-bit colour, 16-bit grey+alpha); None for every other
+    TIFF (Pillow reads those). The Orientation tag is applied as Pillow's EXIF orientation is."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as t:
+            page = t.pages[0]
+            if page.bitspersample != 16 or page.photometric not in (0, 1, 2) or page.dtype != np.uint16:
+                return None
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and page.imagewidth * page.imagelength > limit:  # before anything is decoded
+                raise ImageError(f"{path}: too large to decode safely "
+                                 f"({page.imagewidth}x{page.imagelength} pixels)")
+            a = page.asarray()
+            tag = page.tags.get(274)
+            orientation = _ORIENT.get(tag.value if tag is not None else 1)
+    except ImageError:
+        raise
+    except Exception:  # not a TIFF tifffile can read: Pillow's turn, and its reason
+        return None
+    if a.ndim == 3 and page.axes.startswith("S"):  # planar: samples first
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        return None
+    if orientation is not None:
+        a = _NP_TRANSPOSE[orientation](a)
+    a = np.ascontiguousarray(a) if keep16 else _to_uint8_from_16(a)
+    planes = a.shape[2]
+    pixels = a[..., 0] if planes <= 2 else a[..., :3]
+    return np.ascontiguousarray(pixels), (a[..., planes - 1].copy() if planes in (2, 4) else None)
+
+
+def _read(path, warn: bool, keep16: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder, not an image file")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: empty file (0 bytes)")
+    try:
+        wide = _decode_tiff16(p, keep16) if p.suffix.lower() in (".tif", ".tiff") else None
+        pixels, alpha = wide if wide is not None else _decode(p, keep16)
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError(f"{p}: permission denied") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{p}: too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
+        decoded = _decode_png(p, keep16)  # a valid PNG that Pillow cannot decode; None: Pillow's reason stands
+        if decoded is None:
+            if isinstance(e, UnidentifiedImageError):
+                raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise ImageError(f"{p}: corrupt or truncated image ({msg})") from None
+        pixels, alpha = decoded
+    if pixels.size == 0:
+        raise ImageError(f"{p}: image has no pixels ({pixels.shape})")
+    if alpha is not None and warn and alpha.min() < np.iinfo(alpha.dtype).max:
+        log.warning("%s: alpha channel set aside (colour is processed without it)", p)
+    return np.ascontiguousarray(pixels), alpha
 
 
 def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -240,65 +333,126 @@ def read_image(path, *, warn: bool = True) -> Tuple[np.ndarray, Optional[np.ndar
     truncated or non-image file.  ``warn``: log a warning when an alpha channel that is not
     fully opaque is set aside (it is returned either way).
     """
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: no such file")
-    if p.is_dir():
-        raise ImageError(f"{p}: is a folder, not an image file")
-    if p.stat().st_size == 0:
-        raise ImageError(f"{p}: empty file (0 bytes)")
+    return _read(path, warn, keep16=False)
+
+
+def _metadata(path: Path) -> Tuple[Optional[bytes], Optional[bytes]]:
+    """(ICC profile, EXIF with its orientation reset to 1) of a file that decoded; None where absent
+    or unreadable (metadata never stops an image). A TIFF's tags are its own layout, not EXIF to
+    carry into another format: only its profile is kept."""
+    icc = exif = None
     try:
-        pixels, alpha = _decode(p)
-    except ImageError:
-        raise
-    except PermissionError:
-        raise ImageError(f"{p}: permission denied") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{p}: too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
-        decoded = _decode_png(p)  # a valid PNG that Pillow cannot decode; None: Pillow's reason stands
-        if decoded is None:
-            if isinstance(e, UnidentifiedImageError):
-                raise ImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
-            msg = " ".join(str(e).split()) or type(e).__name__
-            raise ImageError(f"{p}: corrupt or truncated image ({msg})") from None
-        pixels, alpha = decoded
-    if pixels.size == 0:
-        raise ImageError(f"{p}: image has no pixels ({pixels.shape})")
-    if alpha is not None and warn and alpha.min() < 255:  # a fully opaque alpha loses nothing: no noise
-        log.warning("%s: alpha channel set aside (colour is processed without it)", p)
-    return np.ascontiguousarray(pixels), alpha
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as t:
+                tag = t.pages[0].tags.get(34675)  # InterColorProfile
+                return (bytes(tag.value) if tag is not None and tag.value else None), None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                icc = im.info.get("icc_profile") or None
+                ex = im.getexif()
+                if len(ex):
+                    if 0x0112 in ex:
+                        ex[0x0112] = 1  # the pixels are turned already: a viewer must not turn them again
+                    exif = ex.tobytes()
+    except Exception:
+        pass
+    return icc, exif
 
 
-def write_image(path, pixels: np.ndarray, alpha: Optional[np.ndarray] = None) -> None:
-    """Write uint8 ``pixels`` ((H, W) or (H, W, 3)) and optional alpha; format from the extension.
+def read_picture(path) -> Picture:
+    """Read one image at its own depth, with its colour profile and EXIF (see :class:`Picture`);
+    errors as :func:`read_image`."""
+    pixels, alpha = _read(path, warn=False, keep16=True)
+    icc, exif = _metadata(Path(path))
+    return Picture(pixels, alpha, icc, exif)
 
-    Atomic (temporary file, then rename).  Formats without alpha (JPEG, BMP) drop it with a warning.
+
+_EXIF_HEADER = b"Exif\x00\x00"  # Pillow's EXIF bytes start with it; PNG's eXIf chunk does not
+_KEEPS_16 = {"PNG", "TIFF"}
+_KEEPS_ICC = {"PNG", "JPEG", "WEBP", "TIFF"}
+
+
+def _png_chunk_insert(data: bytes, icc: Optional[bytes], exif: Optional[bytes]) -> List[Tuple[bytes, bytes]]:
+    """The chunks of PNG ``data`` with iCCP and eXIf added after IHDR (where the PNG spec puts them)."""
+    chunks = list(png.Reader(bytes=data).chunks())
+    extra = []
+    if icc:
+        extra.append((b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        extra.append((b"eXIf", exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif))
+    return chunks[:1] + extra + chunks[1:]
+
+
+def _save_png16(tmp: str, a: np.ndarray, icc, exif) -> None:
+    import io
+
+    h, w = a.shape[:2]
+    planes = 1 if a.ndim == 2 else a.shape[2]
+    buf = io.BytesIO()
+    png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16).write(
+        buf, a.reshape(h, w * planes))
+    with open(tmp, "wb") as f:
+        png.write_chunks(f, _png_chunk_insert(buf.getvalue(), icc, exif))
+
+
+def _save_tiff16(tmp: str, a: np.ndarray, icc) -> None:
+    import tifffile
+
+    planes = 1 if a.ndim == 2 else a.shape[2]
+    tifffile.imwrite(tmp, a, photometric="minisblack" if planes in (1, 2) else "rgb",
+                     extrasamples=("unassalpha",) if planes in (2, 4) else None,
+                     compression="zlib", iccprofile=icc)
+
+
+def write_image(path, pixels: np.ndarray, alpha: Optional[np.ndarray] = None, *,
+                icc: Optional[bytes] = None, exif: Optional[bytes] = None) -> None:
+    """Write ``pixels`` ((H, W) or (H, W, 3), uint8, or uint16 for 16 bits per sample) and optional
+    alpha (the same dtype); format from the extension. ``icc``, ``exif``: the colour profile and
+    EXIF to store, where the format has a place for them (not BMP; no EXIF in a 16-bit TIFF).
+
+    Atomic (temporary file, then rename).  Formats without alpha (JPEG, BMP) drop it with a
+    warning, and 8-bit formats reduce 16-bit pixels to 8 bits with one.
     """
     p = Path(path)
     fmt = _SAVE_FORMAT.get(p.suffix.lower())
     if fmt is None:
         raise UserError(f"{p}: unknown image extension {p.suffix!r} (use one of {', '.join(IMAGE_EXTENSIONS)})")
     a = np.asarray(pixels)
-    if a.dtype != np.uint8:
-        raise ValueError(f"write_image expects uint8 pixels, got {a.dtype}")
+    if a.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image expects uint8 or uint16 pixels, got {a.dtype}")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise ValueError(f"write_image expects (H, W) or (H, W, 3) pixels, got {a.shape}")
     if alpha is not None:
-        alpha = np.asarray(alpha, dtype=np.uint8)
-        if alpha.shape != a.shape[:2]:
-            raise ValueError(f"alpha shape {alpha.shape} does not match pixels {a.shape[:2]}")
+        alpha = np.asarray(alpha)
+        if alpha.shape != a.shape[:2] or alpha.dtype != a.dtype:
+            raise ValueError(f"alpha {alpha.dtype} {alpha.shape} does not match pixels {a.dtype} {a.shape[:2]}")
         if fmt not in _KEEPS_ALPHA:
             log.warning("%s: %s cannot store alpha; it is dropped", p, fmt)
             alpha = None
+    if a.dtype == np.uint16 and fmt not in _KEEPS_16:
+        log.warning("%s: %s stores 8 bits per sample; the 16-bit result is reduced to 8 bits", p, fmt)
+        a = _to_uint8_from_16(a)
+        alpha = None if alpha is None else _to_uint8_from_16(alpha)
     if alpha is not None:
         a = np.dstack([a, alpha])
-        im = Image.fromarray(a, "LA" if a.shape[2] == 2 else "RGBA")
-    else:
-        im = Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
-    atomic_write(p, lambda tmp: im.save(tmp, format=fmt, **_SAVE_OPTIONS[fmt]))
+    if a.dtype == np.uint16:
+        if fmt == "PNG":
+            atomic_write(p, lambda tmp: _save_png16(tmp, a, icc, exif))
+        else:
+            atomic_write(p, lambda tmp: _save_tiff16(tmp, a, icc))
+        return
+    im = Image.fromarray(a, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[2] if a.ndim == 3 else 1])
+    opts = dict(_SAVE_OPTIONS[fmt])
+    if icc and fmt in _KEEPS_ICC:
+        opts["icc_profile"] = icc
+    if exif and fmt in _KEEPS_ICC:
+        opts["exif"] = exif
+    atomic_write(p, lambda tmp: im.save(tmp, format=fmt, **opts))
 
 
 def list_image_files(folder) -> List[Path]:

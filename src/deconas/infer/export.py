@@ -7,8 +7,13 @@ which needs the separate onnxscript package and brings nothing here.
 
 The graph's metadata (ONNX ``metadata_props``) carries what deconas needs to run it without
 the checkpoint: genotype, scale, channels (C), blocks (N), nodes (M), receptive_radius (the
-tile overlap in LR pixels), the deconas version and the checkpoint's SHA-256; its last entry,
-content_sha256, is the SHA-256 of every byte before it (:func:`deconas.infer.onnx_seal.seal`).
+tile overlap in LR pixels), precision, the deconas version and the checkpoint's SHA-256; its last
+entry, content_sha256, is the SHA-256 of every byte before it (:func:`deconas.infer.onnx_seal.seal`).
+
+The output is clamped to [0, 1] inside the graph: hosts such as chaiNNer convert the output to
+pixels without clipping. Precisions: fp32; fp16 (weights and arithmetic in half precision, for
+GPU hosts; input and output stay float32, so a host feeds it the same array); int8 (ONNX
+Runtime's static QDQ quantization of the fp32 graph, :mod:`deconas.infer.quantize`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from deconas import __version__
 from deconas.checkpoint import load_model, pretrained_path
-from deconas.constants import DEFAULT_OPSET, OPSETS, PRETRAINED_SCALE
+from deconas.constants import DEFAULT_OPSET, DEFAULT_PRECISION, OPSETS, PRECISIONS, PRETRAINED_SCALE
 from deconas.errors import UserError
 from deconas.infer.onnx_seal import seal
 from deconas.runtime import atomic_write, file_digest
@@ -34,33 +39,69 @@ FORMAT = "deconas-onnx-1"
 INPUT, OUTPUT = "lr", "sr"
 
 
-def _metadata(model, source: Optional[str]) -> dict:
+def _metadata(model, source: Optional[str], precision: str) -> dict:
     meta = {"format": FORMAT, "deconas_version": __version__, "genotype": str(model.genotype),
             "scale": str(model.scale), "channels": str(model.channels), "blocks": str(model.blocks),
             "nodes": str(model.genotype.nodes), "receptive_radius": str(receptive_radius(model)),
+            "precision": precision,
             "input": "LR RGB in [0, 1], (batch, 3, height, width) float32",
-            "output": "SR RGB, not clamped, (batch, 3, scale*height, scale*width) float32"}
+            "output": "SR RGB clamped to [0, 1], (batch, 3, scale*height, scale*width) float32"}
     if source:
         meta["checkpoint_sha256"] = source
     return meta
 
 
-def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> bytes:
-    """The serialized ONNX graph of a DeCoNASNet (fp32, dynamic batch/height/width)."""
-    if opset not in OPSETS:
-        raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
-    model = model.float().eval().cpu()
+class Clamped(torch.nn.Module):
+    """The exported function: the network in its weights' dtype, its output as float32 in [0, 1]."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        dtype = next(self.net.parameters()).dtype
+        return self.net(x.to(dtype)).float().clamp(0.0, 1.0)
+
+
+def _traced(model, opset: int, half: bool) -> onnx.ModelProto:
+    net = model.float().eval().cpu()
+    if half:
+        import copy
+
+        net = copy.deepcopy(net).half()  # the caller's network stays fp32
     buf = io.BytesIO()
     # Any size: with dynamic axes the graph does not depend on the example's.
     example = torch.rand(1, 3, 20, 24)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes are not the user's concern
-        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
+        torch.onnx.export(Clamped(net), (example,), buf, dynamo=False, opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
                           dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"},
                                         OUTPUT: {0: "batch", 2: "out_height", 3: "out_width"}})
-    proto = onnx.load_from_string(buf.getvalue())
-    for k, v in _metadata(model, source).items():
+    return onnx.load_from_string(buf.getvalue())
+
+
+def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
+               precision: str = DEFAULT_PRECISION, calib=None) -> bytes:
+    """The serialized, sealed ONNX graph of a DeCoNASNet (dynamic batch/height/width).
+    ``calib``: int8 only, the calibration LR patches (None: from the built-in photographs)."""
+    if opset not in OPSETS:
+        raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    proto = _traced(model, opset, half=precision == "fp16")
+    meta = _metadata(model, source, precision)
+    if precision == "int8":
+        from deconas.infer.quantize import calibration_patches, int8_cost, quantize_int8
+
+        patches = calibration_patches(None, model.scale) if calib is None else calib
+        fp32 = proto.SerializeToString()
+        int8 = quantize_int8(fp32, patches)
+        meta["int8_cost_db"] = f"{int8_cost(fp32, int8, model.scale):.3f}"
+        meta["int8_cost_on"] = "PSNR (Y) against fp32, centres of the built-in photographs"
+        proto = onnx.load_from_string(int8)
+        del proto.metadata_props[:]
+    for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     proto.producer_name = "deconas"
@@ -68,9 +109,10 @@ def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None) 
     return seal(proto.SerializeToString())
 
 
-def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None) -> Path:
+def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
+                precision: str = DEFAULT_PRECISION, calib=None) -> Path:
     """Write the ONNX graph of ``model`` to ``path`` atomically."""
-    data = onnx_bytes(model, opset=opset, source=source)
+    data = onnx_bytes(model, opset=opset, source=source, precision=precision, calib=calib)
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
@@ -88,9 +130,11 @@ def refuse_non_finite(model, src: Path) -> None:
                         f"checkpoint); nothing exported")
 
 
-def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, opset: int, overwrite: bool) -> dict:
+def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, opset: int, overwrite: bool,
+                      precision: str = DEFAULT_PRECISION, calib=None) -> dict:
     """Write the ONNX graph of ``checkpoint`` (None: the shipped network of ``scale``) to
-    ``output``; returns what was written (the network's metadata and receptive radius)."""
+    ``output``; returns what was written (the network's metadata and receptive radius).
+    ``calib``: int8 only, folders of HR images to calibrate on (None: the built-in photographs)."""
     out = Path(output)
     if out.suffix.lower() != ".onnx":
         raise UserError(f"-o {out}: the output must be a .onnx file")
@@ -101,6 +145,10 @@ def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, o
                         f"(torch's TorchScript exporter; default {DEFAULT_OPSET})")
     if out.exists() and not overwrite:
         raise UserError(f"-o {out}: exists; pass --overwrite to replace it")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if calib is not None and precision != "int8":
+        raise UserError(f"--calib: only int8 is calibrated (this export is {precision})")
     shipped = scale or PRETRAINED_SCALE
     src = pretrained_path(shipped) if checkpoint is None else Path(checkpoint)
     model, meta = load_model("pretrained" if checkpoint is None else checkpoint,
@@ -108,14 +156,23 @@ def export_checkpoint(checkpoint: Optional[str], scale: Optional[int], output, o
     if src.resolve() == out.resolve():
         raise UserError(f"-o {out}: is the checkpoint itself")
     refuse_non_finite(model, src)
-    export_onnx(model, out, opset=opset, source=file_digest(src))
-    return {**meta, "radius": receptive_radius(model), "opset": opset, "input": INPUT}
+    patches = None
+    if precision == "int8":
+        from deconas.infer.quantize import calibration_patches
+
+        patches = calibration_patches(calib, model.scale)  # a bad folder fails here, before any work
+    export_onnx(model, out, opset=opset, source=file_digest(src), precision=precision, calib=patches)
+    info = {**meta, "radius": receptive_radius(model), "opset": opset, "input": INPUT, "precision": precision}
+    if precision == "int8":
+        graph_meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+        info["int8_cost_db"] = float(graph_meta["int8_cost_db"])
+    return info
 
 
 def cache_worker(argv) -> int:
-    """``CHECKPOINT CACHE_FILE OPSET SHA256``: load and export (run by the backend in a child
-    process). Exit 2 with the error line for a bad checkpoint, 3 when the file cannot be written."""
-    path, out, opset, digest = argv
+    """``CHECKPOINT CACHE_FILE OPSET SHA256 PRECISION``: load and export (run by the backend in a
+    child process). Exit 2 with the error line for a bad checkpoint, 3 when the file cannot be written."""
+    path, out, opset, digest, precision = argv
     try:
         model = load_model(path, device="cpu")[0]
     except UserError as e:
@@ -125,7 +182,7 @@ def cache_worker(argv) -> int:
         print(f"checkpoint {path}: out of memory while loading it", file=sys.stderr)
         return 2
     try:
-        export_onnx(model, out, opset=int(opset), source=digest)
+        export_onnx(model, out, opset=int(opset), source=digest, precision=precision)
     except UserError as e:
         print(e, file=sys.stderr)
         return 3

@@ -11,7 +11,7 @@ import numpy as np
 from deconas.errors import UserError
 from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, resolve_backend
 from deconas.infer.onnx_cache import onnxruntime_for_model
-from deconas.infer.tiling import DEFAULT_OVERLAP, Backend, upscale_uint8
+from deconas.infer.tiling import DEFAULT_OVERLAP, Backend, upscale_pixels
 from deconas.space.network import DeCoNASNet
 
 
@@ -59,5 +59,5 @@ def upscale_array(model, lr: np.ndarray, tile: Optional[int] = 0, self_ensemble:
         overlap = DEFAULT_OVERLAP
     if not run.scale:  # a module without a scale attribute: learn it from a tiny input
         run(np.zeros((1, 3, 4, 4), np.float32))
-    return upscale_uint8(run, np.ascontiguousarray(lr), tile=tile, overlap=overlap, batch=batch,
+    return upscale_pixels(run, np.ascontiguousarray(lr), tile=tile, overlap=overlap, batch=batch,
                          self_ensemble=self_ensemble)

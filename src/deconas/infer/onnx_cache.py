@@ -23,8 +23,9 @@ from deconas.runtime import file_digest
 log = logging.getLogger("deconas")
 
 # Bumped when the exported graph changes for the same weights: old cache entries are then unused.
-# 2: graphs end in their content's SHA-256 (seal).
-EXPORT_VERSION = 2
+# 2: graphs end in their content's SHA-256 (seal). 3: the output is clamped in the graph; the
+# precision is part of the name.
+EXPORT_VERSION = 3
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deconas/onnx`` when XDG_CACHE_HOME is set (on every platform, so tests
@@ -52,9 +53,9 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
-def cache_path(digest: str, opset: int = DEFAULT_OPSET, kind: str = "ckpt") -> Path:
+def cache_path(digest: str, opset: int = DEFAULT_OPSET, kind: str = "ckpt", precision: str = "fp32") -> Path:
     """``kind`` ``ckpt``: ``digest`` is the checkpoint file's; ``model``: the weights' (model_digest)."""
-    return cache_dir() / f"{kind}-{digest[:40]}-opset{opset}-v{EXPORT_VERSION}.onnx"
+    return cache_dir() / f"{kind}-{digest[:40]}-opset{opset}-{precision}-v{EXPORT_VERSION}.onnx"
 
 
 def _open_cached(path: Path, threads) -> Optional[OnnxRuntimeBackend]:
@@ -75,14 +76,15 @@ def _open_cached(path: Path, threads) -> Optional[OnnxRuntimeBackend]:
         return None
 
 
-def _export_into_cache(model, path: Path, opset: int, source: Optional[str], threads) -> OnnxRuntimeBackend:
+def _export_into_cache(model, path: Path, opset: int, source: Optional[str], threads,
+                       precision: str = "fp32") -> OnnxRuntimeBackend:
     from deconas.infer.export import export_onnx, onnx_bytes  # torch: only when a graph must be made
 
     try:
-        export_onnx(model, path, opset=opset, source=source)
+        export_onnx(model, path, opset=opset, source=source, precision=precision)
     except UserError as e:  # an unwritable cache costs the export on every run, nothing else
         notice_once("cache", f"cannot cache the ONNX graph ({e}); exporting it in memory")
-        return OnnxRuntimeBackend(onnx_bytes(model, opset=opset, source=source), threads)
+        return OnnxRuntimeBackend(onnx_bytes(model, opset=opset, source=source, precision=precision), threads)
     return OnnxRuntimeBackend(path, threads)
 
 
@@ -93,11 +95,25 @@ def onnxruntime_for_model(model, threads: Optional[int] = None, opset: int = DEF
 
 
 def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Optional[int] = None,
-                               opset: int = DEFAULT_OPSET) -> OnnxRuntimeBackend:
+                               opset: int = DEFAULT_OPSET, precision: str = "fp32") -> OnnxRuntimeBackend:
     """An ONNX Runtime backend for a checkpoint file, keyed by the file's SHA-256. ``load()``
-    builds the torch network, and is only called (importing torch) when the graph is not cached."""
+    builds the torch network, and is only called (importing torch) when the graph is not cached.
+    ``precision`` int8: the graph is quantized on the built-in photographs the first time (about
+    half a minute); its measured PSNR cost is said once."""
+    if precision not in ("fp32", "int8"):
+        raise UserError(f"--precision {precision}: use fp32 or int8 on the CPU")
+    run = _for_checkpoint(path, load, threads, opset, precision)
+    if precision == "int8":
+        cost = run.meta.get("int8_cost_db")
+        notice_once("int8", f"int8 arithmetic: {float(cost):+.2f} dB PSNR (Y) against fp32 on the built-in "
+                            f"photographs for this network; --precision fp32, the default, runs it as trained"
+                    if cost is not None else "int8 arithmetic (its PSNR cost was not measured for this graph)")
+    return run
+
+
+def _for_checkpoint(path, load, threads, opset: int, precision: str) -> OnnxRuntimeBackend:
     digest = file_digest(path)
-    cached = cache_path(digest, opset)
+    cached = cache_path(digest, opset, precision=precision)
     hit = _open_cached(cached, threads)
     if hit is not None and hit.meta.get("checkpoint_sha256") == digest:
         return hit
@@ -105,17 +121,19 @@ def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Option
         log.warning("cached ONNX graph %s is not of %s; exporting it again", cached, path)
         hit = None
         cached.unlink(missing_ok=True)
-    if _export_in_child(path, cached, opset, digest):
+    if precision == "int8":
+        notice_once("int8-build", "quantizing the network to int8 once (cached for later runs)")
+    if _export_in_child(path, cached, opset, digest, precision):
         return OnnxRuntimeBackend(cached, threads)
-    return _export_into_cache(load(), cached, opset, digest, threads)
+    return _export_into_cache(load(), cached, opset, digest, threads, precision)
 
 
-def _export_in_child(path, cached: Path, opset: int, digest: str) -> bool:
+def _export_in_child(path, cached: Path, opset: int, digest: str, precision: str = "fp32") -> bool:
     """Export into the cache in a child process, so that this one never loads torch (its ~220 MB
     would count against an upscaling job's memory). False when the cache cannot be written
     (the caller then exports in memory); a bad checkpoint is the child's one-line error."""
     code = "import sys; from deconas.infer.export import cache_worker; sys.exit(cache_worker(sys.argv[1:]))"
-    r = subprocess.run([sys.executable, "-c", code, str(path), str(cached), str(opset), digest],
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(cached), str(opset), digest, precision],
                        capture_output=True, text=True)
     if r.returncode == 0 and cached.is_file():
         return True

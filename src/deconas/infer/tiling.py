@@ -1,4 +1,5 @@
-"""The tiler: a uint8 image through any backend, tile by tile, into a preallocated uint8 result.
+"""The tiler: an 8- or 16-bit image through any backend, tile by tile, into a preallocated result
+of the same depth.
 
 Tiling. The image is cut into a grid of nearly equal *cores* of at most ``tile`` LR pixels a
 side; each core is run with ``overlap`` pixels of real image context on every side (more on
@@ -79,24 +80,25 @@ def auto_batch(window: Tuple[int, int], window_pixels: int = WINDOW_PIXELS) -> i
 
 def _to_input(lr: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """(3, h, w) float32 in [0, 1] of one window (a grey image as three equal channels)."""
+    top = np.float32(np.iinfo(lr.dtype).max)
     win = lr[y0:y1, x0:x1]
     if win.ndim == 2:
         win = np.broadcast_to(win, (3, *win.shape))
     else:
         win = win.transpose(2, 0, 1)
-    return np.ascontiguousarray(win, dtype=np.float32) / np.float32(255)
+    return np.ascontiguousarray(win, dtype=np.float32) / top
 
 
-def _to_uint8(y: np.ndarray, grey: bool) -> np.ndarray:
-    """(3, h, w) float network output -> uint8 (h, w, 3), or (h, w) BT.601 luma for a grey input.
-    The order (luma, clamp, x255, round half to even) is that of the whole-image torch path."""
+def _to_pixels(y: np.ndarray, grey: bool, dtype=np.uint8) -> np.ndarray:
+    """(3, h, w) float network output -> ``dtype`` (h, w, 3), or (h, w) BT.601 luma for a grey input.
+    The order (luma, clamp, x max, round half to even) is that of the whole-image torch path."""
     if grey:
         y = y[0] * np.float32(LUMA[0]) + y[1] * np.float32(LUMA[1]) + y[2] * np.float32(LUMA[2])
     else:
         y = y.transpose(1, 2, 0)
     y = np.clip(y, 0, 1)
-    y *= np.float32(255)
-    return np.rint(y, out=y).astype(np.uint8)
+    y *= np.float32(np.iinfo(dtype).max)
+    return np.rint(y, out=y).astype(dtype)
 
 
 # The 8 symmetries of the square on (..., H, W) arrays as (transpose, flip rows, flip cols).
@@ -127,9 +129,9 @@ def _run_ensemble(backend: Backend, x: np.ndarray) -> np.ndarray:
     return acc / np.float32(len(_DIHEDRAL))
 
 
-def upscale_uint8(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, overlap: Optional[int] = None,
+def upscale_pixels(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, overlap: Optional[int] = None,
                   batch: Optional[int] = None, self_ensemble: bool = False) -> np.ndarray:
-    """Super-resolve a uint8 image (H, W) or (H, W, 3) into a preallocated uint8 result.
+    """Super-resolve a uint8 or uint16 image (H, W) or (H, W, 3) into a preallocated result of its dtype.
 
     Each tile's output is clamped, rounded and written into the result as soon as it is computed:
     apart from the input and the result, memory holds one batch of windows and their outputs,
@@ -137,8 +139,8 @@ def upscale_uint8(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, 
     :func:`auto_tile`); ``overlap``: context pixels around each core (default: the backend's
     receptive radius); ``batch``: windows per call (default: :func:`auto_batch`).
     """
-    if lr.dtype != np.uint8 or not (lr.ndim == 2 or (lr.ndim == 3 and lr.shape[2] == 3)):
-        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got {lr.dtype} {lr.shape}")
+    if lr.dtype not in (np.uint8, np.uint16) or not (lr.ndim == 2 or (lr.ndim == 3 and lr.shape[2] == 3)):
+        raise ValueError(f"expected a uint8 or uint16 (H, W) or (H, W, 3) array, got {lr.dtype} {lr.shape}")
     s = int(backend.scale)
     overlap = getattr(backend, "radius", None) if overlap is None else overlap
     if overlap is None:
@@ -149,7 +151,7 @@ def upscale_uint8(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, 
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got {tile}, {overlap}")
     grey = lr.ndim == 2
-    out = np.empty((s * h, s * w) if grey else (s * h, s * w, 3), np.uint8)
+    out = np.empty((s * h, s * w) if grey else (s * h, s * w, 3), lr.dtype)
     windows = [(ys, xs) for ys in spans(h, tile, overlap) for xs in spans(w, tile, overlap)]
     (_, _, wy0, wy1), (_, _, wx0, wx1) = windows[0]
     if batch is None:
@@ -165,12 +167,12 @@ def upscale_uint8(backend: Backend, lr: np.ndarray, tile: Optional[int] = None, 
             raise ValueError(f"backend output {tuple(y.shape)} is not a x{s} upscaling of {tuple(x.shape)}")
         for ((ya, yb, wy0, _), (xa, xb, wx0, _)), yi in zip(chunk, y):
             core = yi[:, s * (ya - wy0):s * (yb - wy0), s * (xa - wx0):s * (xb - wx0)]
-            out[s * ya:s * yb, s * xa:s * xb] = _to_uint8(core, grey)
+            out[s * ya:s * yb, s * xa:s * xb] = _to_pixels(core, grey, lr.dtype)
     return out
 
 
 def rgb_to_grey_uint8(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) uint8 with the same BT.601 luma weights as :func:`upscale_uint8`
+    """(H, W, 3) uint8 -> (H, W) uint8 with the same BT.601 luma weights as :func:`upscale_pixels`
     (for code that has the network's rounded RGB output of a greyscale input)."""
     y = rgb.astype(np.float64) @ np.asarray(LUMA)
     return np.clip(np.round(y), 0, 255).astype(np.uint8)

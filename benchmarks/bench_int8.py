@@ -1,0 +1,103 @@
+"""int8 against fp32 for each shipped network: speed in ONNX Runtime and the PSNR cost on Set5/Set14.
+
+The int8 graph is the one ``deconas upscale --precision int8`` builds (static QDQ, per-channel
+weights, calibrated on the built-in photographs). Speed: the network alone on one LR input of
+``--side`` pixels a side, median of ``--repeats`` runs each, and each precision's ratio to the
+roofline (the network's Mult-Adds at the faster of torch's NCHW and channels_last dense 3x3
+conv rates, measured in this run). PSNR/SSIM: Y channel, crop = scale, whole images, as
+``deconas eval`` computes them.
+
+    python benchmarks/bench_int8.py                          # data from ../shared/data/benchmark
+    python benchmarks/bench_int8.py --benchmark DIR/Set5 DIR/Set14 --scales 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deconas.checkpoint import load_model
+from deconas.data.images import iter_folder
+from deconas.data.imresize import bicubic_lr, modcrop
+from deconas.infer.backends import OnnxRuntimeBackend
+from deconas.infer.export import onnx_bytes
+from deconas.infer.quantize import calibration_patches, quantize_int8
+from deconas.infer.tiling import upscale_pixels
+from deconas.metrics import psnr_y
+from deconas.space.complexity import cost
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
+
+
+def conv_rate(threads: int, repeats: int = 5) -> float:
+    """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256, batch 1, in the
+    faster memory layout (best of ``repeats`` each)."""
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    best = float("inf")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        c = conv.to(memory_format=layout)
+        x = torch.rand(1, 64, 256, 256).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            c(x)
+            for _ in range(repeats):
+                t = time.perf_counter()
+                c(x)
+                best = min(best, time.perf_counter() - t)
+    return 64 * 64 * 9 * 256 * 256 / best
+
+
+def median_time(run, x, repeats: int) -> float:
+    run(x)  # the first run of a shape plans its kernels
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def psnr_of(run, folder: Path, scale: int) -> float:
+    vals = []
+    for _, hr in iter_folder(folder):
+        hr = modcrop(hr, scale)
+        vals.append(psnr_y(upscale_pixels(run, bicubic_lr(hr, scale), tile=0), hr, scale))
+    return float(np.mean(vals))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", nargs="+", type=Path,
+                    default=[DEFAULT_DATA / "Set5", DEFAULT_DATA / "Set14"])
+    ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--side", type=int, default=256, help="LR side of the timed input")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    print(f"{'scale':>5} {'precision':>9} {'time':>8} {'x roofline':>10} {'speed-up':>8} "
+          + " ".join(f"{d.name + ' PSNR':>11}" for d in args.benchmark), flush=True)
+    for s in args.scales:
+        model, _ = load_model("pretrained", scale=s, device="cpu")
+        fp32 = onnx_bytes(model)
+        int8 = quantize_int8(fp32, calibration_patches(None, s))
+        x = np.random.default_rng(0).random((1, 3, args.side, args.side), dtype=np.float32)
+        macs = cost(model.genotype, s, model.channels, model.blocks, hr_size=(s * args.side, s * args.side)).mult_adds
+        base = None
+        for name, graph in (("fp32", fp32), ("int8", int8)):
+            run = OnnxRuntimeBackend(graph, threads=args.threads)
+            t = median_time(run, x, args.repeats)
+            rate = conv_rate(args.threads)
+            base = base or t
+            psnrs = [psnr_of(run, d, s) for d in args.benchmark]
+            print(f"{s:>5} {name:>9} {t:7.3f}s {t / (macs / rate):9.2f}x {base / t:7.2f}x "
+                  + " ".join(f"{p:11.3f}" for p in psnrs), flush=True)
+
+
+if __name__ == "__main__":
+    main()

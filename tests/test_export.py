@@ -301,3 +301,27 @@ def test_calib_is_refused_without_int8_and_a_missing_calib_folder_is_one_line(tm
                  "--calib", str(tmp_path / "nowhere")]) == 2
     one_line_error(capsys, "nowhere")
     assert not out.exists()
+
+
+def test_eval_takes_precision_int8_and_labels_its_row(tmp_path, ckpt, capsys):
+    from deconas.data.datasets import builtin_images
+
+    d = tmp_path / "set"
+    d.mkdir()
+    for name, img in list(builtin_images())[:2]:
+        Image.fromarray(img[:64, :64]).save(d / f"{name}.png")
+    js = {}
+    for precision in ("fp32", "int8"):
+        js[precision] = tmp_path / f"{precision}.json"
+        assert main(["eval", "--checkpoint", str(ckpt), "--benchmark", str(d), "--precision", precision,
+                     "--json", str(js[precision])]) == 0
+    out = capsys.readouterr().out
+    assert "(int8)" in out
+    import json
+
+    a, b = (json.loads(js[p].read_text()) for p in ("fp32", "int8"))
+    pa, pb = (r["datasets"][0]["psnr"] for r in (a, b))
+    assert pa != pb and abs(pa - pb) < 1.0  # quantized: different, yet the same network
+    assert main(["eval", "--checkpoint", str(ckpt), "--benchmark", str(d), "--precision", "int8",
+                 "--backend", "torch"]) == 2
+    one_line_error(capsys, "ONNX Runtime")

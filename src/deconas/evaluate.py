@@ -14,14 +14,12 @@ import json
 import logging
 import math
 import queue
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from deconas.data.datasets import _HR_SUBFOLDERS, find_hr_folder, hr_files
 from deconas.errors import UserError
@@ -29,6 +27,8 @@ from deconas.data.images import IMAGE_EXTENSIONS, iter_folder, read_image, write
 from deconas.data.imresize import bicubic_lr, bicubic_up, modcrop
 from deconas.metrics import L, WIN, psnr_ssim_y
 from deconas.checkpoint import load_model
+from deconas.constants import DEFAULT_PRECISION
+from deconas.progress import bar as progress_bar
 from deconas.infer.inference import make_backend, upscale_array
 from deconas.infer.tiling import NonFiniteOutput
 from deconas.runtime import atomic_write_text, name_too_long, pick_device
@@ -201,8 +201,8 @@ def evaluate_methods(upscale_fns: Sequence[Callable[[np.ndarray], np.ndarray]], 
         items = _prefetch(items)
         name = _dataset_name(given, hr_folder)
         per_image, skipped = [[] for _ in fns], []
-        bar = tqdm(total=n_files, desc=f"{name} x{s}", unit="img", file=sys.stderr, leave=False,
-                   disable=not progress or n_files < 10)
+        bar = progress_bar(total=n_files, desc=f"{name} x{s}", unit="img", leave=False,
+                           disable=not progress or n_files < 10)
         try:
             for img_name, hr in items:
                 bar.update(1)
@@ -281,7 +281,8 @@ def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def network_upscaler(checkpoint: str, scale: Optional[int], device: Optional[str], backend: str = "torch",
-                     tile: int = 0, self_ensemble: bool = False) -> Tuple[Callable, int, str]:
+                     tile: int = 0, self_ensemble: bool = False,
+                     precision: str = DEFAULT_PRECISION) -> Tuple[Callable, int, str]:
     """(upscale_fn, scale, method name) for a checkpoint (or ``'pretrained'``) at ``scale``
     (None: the network's own), run on one backend made once for every image (an ONNX Runtime
     session and its cached graph are made once)."""
@@ -292,7 +293,9 @@ def network_upscaler(checkpoint: str, scale: Optional[int], device: Optional[str
     method = "pretrained" if checkpoint == "pretrained" else Path(checkpoint).name
     if self_ensemble:
         method += " (self-ensemble)"
-    run = make_backend(model, backend, device=dev)
+    if precision != DEFAULT_PRECISION:
+        method += f" ({precision})"
+    run = make_backend(model, backend, device=dev, precision=precision)
 
     def upscale_fn(lr):
         try:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from deconas.constants import DEFAULT_PRECISION
 from deconas.errors import UserError
 from deconas.evaluate import bicubic_upscaler, evaluate_methods, format_table, network_upscaler, save_json
+
+
+def _precision(args) -> str:
+    """``--precision`` as given, else the default; int8 is only for networks (not --bicubic)."""
+    return getattr(args, "precision", None) or DEFAULT_PRECISION
 
 
 def _identity(checkpoint: str, scale: int):
@@ -48,7 +54,7 @@ def cmd_eval(args) -> int:
         given.append("Bicubic")
     else:
         fn, scale, method = network_upscaler(args.checkpoint, args.scale, args.device, args.backend,
-                                             args.tile, args.self_ensemble)
+                                             args.tile, args.self_ensemble, _precision(args))
         fns.append(fn)
         labels.append(method)
         given.append(args.checkpoint)
@@ -59,7 +65,8 @@ def cmd_eval(args) -> int:
             raise UserError(f"--compare {ck}: {seen[key]}; give each network once")
         seen[key] = "given twice"
         try:
-            fn, _, method = network_upscaler(ck, scale, args.device, args.backend, args.tile, args.self_ensemble)
+            fn, _, method = network_upscaler(ck, scale, args.device, args.backend, args.tile, args.self_ensemble,
+                                              _precision(args))
         except UserError as e:
             raise UserError(f"--compare {ck}: {e}") from None
         fns.append(fn)

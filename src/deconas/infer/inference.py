@@ -15,18 +15,23 @@ from deconas.infer.tiling import DEFAULT_OVERLAP, Backend, upscale_pixels
 from deconas.space.network import DeCoNASNet
 
 
-def make_backend(model, backend: str = "auto", device=None, threads: Optional[int] = None) -> Backend:
+def make_backend(model, backend: str = "auto", device=None, threads: Optional[int] = None,
+                 precision: str = "fp32") -> Backend:
     """A backend for a network object: a DeCoNASNet runs on ONNX Runtime where ``backend``
-    resolves to it; any other torch module runs with torch; a backend is returned as it is."""
+    resolves to it; any other torch module runs with torch; a backend is returned as it is.
+    ``precision`` int8 needs ONNX Runtime."""
     if isinstance(model, (OnnxRuntimeBackend, TorchBackend)) or not hasattr(model, "parameters"):
         return model  # already a backend (any callable on arrays with a scale)
     kind = resolve_backend(backend, device if device is not None else _model_device_name(model))
+    if precision != "fp32" and (kind != "onnxruntime" or not isinstance(model, DeCoNASNet)):
+        raise UserError(f"--precision {precision} runs with ONNX Runtime on the CPU; this run uses torch "
+                        f"(drop --backend torch / --device, or use --precision fp32)")
     if kind == "onnxruntime":
         if not isinstance(model, DeCoNASNet):
             if backend == "onnxruntime":
                 raise UserError(f"--backend onnxruntime: {type(model).__name__} is not a DeCoNASNet; use torch")
             return TorchBackend(model, device)
-        return onnxruntime_for_model(model, threads)
+        return onnxruntime_for_model(model, threads, precision=precision)
     return TorchBackend(model, device)
 
 

@@ -88,10 +88,30 @@ def _export_into_cache(model, path: Path, opset: int, source: Optional[str], thr
     return OnnxRuntimeBackend(path, threads)
 
 
-def onnxruntime_for_model(model, threads: Optional[int] = None, opset: int = DEFAULT_OPSET) -> OnnxRuntimeBackend:
+def onnxruntime_for_model(model, threads: Optional[int] = None, opset: int = DEFAULT_OPSET,
+                          precision: str = "fp32") -> OnnxRuntimeBackend:
     """An ONNX Runtime backend for a DeCoNASNet object, through the cache (keyed by its weights)."""
-    path = cache_path(model_digest(model), opset, kind="model")
-    return _open_cached(path, threads) or _export_into_cache(model, path, opset, None, threads)
+    _check_precision(precision)
+    path = cache_path(model_digest(model), opset, kind="model", precision=precision)
+    run = _open_cached(path, threads) or _export_into_cache(model, path, opset, None, threads, precision)
+    return _said(run, precision)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in ("fp32", "int8"):
+        raise UserError(f"--precision {precision}: use fp32 or int8 on the CPU")
+    if precision == "int8":
+        notice_once("int8-build", "quantizing the network to int8 once (cached for later runs)")
+
+
+def _said(run: OnnxRuntimeBackend, precision: str) -> OnnxRuntimeBackend:
+    """``run``, with int8's measured cost said once per process."""
+    if precision == "int8":
+        cost = run.meta.get("int8_cost_db")
+        notice_once("int8", f"int8 arithmetic: {float(cost):+.2f} dB PSNR (Y) against fp32 on the built-in "
+                            f"photographs for this network; --precision fp32, the default, runs it as trained"
+                    if cost is not None else "int8 arithmetic (its PSNR cost was not measured for this graph)")
+    return run
 
 
 def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Optional[int] = None,
@@ -100,15 +120,8 @@ def onnxruntime_for_checkpoint(path, load: Callable[[], object], threads: Option
     builds the torch network, and is only called (importing torch) when the graph is not cached.
     ``precision`` int8: the graph is quantized on the built-in photographs the first time (about
     half a minute); its measured PSNR cost is said once."""
-    if precision not in ("fp32", "int8"):
-        raise UserError(f"--precision {precision}: use fp32 or int8 on the CPU")
-    run = _for_checkpoint(path, load, threads, opset, precision)
-    if precision == "int8":
-        cost = run.meta.get("int8_cost_db")
-        notice_once("int8", f"int8 arithmetic: {float(cost):+.2f} dB PSNR (Y) against fp32 on the built-in "
-                            f"photographs for this network; --precision fp32, the default, runs it as trained"
-                    if cost is not None else "int8 arithmetic (its PSNR cost was not measured for this graph)")
-    return run
+    _check_precision(precision)
+    return _said(_for_checkpoint(path, load, threads, opset, precision), precision)
 
 
 def _for_checkpoint(path, load, threads, opset: int, precision: str) -> OnnxRuntimeBackend:
@@ -121,8 +134,6 @@ def _for_checkpoint(path, load, threads, opset: int, precision: str) -> OnnxRunt
         log.warning("cached ONNX graph %s is not of %s; exporting it again", cached, path)
         hit = None
         cached.unlink(missing_ok=True)
-    if precision == "int8":
-        notice_once("int8-build", "quantizing the network to int8 once (cached for later runs)")
     if _export_in_child(path, cached, opset, digest, precision):
         return OnnxRuntimeBackend(cached, threads)
     return _export_into_cache(load(), cached, opset, digest, threads, precision)

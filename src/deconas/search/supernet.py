@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from deconas.space import complexity
 from deconas.space.genotype import Genotype
-from deconas.space.layers import ChannelAttention, Op, conv
+from deconas.space.layers import ChannelAttention, Op, conv, mean_of
 from deconas.space.network import DeCoNASNet, DenseNetwork, check_size
 from deconas.space.ops import K
 
@@ -96,7 +96,7 @@ class SharedMixNode(nn.Module):
         if not active:
             return self.ca(F.relu(feats[-1]))  # no op: ReLU of the previous node (or x_in), as DeCoNASNet
         outs = [self.ops[k](_cat(feats, idx), idx) for k, idx in active]
-        y = outs[0] if len(outs) == 1 else torch.stack(outs, 0).mean(0)
+        y = mean_of(outs)
         return self.ca(F.relu(y))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from typing import List
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -39,7 +41,10 @@ class Op(nn.Module):
             self.conv = conv(cin, cout, s.kernel, s.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
+        return self.convolve(F.relu(x))
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The operation after its ReLU, for callers that hold the activated input already."""
         return self.pw(self.dw(x)) if self.spec.separable else self.conv(x)
 
 
@@ -63,6 +68,16 @@ def current_names(state: dict) -> dict:
             k = _SUPERNET.sub(lambda g: f".ops.{g.group(1)}.{'dw' if g.group(2) == 'depthwise' else 'pw'}.", k)
         out[k] = v
     return out
+
+
+def mean_of(outs: List[torch.Tensor]) -> torch.Tensor:
+    """A mix node's mean of its active operations, as a sum: exported, that is Adds and a Div,
+    where ``torch.stack(outs).mean(0)`` became Unsqueeze + Concat + ReduceMean, which ONNX
+    Runtime runs far slower (measured in docs/upscale.md)."""
+    y = outs[0]
+    for o in outs[1:]:
+        y = y + o
+    return y if len(outs) == 1 else y / len(outs)
 
 
 class ChannelAttention(nn.Module):

@@ -7,14 +7,14 @@ data-dependent control flow (the loops run over structure only) and traces/expor
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from deconas.constants import SCALES
 from deconas.space.genotype import Genotype
-from deconas.space.layers import ChannelAttention, Op, Upsampler, conv, current_names
+from deconas.space.layers import ChannelAttention, Op, Upsampler, conv, current_names, mean_of
 from deconas.space.ops import K
 
 
@@ -36,12 +36,23 @@ class MixNode(nn.Module):
         self.relu = nn.ReLU()
         self.ca = ChannelAttention(channels)
 
-    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: List[torch.Tensor], active: Optional[List[torch.Tensor]] = None,
+                cats: Optional[Dict[Tuple[int, ...], torch.Tensor]] = None) -> torch.Tensor:
+        """``feats``: the block's input and the earlier nodes' outputs. Every operation starts with
+        a ReLU of its concatenated inputs; ``active`` holds ``feats`` with that ReLU applied and
+        ``cats`` the concatenations made so far, shared by the block's nodes (the DNB passes
+        them), so each is computed once per block rather than once per operation."""
         if len(self.ops) == 0:
             return self.ca(self.relu(feats[-1]))  # feats[-1] is the previous node (or x_in)
-        outs = [op(torch.cat([feats[j] for j in idx], 1)) for op, idx in zip(self.ops, self.op_inputs)]
-        y = outs[0] if len(outs) == 1 else torch.stack(outs, 0).mean(0)
-        return self.ca(self.relu(y))
+        active = [self.relu(f) for f in feats] if active is None else active
+        cats = {} if cats is None else cats
+        outs = []
+        for op, idx in zip(self.ops, self.op_inputs):
+            key = tuple(idx)
+            if key not in cats:
+                cats[key] = active[idx[0]] if len(idx) == 1 else torch.cat([active[j] for j in idx], 1)
+            outs.append(op.convolve(cats[key]))
+        return self.ca(self.relu(mean_of(outs)))
 
 
 class DNB(nn.Module):
@@ -54,9 +65,13 @@ class DNB(nn.Module):
         self.lff = conv(len(self.lff_inputs) * channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [x]
+        # A node's output is CA(ReLU(.)) >= 0, so its ReLU is itself: only the block's input
+        # needs one, taken once for every operation that reads it.
+        feats, active, cats = [x], [torch.relu(x)], {}
         for node in self.nodes:
-            feats.append(node(feats))
+            y = node(feats, active, cats)
+            feats.append(y)
+            active.append(y)
         return self.lff(torch.cat([feats[i] for i in self.lff_inputs], 1)) + x
 
 

@@ -250,7 +250,11 @@ def test_a_bad_outscale_or_suffix_is_one_line_and_writes_nothing(tmp_path, ckpt,
     assert not (tmp_path / "o").exists()
 
 
-def test_int8_upscaling_is_close_to_fp32_says_its_cost_once_and_needs_onnxruntime(tmp_path, ckpt, capsys):
+def test_int8_upscaling_is_close_to_fp32_says_its_cost_once_and_needs_onnxruntime(tmp_path, ckpt, capsys,
+                                                                                  monkeypatch):
+    from deconas.infer import backends
+
+    monkeypatch.setattr(backends, "_notified", set())  # notices are once per process: as in a fresh one
     src = save(tmp_path / "a.png", rng_image((24, 20, 3), 5))
     assert run(src, "-o", tmp_path / "fp32", "--checkpoint", ckpt) == 0
     assert run(src, "-o", tmp_path / "int8", "--checkpoint", ckpt, "--precision", "int8") == 0

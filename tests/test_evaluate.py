@@ -251,3 +251,14 @@ def test_model_card_set5_rows_equal_a_fresh_eval(scale, tmp_path):
         row = rows[(scale, model)]
         assert (row["Set5 PSNR (Y)"], row["Set5 SSIM (Y)"], row["Set5 PSNR (RGB)"]) == (
             f"{got['psnr']:.2f}", f"{got['ssim']:.4f}", f"{got['psnr_rgb']:.2f}"), (model, got)
+
+
+def test_eval_off_a_terminal_reports_progress_in_plain_lines_without_carriage_returns(tmp_path, capsys):
+    d = tmp_path / "set"
+    d.mkdir()
+    for i in range(10):  # a bar is shown from 10 images on
+        write_image(d / f"p{i}.png", photo(24, 24, seed=i))
+    assert main(["eval", "--bicubic", "--scale", "2", "--benchmark", str(d)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert any(ln.startswith("set x2: 10/10 img") for ln in err.splitlines()), err

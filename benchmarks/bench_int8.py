@@ -31,25 +31,9 @@ from deconas.infer.tiling import upscale_pixels
 from deconas.metrics import psnr_y
 from deconas.space.complexity import cost
 
+from bench_upscale import conv_rate  # the same roofline as the upscale benchmark (this folder)
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
-
-
-def conv_rate(threads: int, repeats: int = 5) -> float:
-    """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256, batch 1, in the
-    faster memory layout (best of ``repeats`` each)."""
-    torch.set_num_threads(threads)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
-    best = float("inf")
-    for layout in (torch.contiguous_format, torch.channels_last):
-        c = conv.to(memory_format=layout)
-        x = torch.rand(1, 64, 256, 256).contiguous(memory_format=layout)
-        with torch.inference_mode():
-            c(x)
-            for _ in range(repeats):
-                t = time.perf_counter()
-                c(x)
-                best = min(best, time.perf_counter() - t)
-    return 64 * 64 * 9 * 256 * 256 / best
 
 
 def median_time(run, x, repeats: int) -> float:
@@ -92,7 +76,8 @@ def main() -> None:
         for name, graph in (("fp32", fp32), ("int8", int8)):
             run = OnnxRuntimeBackend(graph, threads=args.threads)
             t = median_time(run, x, args.repeats)
-            rate = conv_rate(args.threads)
+            torch.set_num_threads(args.threads)
+            rate = conv_rate()
             base = base or t
             psnrs = [psnr_of(run, d, s) for d in args.benchmark]
             print(f"{s:>5} {name:>9} {t:7.3f}s {t / (macs / rate):9.2f}x {base / t:7.2f}x "

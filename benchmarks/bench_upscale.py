@@ -1,17 +1,19 @@
 """Upscaling speed against the roofline, and peak memory, as a user runs ``deconas upscale``.
 
-The roofline is the network's Mult-Adds at the dense 3x3 convolution rate torch reaches on this
-machine (64 -> 64 channels, 256x256, batch 1, torch's default threads, the faster of NCHW and
-channels_last), measured in this process between the timed runs; a ratio of 1.0 means the
-network ran as fast as one big dense conv.
+The roofline is the network's Mult-Adds at the fp32 dense 3x3 convolution rate torch reaches
+on this machine (64 -> 64 channels, 256x256, batch 1, torch's default threads, the faster of
+NCHW and channels_last), measured in this process between the timed runs; a ratio of 1.0 means
+the network ran as fast as one big fp32 dense conv. Where the defaults compute in bf16 (a CPU
+with AMX-BF16), the same conv's bf16 rate is printed beside it: the limit of that arithmetic.
 
     python benchmarks/bench_upscale.py                 # 6 photos of 512x512 at x2 through the CLI
     python benchmarks/bench_upscale.py --memory 3000x2000 6000x4000   # peak RSS of one image each
-    python benchmarks/bench_upscale.py --windows 256 330 512 --backends onnxruntime torch
+    python benchmarks/bench_upscale.py --windows 256 330 512 --backends onnxruntime torch torch-bf16
 
 CLI runs are subprocesses (wall time includes process start, reading and writing PNG), with
 the shipped x2 network and the CLI's defaults. ``cold``: an empty ONNX cache (the graph is
-exported first); ``warm``: the cache the cold run left. The machine's load average is printed
+exported first where ONNX Runtime runs it); ``warm``: the cache the cold run left; ``fp32``:
+``--precision fp32`` (ONNX Runtime) with the warm cache. The machine's load average is printed
 beside every figure: on a shared machine wall times are upper bounds, the ratio to the roofline
 measured in the same run is the figure to compare.
 """
@@ -41,15 +43,16 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
 
 
-def conv_rate(repeats: int = 5) -> float:
+def conv_rate(repeats: int = 5, dtype=torch.float32) -> float:
     """Mult-Adds per second of a dense 3x3 conv, 64 -> 64 channels, 256x256, in the faster of the
     two memory layouts (NCHW and channels_last: which one is faster depends on the machine),
-    best of ``repeats`` each: the machine's limit."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    best of ``repeats`` each: the machine's limit (fp32, the roofline; bf16 is printed beside it
+    for the runs that use it)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval().to(dtype)
     best = float("inf")
     for layout in (torch.contiguous_format, torch.channels_last):
         c = conv.to(memory_format=layout)
-        x = torch.rand(1, 64, 256, 256).contiguous(memory_format=layout)
+        x = torch.rand(1, 64, 256, 256, dtype=dtype).contiguous(memory_format=layout)
         with torch.inference_mode():
             c(x)
             for _ in range(repeats):
@@ -94,7 +97,16 @@ def run_cli(argv, env) -> tuple:
     return wall, ru.ru_maxrss / 1024
 
 
+KINDS = {  # what each timed run is: (ONNX cache emptied first, extra options)
+    "cold": (True, []),  # the defaults, nothing cached (the ONNX graph exported where it is used)
+    "warm": (False, []),  # the defaults again
+    "fp32": (False, ["--precision", "fp32"]),  # fp32 (ONNX Runtime), warm cache
+}
+
+
 def bench_cli(args) -> None:
+    from deconas.infer.backends import resolve_precision
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-upscale-"))
     h = w = args.size
     photos(tmp / "in", args.images, h, w)
@@ -103,26 +115,30 @@ def bench_cli(args) -> None:
     extra = args.extra or []
     print(f"{args.images} photos of {w}x{h} at x2, shipped network ({GENOTYPE}, C={C}, N={N}); "
           f"{work / 1e9:.0f} G Mult-Adds; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"defaults here: precision {'/'.join(resolve_precision(None, 'auto'))}; "
           f"command: deconas upscale DIR -o OUT --scale 2 {' '.join(extra)}")
     rates, rows = [conv_rate()], []
     for rep in range(args.repeats):
         for kind in args.kinds:
-            if kind == "cold":
+            cold, opts = KINDS[kind]
+            if cold:
                 subprocess.run(["rm", "-rf", str(tmp / "cache")], check=True)
             out = tmp / f"out-{kind}-{rep}"
             before = load()
-            wall, rss = run_cli(["upscale", str(tmp / "in"), "-o", str(out), "--scale", "2", *extra], env)
-            rate = conv_rate()
+            wall, rss = run_cli(["upscale", str(tmp / "in"), "-o", str(out), "--scale", "2", *opts, *extra], env)
+            rate, rate16 = conv_rate(), conv_rate(dtype=torch.bfloat16)
             rates.append(rate)
             # each run against the roofline measured right after it
-            rows.append((kind, wall, wall / (work / rate), rss, before))
+            rows.append((kind, wall, wall / (work / rate), rss, before, wall / (work / rate16)))
             print(f"  {kind:>5}: {wall:6.2f} s wall = {wall / (work / rate):.2f}x the roofline "
-                  f"({rate / 1e9:.1f} GMAC/s -> {work / rate:.2f} s); peak RSS {rss:.0f} MB; load {before}",
-                  flush=True)
+                  f"({rate / 1e9:.1f} GMAC/s -> {work / rate:.2f} s; bf16 dense conv {rate16 / 1e9:.0f} GMAC/s, "
+                  f"{wall / (work / rate16):.2f}x that); peak RSS {rss:.0f} MB; load {before}", flush=True)
     for kind in args.kinds:
         r = [x[2] for x in rows if x[0] == kind]
+        r16 = [x[5] for x in rows if x[0] == kind]
         print(f"{kind}: median {statistics.median(r):.2f}x, best {min(r):.2f}x the roofline "
-              f"(roofline median {statistics.median(rates) / 1e9:.1f} GMAC/s)")
+              f"(median wall {statistics.median(x[1] for x in rows if x[0] == kind):.2f} s; roofline median "
+              f"{statistics.median(rates) / 1e9:.1f} GMAC/s; {statistics.median(r16):.2f}x the bf16 dense conv)")
 
 
 def bench_memory(args) -> None:
@@ -152,6 +168,8 @@ def bench_windows(args) -> None:
     for b in args.backends:
         if b == "torch":
             runs["torch"] = TorchBackend(model)
+        elif b == "torch-bf16":
+            runs["torch-bf16"] = TorchBackend(model, precision="bf16")
         else:
             ort_run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: model)  # the user cache
             runs["onnxruntime"] = ort_run
@@ -182,10 +200,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--size", type=int, default=512, help="side of each photo in LR pixels")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--kinds", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS),
+                    help="cold/warm: the defaults with an empty/filled ONNX cache; fp32: --precision fp32, warm")
     ap.add_argument("--memory", nargs="+", metavar="WxH", help="peak RSS of one WxH image at x2 instead")
     ap.add_argument("--windows", type=int, nargs="+", help="time the network alone on these window sides")
-    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bf16"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
     ap.add_argument("--spin", action="store_true", help="also time ONNX Runtime with spinning threads and with its arena")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, help="more options for deconas upscale")

@@ -20,7 +20,7 @@ from deconas.errors import UserError
 from deconas.infer import backends as backend_mod
 from deconas.infer import export as export_mod
 from deconas.infer import onnx_cache
-from deconas.infer.backends import (OnnxRuntimeBackend, TorchBackend, notice_once,
+from deconas.infer.backends import (OnnxRuntimeBackend, TorchBackend, notice_once, resolve_precision,
                                     resolve_backend)
 from deconas.infer.onnx_cache import cache_dir, cache_path, model_digest
 from deconas.infer.tiling import DEFAULT_OVERLAP
@@ -252,3 +252,113 @@ def test_a_damaged_cache_entry_is_removed_and_exported_again(monkeypatch, tmp_pa
     run = onnx_cache.onnxruntime_for_model(net, threads=1)
     assert entry.stat().st_size > 1000 and run.scale == 2
     assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+# precision: auto, bf16 and the allocator
+
+
+@pytest.mark.parametrize("amx, cuda, backend, device, want", [
+    (True, False, "auto", None, ("bf16", "torch")),  # a CPU with AMX-BF16: torch in bf16
+    (False, False, "auto", None, ("fp32", "onnxruntime")),  # without: fp32 where auto puts it
+    (True, False, "onnxruntime", None, ("fp32", "onnxruntime")),  # ONNX Runtime asked for: fp32
+    (True, False, "torch", "cpu", ("bf16", "torch")),
+    (True, True, "auto", None, ("fp32", "torch")),  # CUDA: bf16 there was not measured
+    (True, True, "auto", "cpu", ("bf16", "torch")),
+])
+def test_auto_precision_is_bf16_with_torch_only_on_a_cpu_with_amx(machine, monkeypatch, amx, cuda, backend,
+                                                                  device, want):
+    machine(cuda=cuda, ort=True)
+    monkeypatch.setattr(backend_mod, "native_bf16", lambda: amx)
+    assert resolve_precision(None, backend, device) == want
+    assert resolve_precision("auto", backend, device) == want
+
+
+def test_an_explicit_precision_runs_where_it_can_or_is_one_line(machine, monkeypatch):
+    machine(cuda=False, ort=True)
+    monkeypatch.setattr(backend_mod, "native_bf16", lambda: False)
+    assert resolve_precision("bf16", "auto") == ("bf16", "torch")  # asked for: even without AMX
+    assert resolve_precision("fp32", "auto") == ("fp32", "onnxruntime")
+    assert resolve_precision("int8", "auto") == ("int8", "onnxruntime")
+    for p, b, says in (("bf16", "onnxruntime", "runs with torch"), ("int8", "torch", "ONNX Runtime"),
+                       ("fp16", "auto", "use one of")):
+        with pytest.raises(UserError, match=says):
+            resolve_precision(p, b)
+
+
+def test_native_bf16_is_the_amx_bf16_flag_of_cpuinfo(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_int8\n")
+    assert backend_mod.native_bf16(str(f)) is False  # AVX512-BF16 alone: not measured faster
+    f.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    assert backend_mod.native_bf16(str(f)) is True
+    assert backend_mod.native_bf16(str(tmp_path / "none")) is False
+
+
+@pytest.fixture(scope="module")
+def shipped_x2():
+    from deconas.checkpoint import load_model
+
+    return load_model("pretrained", scale=2)[0]
+
+
+def test_bf16_network_keeps_its_first_and_last_convs_fp32_and_stays_near_fp32(shipped_x2):
+    from deconas.data.datasets import builtin_images
+    from deconas.infer.backends import bf16_network
+    before = {k: v.clone() for k, v in shipped_x2.state_dict().items()}
+    b = bf16_network(shipped_x2)
+    # the original is untouched (still fp32, same values)
+    assert all(torch.equal(v, before[k]) for k, v in shipped_x2.state_dict().items())
+    # the image's convs are the original's exact fp32 weights, not rounded through bf16
+    assert torch.equal(b.sfe1[0].weight, shipped_x2.sfe1.weight) and b.sfe1[0].weight.dtype == torch.float32
+    assert torch.equal(b.tail[1].weight, shipped_x2.tail.weight)
+    assert all(p.dtype == torch.bfloat16 for n, p in b.named_parameters() if n.startswith(("dnbs", "gff", "upsample")))
+    img = dict(builtin_images())["astronaut.png"][100:164, 180:244]
+    x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    ref = TorchBackend(shipped_x2)(x)
+    out = TorchBackend(shipped_x2, precision="bf16")(x)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    # bf16 keeps 8 significant bits: the output is far closer to fp32's than one uint8 level
+    to8 = lambda a: np.clip(np.rint(a[0].transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)  # noqa: E731
+    assert np.abs(out - ref).max() < 4 / 255
+    mse = np.mean((to8(out).astype(float) - to8(ref)) ** 2)
+    assert 10 * np.log10(255 ** 2 / max(mse, 1e-12)) > 45
+
+
+def test_bf16_refuses_a_module_that_is_not_a_deconas_network():
+    with pytest.raises(UserError, match="not a deconas network"):
+        TorchBackend(Nearest3(), precision="bf16")
+    with pytest.raises(UserError, match="does not run with torch"):
+        TorchBackend(Nearest3(), precision="int8")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_lets_a_large_block_be_reused_without_page_faults():
+    """A feature map's size (64 MB) malloc'd, touched and freed twice in a fresh process: by
+    default the second is a fresh mapping whose every page faults in; kept, it is the first."""
+    code = """if True:
+        import ctypes, resource, sys
+        from deconas.infer.backends import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory()
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+        def faults(n=64 << 20):
+            a0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            p = libc.malloc(n)
+            libc.memset(p, 1, n)
+            libc.free(p)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - a0
+        faults()
+        print(faults())
+    """
+    faults = {}
+    for mode in ("default", "keep"):
+        r = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        faults[mode] = int(r.stdout)
+    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert faults["keep"] < pages // 20  # the second 64 MB came from the freed first: few faults
+    if faults["default"] < pages // 2:
+        pytest.skip(f"this libc reuses the block by default too ({faults['default']} faults)")

@@ -262,3 +262,20 @@ def test_eval_off_a_terminal_reports_progress_in_plain_lines_without_carriage_re
     err = capsys.readouterr().err
     assert "\r" not in err
     assert any(ln.startswith("set x2: 10/10 img") for ln in err.splitlines()), err
+
+
+def test_eval_precision_bf16_is_labelled_and_within_a_hundredth_of_a_db_of_fp32(tmp_path, capsys):
+    from deconas.data.datasets import builtin_images
+
+    hr = dict(builtin_images())["astronaut.png"][96:192, 160:256]
+    (tmp_path / "set").mkdir()
+    write_image(tmp_path / "set" / "face.png", hr)
+    js = {}
+    for p in ("fp32", "bf16"):
+        js[p] = tmp_path / f"{p}.json"
+        assert main(["eval", "--checkpoint", "pretrained", "--scale", "2", "--benchmark", str(tmp_path / "set"),
+                     "--precision", p, "--json", str(js[p])]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained (bf16)" in out
+    psnr = {p: json.loads(js[p].read_text())["datasets"][0]["psnr"] for p in js}
+    assert psnr["bf16"] != psnr["fp32"] and abs(psnr["bf16"] - psnr["fp32"]) <= 0.01

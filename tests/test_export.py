@@ -21,6 +21,10 @@ from deconas.cli import main
 from deconas.space.network import receptive_radius
 
 
+# The ONNX Runtime path these tests are about, on any CPU (auto is bf16 with torch on AMX).
+FP32 = ["--precision", "fp32"]
+
+
 def one_line_error(capsys, *needles):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -94,7 +98,7 @@ def test_upscale_caches_the_graph_by_checkpoint_hash_and_exports_it_once(tmp_pat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo(tmp_path / "a.png")
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()  # computed here, independently
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt), *FP32]) == 0
     entries = list((tmp_path / "cache" / "deconas" / "onnx").iterdir())
     assert len(entries) == 1 and digest[:40] in entries[0].name and entries[0].suffix == ".onnx"
     assert {p.key: p.value for p in __import__("onnx").load(str(entries[0])).metadata_props}[
@@ -103,7 +107,7 @@ def test_upscale_caches_the_graph_by_checkpoint_hash_and_exports_it_once(tmp_pat
     def no_export(*a, **k):
         raise AssertionError("exported again")
     monkeypatch.setattr(export_mod, "onnx_bytes", no_export)
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o3"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o3"), "--checkpoint", str(ckpt), *FP32]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o2" / "a_x2.png")),
                           np.asarray(Image.open(tmp_path / "o3" / "a_x2.png")))
 
@@ -116,7 +120,7 @@ def test_a_damaged_cache_entry_is_exported_again(tmp_path, ckpt, monkeypatch):
     entry = cache_path(digest)
     entry.parent.mkdir(parents=True)
     entry.write_bytes(b"\x00" * 100)  # a torn write
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt), *FP32]) == 0
     assert entry.stat().st_size > 1000 and (tmp_path / "o" / "a_x2.png").is_file()
 
 
@@ -126,7 +130,7 @@ def test_an_unwritable_cache_still_upscales_with_one_notice(tmp_path, ckpt, monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(backend_mod, "_notified", set())
     photo(tmp_path / "a.png")
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt), *FP32]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot cache" in err[0]
     assert (tmp_path / "o" / "a_x2.png").is_file()
@@ -138,10 +142,10 @@ def test_auto_falls_back_to_torch_with_one_notice_without_onnxruntime(tmp_path, 
     d = tmp_path / "in"
     d.mkdir()
     photo(d / "a.png"), photo(d / "b.png", seed=1)
-    assert main(["upscale", str(d), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(d), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt), *FP32]) == 0
     err = [ln for ln in capsys.readouterr().err.splitlines() if "onnxruntime" in ln]
     assert len(err) == 1 and "torch" in err[0]
-    assert main(["upscale", str(d), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt),
+    assert main(["upscale", str(d), "-o", str(tmp_path / "o2"), "--checkpoint", str(ckpt), *FP32,
                  "--backend", "onnxruntime"]) == 2
     one_line_error(capsys, "onnxruntime is not installed")
 
@@ -152,7 +156,7 @@ def test_backends_agree_through_the_cli_and_eval_takes_backend(tmp_path, ckpt, c
     d.mkdir()
     photo(d / "a.png", 33, 47), photo(d / "b.png", 40, 40, seed=1)
     for b in ("torch", "onnxruntime"):
-        assert main(["upscale", str(d), "-o", str(tmp_path / b), "--checkpoint", str(ckpt), "--backend", b]) == 0
+        assert main(["upscale", str(d), "-o", str(tmp_path / b), "--checkpoint", str(ckpt), *FP32, "--backend", b]) == 0
     for n in ("a_x2.png", "b_x2.png"):
         t, o = (np.asarray(Image.open(tmp_path / b / n)).astype(int) for b in ("torch", "onnxruntime"))
         assert (t == o).mean() >= 0.999 and np.abs(t - o).max() <= 1
@@ -173,7 +177,8 @@ def test_out_of_memory_in_onnxruntime_is_one_line_naming_the_image_and_tile(tmp_
         raise Fail("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer")
     monkeypatch.setattr(backend_mod.OnnxRuntimeBackend, "__call__", oom)
     photo(tmp_path / "big.png")
-    assert main(["upscale", str(tmp_path / "big.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 2
+    assert main(["upscale", str(tmp_path / "big.png"), "-o", str(tmp_path / "o"),
+                 "--checkpoint", str(ckpt), *FP32]) == 2
     one_line_error(capsys, "big.png", "out of memory", "--tile")
 
 
@@ -183,7 +188,7 @@ def test_a_cached_run_never_imports_torch(tmp_path, ckpt):
     code = ("import sys; from deconas.cli import main; r = main(sys.argv[1:]); "
             "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(r)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = ["upscale", str(tmp_path / "a.png"), "--checkpoint", str(ckpt), "--overwrite", "-o"]
+    argv = ["upscale", str(tmp_path / "a.png"), "--checkpoint", str(ckpt), *FP32, "--overwrite", "-o"]
     first = subprocess.run([sys.executable, "-c", code, *argv, str(tmp_path / "o")], capture_output=True,
                            text=True, env=env, timeout=300)
     again = subprocess.run([sys.executable, "-c", code, *argv, str(tmp_path / "o")], capture_output=True,
@@ -202,12 +207,14 @@ def test_a_cached_graph_of_another_network_is_not_trusted(tmp_path, ckpt, monkey
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     photo(tmp_path / "a.png")
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "right"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "right"),
+                 "--checkpoint", str(ckpt), *FP32]) == 0
     torch.manual_seed(5)
     other = DeCoNASNet(parse("1,2,4"), 2, 8, 1)
     entry = cache_path(file_digest(ckpt))
     export_onnx(other, entry, source="0" * 64)  # another network, recorded as another checkpoint's
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "again"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "again"),
+                 "--checkpoint", str(ckpt), *FP32]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "right" / "a_x2.png")),
                           np.asarray(Image.open(tmp_path / "again" / "a_x2.png")))
     meta = {p.key: p.value for p in __import__("onnx").load(str(entry)).metadata_props}

@@ -132,9 +132,10 @@ def load_model(path, scale: Optional[int] = None, device=None) -> Tuple[DeCoNASN
     with torch.device("meta"):
         model = DeCoNASNet(genotype, scale=net_scale, channels=channels, blocks=blocks)
     check_header(path, model)
-    model = model.to_empty(device="cpu")
     try:
-        model.load_state_dict(load_file(str(path)))
+        # assign: the file's tensors replace the meta ones (to_empty's first call imports sympy,
+        # a third of a second of every command's start)
+        model.load_state_dict(load_file(str(path)), assign=True)
     except (RuntimeError, SafetensorError) as e:
         raise UserError(f"checkpoint {path}: weights do not match its genotype ({str(e).splitlines()[0]})") from None
     meta.update(scale=net_scale, channels=channels, blocks=blocks, genotype=genotype)

@@ -15,13 +15,18 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 # ONNX opsets torch's TorchScript exporter writes (21+ needs the dynamo exporter), and ours.
 OPSETS = range(11, 21)
 DEFAULT_OPSET = 17
-# Numeric precisions of an exported graph (`export --precision`) and of CPU upscaling
-# (`upscale --precision`: fp16 is for GPU hosts, so not offered there). int8 is ONNX Runtime's
-# static QDQ quantization; its PSNR cost per shipped network is measured in docs/upscale.md,
-# and fp32 stays the default where it costs more than 0.02 dB.
+# Numeric precisions of an exported graph (`export --precision`; fp16 is for GPU hosts) and of
+# running a network (`upscale`/`eval --precision`). int8 is ONNX Runtime's static QDQ
+# quantization; bf16 is torch on the CPU's AMX tiles, the network's body in bf16 and its first
+# and last convolutions in fp32. Each one's PSNR cost per shipped network is measured in
+# docs/upscale.md; a precision may be the default only where it costs at most
+# MAX_DEFAULT_COST_DB (int8 does not, bf16 does), and `auto` picks bf16 only on a CPU where it
+# was measured faster (AMX-BF16).
 PRECISIONS = ("fp32", "fp16", "int8")
-UPSCALE_PRECISIONS = ("fp32", "int8")
-DEFAULT_PRECISION = "fp32"
+UPSCALE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+DEFAULT_PRECISION = "fp32"  # export and eval (the protocol's numbers)
+DEFAULT_UPSCALE_PRECISION = "auto"
+MAX_DEFAULT_COST_DB = 0.02
 # `upscale --outscale`: any factor in this range (the network at a shipped scale, then MATLAB bicubic).
 OUTSCALE_RANGE = (1.0, 8.0)
 # CPU threads a command may be asked for (ONNX Runtime crashes on absurd counts).

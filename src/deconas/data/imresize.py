@@ -25,7 +25,6 @@ from functools import lru_cache
 from typing import Optional, Tuple
 
 import numpy as np
-import scipy.sparse
 
 __all__ = ["imresize", "round_uint8", "modcrop", "bicubic_lr", "bicubic_up"]
 
@@ -65,7 +64,9 @@ def _contributions(in_len: int, out_len: int, scale: float) -> Tuple[np.ndarray,
 
 
 @lru_cache(maxsize=256)
-def _matrix(in_len: int, out_len: int, scale: float) -> scipy.sparse.csr_matrix:
+def _matrix(in_len: int, out_len: int, scale: float) -> "scipy.sparse.csr_matrix":
+    import scipy.sparse  # here: a tenth of a second that upscale without --outscale never needs
+
     idx, w = _contributions(in_len, out_len, scale)
     rows = np.repeat(np.arange(out_len), idx.shape[1])
     # duplicates (mirrored taps landing on the same pixel) are summed by the constructor

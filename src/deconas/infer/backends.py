@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -69,11 +69,12 @@ class OnnxRuntimeBackend:
 
 
 class TorchBackend:
-    """A torch module on its device; arrays in and out (on the CPU)."""
+    """A torch module on its device; arrays in and out (on the CPU). ``precision`` bf16 runs a
+    copy of a deconas network made by :func:`bf16_network`."""
 
     name = "torch"
 
-    def __init__(self, model, device=None, radius: Optional[int] = None):
+    def __init__(self, model, device=None, radius: Optional[int] = None, precision: str = "fp32"):
         import torch  # the model is a torch module: torch is loaded already
 
         if device is not None:
@@ -82,15 +83,125 @@ class TorchBackend:
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.scale = int(getattr(model, "scale", 0) or 0)
         self.radius = (getattr(model, "receptive_radius", None) or DEFAULT_OVERLAP) if radius is None else radius
+        self.precision = precision
+        if precision == "bf16":
+            self.model = bf16_network(self.model)
+        elif precision != "fp32":
+            raise UserError(f"--precision {precision} does not run with torch; use fp32 or bf16")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            y = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            if self.precision == "bf16":  # oneDNN's fast bf16 convolutions are the NHWC ones
+                t = t.contiguous(memory_format=torch.channels_last)
+            y = self.model(t)
             if not self.scale:
                 self.scale = y.shape[-2] // x.shape[-2]
             return y.float().cpu().numpy()
+
+
+def bf16_network(model):
+    """A copy of a deconas network whose body computes in bf16 (channels_last), with its first
+    convolution (sfe1, which reads the image) and the tail (which writes it) in fp32: a bf16
+    output would be rounded to steps of 1/256 near white, more than the uint8 result's own, and
+    the image in costs the first conv little. Measured in docs/upscale.md: at most 0.002 dB from
+    fp32 on Set5 and Set14."""
+    import copy
+
+    import torch
+
+    class Cast(torch.nn.Module):
+        def __init__(self, dtype):
+            super().__init__()
+            self.dtype = dtype
+
+        def forward(self, x):
+            return x.to(self.dtype)
+
+    class SumPool(torch.nn.Module):
+        """Global average pooling as a sum: torch's bf16 mean over a channels_last map is six
+        times slower than its sum (docs/upscale.md)."""
+
+        def forward(self, x):
+            return x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+
+    if not (hasattr(model, "sfe1") and hasattr(model, "tail")):
+        raise UserError(f"--precision bf16: {type(model).__name__} is not a deconas network; use fp32")
+    m = copy.deepcopy(model).eval()
+    first, last = copy.deepcopy(model.sfe1).float(), copy.deepcopy(model.tail).float()  # never rounded to bf16
+    m = m.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    m.sfe1 = torch.nn.Sequential(first.to(memory_format=torch.channels_last), Cast(torch.bfloat16))
+    m.tail = torch.nn.Sequential(Cast(torch.float32), last.to(memory_format=torch.channels_last))
+    for mod in m.modules():
+        body = getattr(mod, "body", None)
+        if isinstance(body, torch.nn.Sequential) and isinstance(body[0], torch.nn.AdaptiveAvgPool2d):
+            body[0] = SumPool()  # channel attention's pooling
+    return m
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of giving it back to the kernel,
+    for torch running a network on the CPU.
+
+    A network's feature maps are tens of MB each, above glibc's mmap threshold, so by default
+    every one is a fresh mapping whose pages fault in (zeroed) on first touch: on 2 cores that
+    made a bf16 concat of three 16 MB maps take 14 ms instead of 2.5 ms, and the upscale of six
+    512x512 photos 1.3 times as long (docs/upscale.md). With mmap off and trimming pushed out,
+    freed blocks are reused and the process keeps its peak memory until it exits,
+    which suits a command that runs one network to the end. ONNX Runtime is left alone: its
+    allocations grew the heap four-fold that way. Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return all(mallopt(k, v) == 1 for k, v in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30)))
+
+
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has AMX-BF16 tiles (Linux's cpuinfo flag), where oneDNN's bf16
+    convolutions run several times as fast as fp32 (benchmarks/bench_upscale.py). CPUs with
+    only AVX512-BF16 were not measured, so ``auto`` keeps fp32 there."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: Optional[str], backend: str, device=None) -> Tuple[str, str]:
+    """(precision, backend kind) for ``--precision`` and ``--backend``: ``auto`` (or None) is
+    bf16 with torch on a CPU with AMX-BF16 (unless ``--backend onnxruntime`` was asked for),
+    else fp32 where :func:`resolve_backend` puts it; bf16 runs with torch, int8 with ONNX
+    Runtime, and asking for either elsewhere is one line."""
+    from deconas.constants import UPSCALE_PRECISIONS
+
+    p = precision or "auto"
+    if p not in UPSCALE_PRECISIONS:
+        raise UserError(f"--precision {p!r}: use one of {', '.join(UPSCALE_PRECISIONS)}")
+    kind = resolve_backend(backend, device)
+    dev = None if device is None else str(device)
+    on_cpu = kind == "onnxruntime" or (dev.startswith("cpu") if dev is not None else not _cuda_available())
+    if p == "auto":
+        return ("bf16", "torch") if on_cpu and backend != "onnxruntime" and native_bf16() else ("fp32", kind)
+    if p == "bf16":
+        if backend == "onnxruntime":
+            raise UserError("--precision bf16 runs with torch; drop --backend onnxruntime or use --precision fp32")
+        return p, "torch"
+    if p == "int8" and kind != "onnxruntime":
+        raise UserError(f"--precision int8 runs with ONNX Runtime on the CPU; this run uses {kind} "
+                        f"(drop --backend torch / --device, or use --precision fp32)")
+    return p, kind
 
 
 def _cuda_available() -> bool:

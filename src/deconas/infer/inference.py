@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from deconas.errors import UserError
-from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, resolve_backend
+from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, resolve_precision
 from deconas.infer.onnx_cache import onnxruntime_for_model
 from deconas.infer.tiling import DEFAULT_OVERLAP, Backend, upscale_pixels
 from deconas.space.network import DeCoNASNet
@@ -19,20 +19,21 @@ def make_backend(model, backend: str = "auto", device=None, threads: Optional[in
                  precision: str = "fp32") -> Backend:
     """A backend for a network object: a DeCoNASNet runs on ONNX Runtime where ``backend``
     resolves to it; any other torch module runs with torch; a backend is returned as it is.
-    ``precision`` int8 needs ONNX Runtime."""
+    ``precision`` as :func:`deconas.infer.backends.resolve_precision` (int8: ONNX Runtime, bf16:
+    torch)."""
     if isinstance(model, (OnnxRuntimeBackend, TorchBackend)) or not hasattr(model, "parameters"):
         return model  # already a backend (any callable on arrays with a scale)
-    kind = resolve_backend(backend, device if device is not None else _model_device_name(model))
-    if precision != "fp32" and (kind != "onnxruntime" or not isinstance(model, DeCoNASNet)):
-        raise UserError(f"--precision {precision} runs with ONNX Runtime on the CPU; this run uses torch "
-                        f"(drop --backend torch / --device, or use --precision fp32)")
+    precision, kind = resolve_precision(precision, backend,
+                                        device if device is not None else _model_device_name(model))
+    if precision != "fp32" and not isinstance(model, DeCoNASNet):
+        raise UserError(f"--precision {precision}: {type(model).__name__} is not a DeCoNASNet; use fp32")
     if kind == "onnxruntime":
         if not isinstance(model, DeCoNASNet):
             if backend == "onnxruntime":
                 raise UserError(f"--backend onnxruntime: {type(model).__name__} is not a DeCoNASNet; use torch")
             return TorchBackend(model, device)
         return onnxruntime_for_model(model, threads, precision=precision)
-    return TorchBackend(model, device)
+    return TorchBackend(model, device, precision=precision)
 
 
 def _model_device_name(model) -> Optional[str]:

@@ -9,7 +9,7 @@ The input and the clamped output keep the exact grid of 8-bit pixels (scale 1/25
 point 0), so quantizing them loses nothing an 8-bit image has. Every int8 graph carries its own
 measured cost (:func:`int8_cost`, in its metadata), which ``deconas upscale --precision int8``
 prints; the cost on Set5 and Set14 per shipped network is in docs/upscale.md
-(``python benchmarks/bench_int8.py``).
+(``python benchmarks/bench_precision.py``).
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from PIL import Image
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deconas import threads as threads_mod
-from deconas.infer.backends import TorchBackend, resolve_backend
+from deconas.infer.backends import TorchBackend, keep_freed_memory, resolve_precision
 from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
 from deconas.infer.tiling import NonFiniteOutput, upscale_pixels
 from deconas.errors import UserError, is_out_of_memory
-from deconas.constants import (DEFAULT_PRECISION, MAX_THREADS, OUTSCALE_RANGE, PRETRAINED_SCALE, SCALES,
+from deconas.constants import (DEFAULT_UPSCALE_PRECISION, MAX_THREADS, OUTSCALE_RANGE, PRETRAINED_SCALE, SCALES,
                                pretrained_name)
 from deconas.data.images import IMAGE_EXTENSIONS, ImageError, list_image_files, read_picture, write_image
 from deconas.data.imresize import imresize
@@ -187,13 +187,14 @@ def _weights_dir() -> Path:
 
 
 def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, device=None,
-                 threads: Optional[int] = None, precision: str = DEFAULT_PRECISION):
-    """(backend callable, scale) for ``checkpoint`` (None = the shipped network for ``scale``).
+                 threads: Optional[int] = None, precision: Optional[str] = DEFAULT_UPSCALE_PRECISION):
+    """(backend callable, scale) for ``checkpoint`` (None = the shipped network for ``scale``);
+    ``precision`` as :func:`deconas.infer.backends.resolve_precision` resolves it.
 
     ONNX Runtime uses the cached graph of the checkpoint file, exported (with torch) only on the
     first use. Every other case, and a shipped scale that does not exist, goes through
     :func:`deconas.checkpoint.load_model`, which checks the file and says what is wrong."""
-    kind = resolve_backend(backend, device)
+    precision, kind = resolve_precision(precision, backend, device)
     shipped = scale or PRETRAINED_SCALE
     path = _weights_dir() / pretrained_name(shipped) if checkpoint is None else Path(checkpoint)
     name, want = ("pretrained", shipped) if checkpoint is None else (checkpoint, scale)
@@ -203,9 +204,6 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
 
         return load_model(name, scale=want, device=dev)
 
-    if precision != "fp32" and kind != "onnxruntime":
-        raise UserError(f"--precision {precision} runs with ONNX Runtime on the CPU; this run uses {kind} "
-                        f"(drop --backend torch / --device, or use --precision fp32)")
     if kind == "onnxruntime" and path.is_file():
         run = onnxruntime_for_checkpoint(path, lambda: load("cpu")[0], threads=threads, precision=precision)
         if want is not None and run.scale != want:
@@ -216,8 +214,9 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
 
         if threads or device == "cpu" or not torch.cuda.is_available():
             torch.set_num_threads(threads or threads_mod.resolve(None)[0])  # a count, or the free cores
+            keep_freed_memory()  # this process runs the network to the end
     model, meta = load(device)
-    return TorchBackend(model), int(meta["scale"])
+    return TorchBackend(model, precision=precision), int(meta["scale"])
 
 
 def _remove_stale_temporaries(outdir: Path, outputs: List[Path]) -> None:
@@ -249,7 +248,7 @@ class UpscaleRequest:
     recursive: bool = False  # also subfolders' images, the tree mirrored under ``output``
     outscale: Optional[float] = None  # final factor (network, then MATLAB bicubic); None = the network's
     suffix: Optional[str] = None  # NAME_SUFFIX.EXT; None = x<outscale>
-    precision: Optional[str] = None  # fp32 / int8 (ONNX Runtime); None = constants.DEFAULT_PRECISION
+    precision: Optional[str] = None  # auto / fp32 / bf16 (torch) / int8 (ONNX Runtime); None = auto
 
 
 @dataclass
@@ -292,7 +291,7 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
     want = req.scale
     if want is None and req.outscale is not None and req.checkpoint is None:
         want = network_scale(req.outscale)
-    precision = req.precision or DEFAULT_PRECISION
+    precision = req.precision or DEFAULT_UPSCALE_PRECISION
     run, scale = open_network(req.checkpoint, want, req.backend, req.device, req.threads, precision)
     outscale = None if req.outscale is None or abs(req.outscale - scale) < 1e-9 else req.outscale
     suffix = req.suffix if req.suffix is not None else f"x{req.outscale if req.outscale is not None else scale:g}"

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from deconas.checkpoint import load_model
+from deconas.constants import MAX_DEFAULT_COST_DB
 from deconas.data.images import iter_folder
 from deconas.data.imresize import bicubic_lr, modcrop
 from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, keep_freed_memory
@@ -90,13 +91,16 @@ def main() -> None:
             measure(s, "bf16", TorchBackend(models[s], precision="bf16"))
 
     print(f"{'scale':>5} {'precision':>9} {'time':>8} {'x roofline':>10} {'speed-up':>8} "
-          + " ".join(f"{d.name + ' PSNR':>11} {'cost':>7}" for d in args.benchmark), flush=True)
+          + " ".join(f"{d.name + ' PSNR':>11} {'cost':>7}" for d in args.benchmark)
+          + f"  may be the default (loses at most {MAX_DEFAULT_COST_DB} dB)", flush=True)
     for s in args.scales:
         base, _, ref = rows[s, "fp32"]
         for name in ["fp32", *args.precisions]:
             t, roof, psnrs = rows[s, name]
+            ok = all(p - r >= -MAX_DEFAULT_COST_DB for p, r in zip(psnrs, ref))
             print(f"{s:>5} {name:>9} {t:7.3f}s {t / roof:9.2f}x {base / t:7.2f}x "
-                  + " ".join(f"{p:11.4f} {p - r:+7.4f}" for p, r in zip(psnrs, ref)), flush=True)
+                  + " ".join(f"{p:11.4f} {p - r:+7.4f}" for p, r in zip(psnrs, ref))
+                  + f"  {'yes' if ok else 'no'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from deconas import threads as threads_mod
-from deconas.constants import BACKENDS
+from deconas.constants import BACKENDS, UPSCALE_PRECISIONS
 from deconas.errors import UserError
 from deconas.infer.tiling import DEFAULT_OVERLAP
 
@@ -104,10 +104,10 @@ class TorchBackend:
 
 def bf16_network(model):
     """A copy of a deconas network whose body computes in bf16 (channels_last), with its first
-    convolution (sfe1, which reads the image) and the tail (which writes it) in fp32: a bf16
-    output would be rounded to steps of 1/256 near white, more than the uint8 result's own, and
-    the image in costs the first conv little. Measured in docs/upscale.md: at most 0.002 dB from
-    fp32 on Set5 and Set14."""
+    convolution (sfe1, which reads the image) and the tail (which writes it) in fp32, with the
+    weights as trained: a bf16 output would be rounded to steps of 1/256 near white, coarser
+    than the uint8 result, and both convs have 3 image channels on one side, so fp32 costs them
+    little. Measured in docs/upscale.md: at most 0.002 dB from fp32 on Set5 and Set14."""
     import copy
 
     import torch
@@ -184,8 +184,6 @@ def resolve_precision(precision: Optional[str], backend: str, device=None) -> Tu
     bf16 with torch on a CPU with AMX-BF16 (unless ``--backend onnxruntime`` was asked for),
     else fp32 where :func:`resolve_backend` puts it; bf16 runs with torch, int8 with ONNX
     Runtime, and asking for either elsewhere is one line."""
-    from deconas.constants import UPSCALE_PRECISIONS
-
     p = precision or "auto"
     if p not in UPSCALE_PRECISIONS:
         raise UserError(f"--precision {p!r}: use one of {', '.join(UPSCALE_PRECISIONS)}")

@@ -270,7 +270,7 @@ def test_int8_upscaling_is_close_to_fp32_says_its_cost_once_and_needs_onnxruntim
 
 @pytest.mark.parametrize("amx", [True, False])
 def test_bf16_upscaling_stays_within_a_hundredth_of_a_db_of_fp32_and_auto_takes_it_only_with_amx(
-        tmp_path, monkeypatch, amx):
+        tmp_path, monkeypatch, capsys, amx):
     from deconas.data.datasets import builtin_images
     from deconas.data.imresize import bicubic_lr
     from deconas.infer import backends
@@ -280,10 +280,15 @@ def test_bf16_upscaling_stays_within_a_hundredth_of_a_db_of_fp32_and_auto_takes_
     src = save(tmp_path / "lr.png", bicubic_lr(hr, 2))
     monkeypatch.setattr(backends, "native_bf16", lambda: amx)
     out = {}
+    said = {}
     for p in ("fp32", "bf16", None):
         d = tmp_path / (p or "auto")
+        capsys.readouterr()
         assert run(src, "-o", d, "--scale", "2", *(["--precision", p] if p else [])) == 0
+        said[p] = capsys.readouterr().out
         out[p] = np.asarray(Image.open(d / "lr_x2.png"))
+    assert "(fp32 with ONNX Runtime)" in said["fp32"] and "(bf16 with torch)" in said["bf16"]
+    assert ("(bf16 with torch)" if amx else "(fp32 with ONNX Runtime)") in said[None]
     assert abs(psnr_y(out["bf16"], hr, 2) - psnr_y(out["fp32"], hr, 2)) <= 0.01
     diff = np.abs(out["bf16"].astype(int) - out["fp32"])
     assert diff.max() <= 3 and (diff == 0).mean() >= 0.8  # most pixels equal, the rest a level or so off

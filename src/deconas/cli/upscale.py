@@ -23,7 +23,8 @@ def cmd_upscale(args) -> int:
     n = rep.written + len(rep.failed)
     print(f"upscaled {rep.written} of {n} images; {len(rep.failed)} failed"
           + (f"; {rep.skipped} skipped (output exists; --overwrite replaces)" if rep.skipped else "")
-          + (f"; {rep.onto_input} skipped (output would replace an input)" if rep.onto_input else ""))
+          + (f"; {rep.onto_input} skipped (output would replace an input)" if rep.onto_input else "")
+          + (f" ({rep.arithmetic})" if rep.written else ""))
     return 1 if rep.failed else 0
 
 

@@ -258,6 +258,7 @@ class UpscaleReport:
     skipped: int  # outputs that exist already
     onto_input: int  # outputs that would replace an input
     earlier_results: List[Path]  # this command's own results among the inputs, not upscaled again
+    arithmetic: str = ""  # how the network ran, e.g. "bf16 with torch", "fp32 with ONNX Runtime"
 
 
 def upscale_images(req: UpscaleRequest) -> UpscaleReport:
@@ -352,4 +353,11 @@ def upscale_images(req: UpscaleRequest) -> UpscaleReport:
                                 f"or a lower --max-pixels") from None
             el = max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{out_px / 1e6 / el:.2f} Mpx/s out", refresh=False)
-    return UpscaleReport(done, failed, skipped, onto_input, sorted(again))
+    return UpscaleReport(done, failed, skipped, onto_input, sorted(again), arithmetic_of(run))
+
+
+def arithmetic_of(run) -> str:
+    """How a backend runs the network, for the summary line: its precision and its runtime."""
+    if getattr(run, "name", None) == "onnxruntime":
+        return f"{run.meta.get('precision', 'fp32')} with ONNX Runtime"
+    return f"{getattr(run, 'precision', 'fp32')} with torch"

@@ -104,6 +104,25 @@ def test_the_study_writes_a_row_per_architecture_seed_and_group(full):
     assert (out / "study.log").read_text().strip().splitlines()[-1].endswith("done")
 
 
+def test_picks_train_round_robin_over_strategies_and_every_first_seed_before_a_second(full):
+    """A study stopped half-way has picks of every strategy, each with one seed, rather than all
+    of the first strategy's picks with both: the order the log shows the trainings in."""
+    root, _, cfg, doc = full
+    log = (root / "study" / "study.log").read_text().splitlines()
+    start = next(i for i, ln in enumerate(log) if ln.split("  ", 1)[1].startswith("picks:"))
+    done = [(ln.split("trained ")[1].split(" seed ")[0], int(ln.split(" seed ")[1].split(":")[0]))
+            for ln in log[start:] if "  trained " in ln]
+    pooled = {(r["genotype"], r["seed"]) for r in doc["rows"] if r["group"] == "pool"}
+    want = []
+    for i in range(cfg.study.seeds):
+        for rank in range(cfg.study.top):
+            for s in STRATEGIES:
+                job = (doc["picks"][s][rank], cfg.seed + i)
+                if job not in want and job not in pooled:
+                    want.append(job)
+    assert done == want and len({g for g, _ in done}) > 1
+
+
 def test_standalone_psnr_is_the_trained_networks_psnr_on_the_searches_split(full):
     """A second route: the training's weights, run through deconas eval's inference path, on the
     validation images the searches held out."""

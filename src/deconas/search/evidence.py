@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -221,9 +222,11 @@ class FullStudy:
                 "val_dir": self.val_dir, "threads": self.threads}
 
     def train_jobs(self, genotypes: Sequence[str], seeds: int) -> List[dict]:
+        """Every genotype's first seed, then every second one, ... (in the genotypes' order):
+        the trainings finished at any moment cover as many architectures as they can."""
         jobs = []
-        for g in genotypes:
-            for i in range(seeds):
+        for i in range(seeds):
+            for g in genotypes:
                 seed = self.cfg.seed + i
                 slug = _slug(parse(g), seed)
                 if slug in self.trained or any(j["slug"] == slug for j in jobs):
@@ -408,7 +411,10 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
     study.save_plan()
     every = list(dict.fromkeys(study.plan["pool"] + [g for gs in study.plan["picks"].values() for g in gs]))
     study.score_shared(list(study.plan["searches"]), every)
-    picked = [g for gs in study.plan["picks"].values() for g in gs]
+    # Round-robin over the strategies (each one's best, then each one's second, ...): a study
+    # stopped half-way has trained picks of every strategy, not all of the first one's.
+    ranks = itertools.zip_longest(*study.plan["picks"].values())
+    picked = list(dict.fromkeys(g for rank in ranks for g in rank if g is not None))
     study.run_phase("picks", [], study.train_jobs(picked, st.seeds))
     study.check_split()
     doc = study.write()

@@ -5,8 +5,9 @@ Two workloads, each timed in a fresh subprocess (so auto measures the free cores
 would at its start):
 - ``train``: one training step of the ``train-cpu`` network (C=16, N=2, batch 16 of 32x32
   LR patches, L1, Adam), median of ``--steps`` steps after two warm-up steps;
-- ``upscale``: the shipped x2 network on a 512x512 photo through ONNX Runtime (the CLI's
-  default backend), whole image, median of ``--repeats`` runs after one warm-up.
+- ``upscale``: the shipped x2 network on a 512x512 photo, opened as ``deconas upscale`` opens it
+  (its default precision and backend: bf16 with torch on a CPU with AMX-BF16, else fp32 with
+  ONNX Runtime), whole image, median of ``--repeats`` runs after one warm-up.
 
     python benchmarks/bench_contention.py                    # both workloads, 0/1/2 competitors
     python benchmarks/bench_contention.py --workloads train --competitors 0 1
@@ -61,17 +62,21 @@ def worker(kind: str, setting: str, steps: int, repeats: int) -> dict:
             if i >= 2:
                 times.append(time.perf_counter() - t)
     else:
-        from deconas.checkpoint import load_model, pretrained_path
-        from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
         from deconas.infer.tiling import upscale_pixels
+        from deconas.infer.upscale import arithmetic_of, open_network
 
-        run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: load_model("pretrained", scale=2)[0], threads=n)
+        # the network as deconas upscale opens it: its default precision and backend here, its
+        # thread count (a fixed one, or auto's), the allocator it sets for torch
+        run, _ = open_network(None, 2, "auto", threads=int(setting) if setting.isdigit() else None)
+        if run.name == "torch":
+            n, source = torch.get_num_threads(), source if setting.isdigit() else "auto (load-aware)"
         img = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
         for i in range(repeats + 1):
             t = time.perf_counter()
             upscale_pixels(run, img)
             if i >= 1:
                 times.append(time.perf_counter() - t)
+        source += f", {arithmetic_of(run)}"
     return {"threads": n, "from": source, "median_s": statistics.median(times)}
 
 

@@ -86,8 +86,10 @@ def test_the_study_writes_a_row_per_architecture_seed_and_group(full):
     out = root / "study"
     rows, st = doc["rows"], cfg.study
     assert len(doc["pool"]) == 4 and set(doc["picks"]) == set(STRATEGIES)
-    assert len(rows) == 4 * st.pool_seeds + sum(len(v) * st.seeds for v in doc["picks"].values())
-    assert {r["group"] for r in rows} == {"pool", *STRATEGIES}
+    partners = set(doc["partners"].values())
+    assert len(rows) == 4 * st.pool_seeds + sum(len(v) * st.seeds for v in doc["picks"].values()) \
+        + len(partners) * st.seeds
+    assert {r["group"] for r in rows} == {"pool", "matched", *STRATEGIES}
     m = doc["search_config"]["model"]
     for r in rows:
         net = DeCoNASNet(parse(r["genotype"]), scale=2, channels=m["channels"], blocks=m["blocks"])
@@ -117,10 +119,33 @@ def test_picks_train_round_robin_over_strategies_and_every_first_seed_before_a_s
     for i in range(cfg.study.seeds):
         for rank in range(cfg.study.top):
             for s in STRATEGIES:
-                job = (doc["picks"][s][rank], cfg.seed + i)
-                if job not in want and job not in pooled:
-                    want.append(job)
+                pick = doc["picks"][s][rank]
+                for job in ((pick, cfg.seed + i), (doc["partners"][pick], cfg.seed + i)):  # its partner next
+                    if job not in want and job not in pooled:
+                        want.append(job)
     assert done == want and len({g for g, _ in done}) > 1
+
+
+def test_every_pick_has_a_size_matched_random_partner_and_the_summary_compares_them(full):
+    root, _, cfg, doc = full
+    st = cfg.study
+    params = {r["genotype"]: r["params"] for r in doc["rows"]}
+    picks = {g for gs in doc["picks"].values() for g in gs}
+    assert set(doc["partners"]) == picks
+    partners = list(doc["partners"].values())
+    assert len(set(partners)) == len(partners)  # one each
+    assert not set(partners) & (picks | set(doc["pool"]))  # none is a pick or in the pool
+    for pick, partner in doc["partners"].items():
+        assert abs(params[partner] - params[pick]) <= st.param_tolerance * params[pick]
+    psnr = {}
+    for r in doc["rows"]:
+        psnr.setdefault((r["group"], r["genotype"]), set()).add((r["seed"], r["standalone_psnr"]))
+    for s in STRATEGIES:  # pick minus partner, each the mean over its seeds, by hand
+        diffs = [np.mean([v for _, v in psnr[s, g]]) - np.mean([v for _, v in psnr["matched", doc["partners"][g]]])
+                 for g in doc["picks"][s]]
+        m = doc["summary"]["strategies"][s]["size_matched_random"]
+        assert m["n"] == len(diffs) and m["mean_db"] == pytest.approx(np.mean(diffs))
+        assert m["wins"] == sum(d > 0 for d in diffs)
 
 
 def test_standalone_psnr_is_the_trained_networks_psnr_on_the_searches_split(full):
@@ -180,8 +205,9 @@ def test_the_summary_is_recomputed_from_the_rows(full):
                         for rs in mine.values()])
         assert v["gain_over_pool_fit"]["mean_db"] == pytest.approx(want, abs=1e-9)
     assert s["bound_db"] == max(v["gain_over_pool_fit"]["ci95"][1] for v in s["strategies"].values())
-    # Pick trainings with two seeds are the ground truth's seed-noise sample.
-    assert s["ground_truth"]["with_seeds"] == len({g for v in doc["picks"].values() for g in v})
+    # Pick and partner trainings, with two seeds each, are the ground truth's seed-noise sample.
+    assert s["ground_truth"]["with_seeds"] == len({g for v in doc["picks"].values() for g in v}
+                                                  | set(doc["partners"].values()))
 
 
 def test_resume_redoes_only_what_is_missing_and_lands_on_the_same_rows(full):

@@ -21,7 +21,8 @@ from deconas.runfolder import SEARCH_STATE as CHECKPOINT
 from deconas.search.loop import run_search
 from deconas.search.runs import build_supernet, reload_val_pairs
 from deconas.search.stats import kendall_tau
-from deconas.search.study import matched_random, run_study, summarize, uniform_genotype
+from deconas.search.study import (dense_genotype, matched_random, run_study, size_matched_random, summarize,
+                                  uniform_genotype)
 
 from search_helpers import tiny_config, tiny_images
 from test_stats import _tau_by_hand
@@ -62,6 +63,28 @@ def test_matched_random_architectures_are_within_the_tolerance():
     for target in (40_000, 60_000, 90_000):
         g, draws = matched_random(target, params, 4, rng, 0.1)
         assert abs(params(g) - target) <= 0.1 * target and draws >= 1
+
+
+def test_dense_architectures_set_every_op_bit_with_the_density_given():
+    rng = np.random.default_rng(3)
+    for q in (0.1, 0.5, 0.8):
+        bits = np.array([[int(b) for b in dense_genotype(4, q, rng).bits().split()] for _ in range(2000)])
+        # 2000 coins per bit: 4.5 sigma is at most 0.05
+        assert np.all(np.abs(bits.mean(0) - q) < 0.05)
+
+
+def test_size_matched_random_reaches_sizes_no_uniform_draw_does():
+    params = lambda g: count_params(g, 2, 16, 3)  # noqa: E731
+    rng = np.random.default_rng(4)
+    smallest = min(params(uniform_genotype(4, rng)) for _ in range(3000))
+    for target in (smallest // 2, int(smallest * 0.7), 120_000):
+        g, q, draws = size_matched_random(target, params, 4, rng, 0.1)
+        assert abs(params(g) - target) <= 0.1 * target
+        assert (q < 0.5) == (target < 98_000)  # sparser coins below the uniform median (98k), denser above
+    # the same stream draws the same partner; an excluded one is not drawn again
+    a = size_matched_random(30_000, params, 4, np.random.default_rng(5), 0.1)[0]
+    assert size_matched_random(30_000, params, 4, np.random.default_rng(5), 0.1)[0] == a
+    assert size_matched_random(30_000, params, 4, np.random.default_rng(5), 0.1, exclude={a})[0] != a
 
 
 def test_study_trains_searched_and_matched_random_architectures(study, search_run):

@@ -51,6 +51,7 @@ SEED_NOISE = 1  # the study's reward-noise batches
 SEED_STRATEGY = 2  # a strategy's draws (random, evolution): the same on every rank
 SEED_CHILD = 3  # uniform and fair child steps' draws (and random/evolution's): seed + 3 + 7919 r
 SEED_CALIB = 4  # int8 calibration patches' positions
+SEED_MATCHED = 5  # the full study's size-matched random partners of its picks: seed + 12345 + 5
 
 # The strategies the study compares, each as the search settings it sets (docs/search.md);
 # "controller-loo" also scores study.loo_samples architectures per controller step, with as

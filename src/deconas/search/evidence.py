@@ -46,7 +46,7 @@ import torch
 
 from deconas import config as config_mod
 from deconas.config import Config
-from deconas.constants import SEED_STUDY, STUDY_STRATEGIES
+from deconas.constants import SEED_MATCHED, SEED_STUDY, STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
                                STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
@@ -57,7 +57,7 @@ from deconas.search.runs import read_data_json
 from deconas.search.derive import derive, read_candidates
 from deconas.search.loop import run_search
 from deconas.search.study import (SharedScorer, _resumed_config, _train_cfg, _train_one, job_threads,
-                                  parent_threads, run_jobs, uniform_genotype)
+                                  parent_threads, run_jobs, size_matched_random, uniform_genotype)
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, parse
 
@@ -306,10 +306,25 @@ class FullStudy:
         ranked = sorted(cands, key=lambda g: -self.shared[name][g])
         return ranked[:top]
 
+    def draw_partners(self, picks: Sequence[str]) -> None:
+        """A size-matched random partner for every pick (``plan["partners"]``, drawn once): the
+        picks may be far smaller than any uniform architecture, so the pool cannot match them."""
+        partners = self.plan.setdefault("partners", {})
+        rng = np.random.default_rng(self.cfg.seed + SEED_STUDY + SEED_MATCHED)
+        taken = set(self.plan["pool"]) | set(picks) | set(partners.values())
+        for g in picks:
+            if g in partners:
+                continue
+            partner, _, _ = size_matched_random(self.params(parse(g)), self.params, self.scfg.model.nodes, rng,
+                                                self.st.param_tolerance, exclude={parse(t) for t in taken})
+            partners[g] = str(partner)
+            taken.add(str(partner))
+
     # -- results -----------------------------------------------------------------------------
     def rows(self) -> List[dict]:
         groups = [("pool", self.plan["pool"], self.st.pool_seeds)]
         groups += [(s, gs, self.st.seeds) for s, gs in self.plan["picks"].items()]
+        groups += [("matched", list(dict.fromkeys(self.plan.get("partners", {}).values())), self.st.seeds)]
         rows = []
         for group, gs, seeds in groups:
             for g in gs:
@@ -328,7 +343,8 @@ class FullStudy:
         summ = summarize(rows, self.plan, self.st, np.random.default_rng(self.cfg.seed + SEED_STUDY))
         doc = {"kind": KIND, "recipe": self.recipe, "search_config": config_mod.to_dict(self.scfg),
                "pool": self.plan["pool"], "searches": self.plan["searches"],
-               "best_schedule": self.plan["best_schedule"], "picks": self.plan["picks"], "summary": summ,
+               "best_schedule": self.plan["best_schedule"], "picks": self.plan["picks"],
+               "partners": self.plan.get("partners", {}), "summary": summ,
                "rows": rows}
         atomic_write_text(self.out / STUDY_RESULT, json.dumps(doc, indent=1))
         write_csv(self.out / STUDY_TABLE, rows, list(self.plan["searches"]))
@@ -409,13 +425,15 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
     for s, j in zip(st.strategies, strat_jobs):
         study.plan["picks"][s] = study.picks(j["name"])
     study.save_plan()
-    every = list(dict.fromkeys(study.plan["pool"] + [g for gs in study.plan["picks"].values() for g in gs]))
-    study.score_shared(list(study.plan["searches"]), every)
     # Round-robin over the strategies (each one's best, then each one's second, ...): a study
     # stopped half-way has trained picks of every strategy, not all of the first one's.
     ranks = itertools.zip_longest(*study.plan["picks"].values())
     picked = list(dict.fromkeys(g for rank in ranks for g in rank if g is not None))
-    study.run_phase("picks", [], study.train_jobs(picked, st.seeds))
+    study.draw_partners(picked)  # each pick's size-matched random partner trains right after it
+    study.save_plan()
+    paired = list(dict.fromkeys(g for p in picked for g in (p, study.plan["partners"][p])))
+    study.score_shared(list(study.plan["searches"]), list(dict.fromkeys(study.plan["pool"] + paired)))
+    study.run_phase("picks", [], study.train_jobs(paired, st.seeds))
     study.check_split()
     doc = study.write()
     _log(out, "done")
@@ -472,10 +490,16 @@ def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dic
                 diffs.append(mine[g] - pool[pool_g[i]])
         pairs = stats.mean_with_interval(diffs)
         pairs["wins"] = int(sum(d > 0 for d in diffs))
+        partner_psnr = {g: float(np.mean(v)) for g, v in _by_arch(rows, "matched").items()}
+        partners = plan.get("partners", {})
+        vs = [mine[g] - partner_psnr[partners[g]] for g in g_list if partners.get(g) in partner_psnr]
+        against_partners = stats.mean_with_interval(vs)
+        against_partners["wins"] = int(sum(d > 0 for d in vs))
         srch = plan["searches"].get(search_name(s, plan.get("best_schedule")), {})
         strategies[s] = {"picks": len(g_list), "mean_params": float(np.mean([params[g] for g in g_list])),
                          "best_standalone_psnr": max(mine.values()), "gain_over_pool_fit": gain,
-                         "matched_pairs": pairs, "search_seconds": srch.get("search_seconds"),
+                         "matched_pairs": pairs, "size_matched_random": against_partners,
+                         "search_seconds": srch.get("search_seconds"),
                          "derive_seconds": srch.get("derive_seconds")}
     out["strategies"] = strategies
     ups = [v["gain_over_pool_fit"]["ci95"][1] for v in strategies.values()]
@@ -532,6 +556,10 @@ def plots(rows: List[dict], summ: dict, out: Path) -> None:
         g = v["gain_over_pool_fit"]
         ax.scatter([r["params"] / 1e3 for r in mine], [r["standalone_psnr"] for r in mine], s=30, marker="D",
                    c=COLORS.get(s, "k"), label=f"{s}: {g['mean_db']:+.3f} dB [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
+    matched = [r for r in rows if r["group"] == "matched" and r["standalone_psnr"] is not None]
+    if matched:
+        ax.scatter([r["params"] / 1e3 for r in matched], [r["standalone_psnr"] for r in matched], s=18,
+                   marker="x", c="0.2", label=f"size-matched random partners ({len({r['genotype'] for r in matched})})")
     ax.set_xscale("log")
     from matplotlib.ticker import FormatStrFormatter  # noqa: PLC0415 (matplotlib loads with pyplot)
     for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
@@ -560,10 +588,12 @@ def format_summary(doc: dict) -> str:
                      f"{f(x['residual_ci95'][1], 2)}]  size tau {f(x['size_tau'], 2)}")
     lines.append(f"best schedule: {doc['best_schedule']}")
     for n, x in s["strategies"].items():
-        g, p = x["gain_over_pool_fit"], x["matched_pairs"]
+        g, p, m = x["gain_over_pool_fit"], x["matched_pairs"], x["size_matched_random"]
+        ci = m["ci95"] or [None, None]
         lines.append(f"  {n:15s} gain over the pool's fit {f(g['mean_db'])} dB [{f(g['ci95'][0])}, {f(g['ci95'][1])}] "
                      f"(z {f(g['z'], 1)}); matched pairs {f(p['mean_db'])} dB, {p['wins']}/{p['n']} wins; "
-                     f"search {f(x['search_seconds'], 0)} s")
+                     f"against size-matched random {f(m['mean_db'])} dB [{f(ci[0])}, {f(ci[1])}], "
+                     f"{m['wins']}/{m['n']} wins; search {f(x['search_seconds'], 0)} s")
     if s["bound_db"] is not None:
         lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")
     return "\n".join(lines)

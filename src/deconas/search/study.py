@@ -69,7 +69,7 @@ from deconas.search.stats import kendall_tau
 from deconas.search.runs import build_supernet, check_search_folder, read_checkpoint, read_data_json, reload_val_pairs
 from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, num_pairs, parse
-from deconas.space.ops import NUM_VALUES
+from deconas.space.ops import NUM_VALUES, K, value_of
 from deconas.train import run_training
 
 
@@ -88,6 +88,34 @@ def matched_random(target_params: int, count_params, nodes: int, rng: np.random.
         if g not in exclude and abs(count_params(g) - target_params) <= tolerance * target_params:
             return g, i
     raise UserError(f"no uniformly drawn architecture within {tolerance:.0%} of {target_params:,} parameters "
+                    f"in {max_draws:,} draws; raise study.param_tolerance")
+
+
+def dense_genotype(nodes: int, density: float, rng: np.random.Generator) -> Genotype:
+    """An architecture whose every op bit is set with probability ``density`` (0.5: uniform)."""
+    return Genotype(tuple(value_of(row) for row in rng.random((num_pairs(nodes), K)) < density))
+
+
+def size_matched_random(target_params: int, count_params, nodes: int, rng: np.random.Generator,
+                        tolerance: float, exclude=(), max_draws: int = 200_000) -> tuple:
+    """(genotype, density, draws): a random architecture of the size of ``target_params``, for
+    sizes uniform draws almost never reach (a search's picks can be far sparser than any of
+    them). The op bits are independent coins of one density, found by bisection so that the
+    median draw has the target's parameters; then draws at that density until one is within
+    ``tolerance`` and not in ``exclude``. At the uniform median the density is 0.5 and this is
+    :func:`matched_random`'s null."""
+    probe = np.random.default_rng(rng.integers(2 ** 63))
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        q = (lo + hi) / 2
+        sizes = [count_params(dense_genotype(nodes, q, probe)) for _ in range(64)]
+        lo, hi = (q, hi) if np.median(sizes) < target_params else (lo, q)
+    q = (lo + hi) / 2
+    for i in range(1, max_draws + 1):
+        g = dense_genotype(nodes, q, rng)
+        if g not in exclude and abs(count_params(g) - target_params) <= tolerance * target_params:
+            return g, q, i
+    raise UserError(f"no random architecture within {tolerance:.0%} of {target_params:,} parameters "
                     f"in {max_draws:,} draws; raise study.param_tolerance")
 
 

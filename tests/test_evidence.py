@@ -236,7 +236,23 @@ def test_committed_rows_are_not_trained_again(full, tmp_path, capsys):
     shutil.copy(root / "study" / "study.json", committed)
     again = run_full_study(cfg, [str(imgs)], None, tmp_path / "s2", rows_file=committed, progress=False)
     assert not list((tmp_path / "s2" / "arch").glob("*/last.safetensors"))  # nothing trained
+    assert not (tmp_path / "s2" / "searches").exists()  # nor searched: the committed plan is taken
     assert [r["standalone_psnr"] for r in again["rows"]] == pytest.approx([r["standalone_psnr"] for r in doc["rows"]])
+    assert [r["shared_psnr"] for r in again["rows"]] == [r["shared_psnr"] for r in doc["rows"]]
+    was = json.loads(committed.read_text())  # (earlier tests resumed the study: its searches' costs moved)
+    assert (again["picks"], again["partners"], again["searches"]) == (was["picks"], was["partners"], was["searches"])
+    # A pick and its partner missing from the committed rows: exactly those two are trained.
+    pick = doc["picks"][STRATEGIES[0]][0]
+    gone = {pick, doc["partners"][pick]}
+    part = json.loads(committed.read_text())
+    part["rows"] = [r for r in part["rows"] if not (r["genotype"] in gone and r["seed"] == cfg.seed)]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(part))
+    again = run_full_study(cfg, [str(imgs)], None, tmp_path / "s4", rows_file=partial, progress=False)
+    trained = {p.parent.name for p in (tmp_path / "s4" / "arch").glob("*/last.safetensors")}
+    assert trained == {f"{g.replace(',', '-')}-s{cfg.seed}" for g in gone}
+    assert not (tmp_path / "s4" / "searches").exists()
+    assert all(r["standalone_psnr"] is not None for r in again["rows"])
     # Rows of another recipe cannot be reused: one line, nothing planned.
     assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s3"), "--rows", str(committed),
                  "--config", str(root / "study" / "config.yaml"), "train.steps=5"]) == 2

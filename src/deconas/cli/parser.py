@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the full study, with --train)")
     p.add_argument("--rows", metavar="STUDY_JSON", default=None,
                    help="a full study's study.json whose finished trainings (same recipe) are not run again "
-                        "(default: none)")
+                        "and, where it planned the same pool, whose searches are taken as they are (default: none)")
     p.add_argument("--top", type=int, default=None,
                    help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,

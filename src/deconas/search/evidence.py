@@ -15,7 +15,9 @@ supernet schedule and strategy make it so? The study runs its own searches, on o
    it found, and its ``study.top`` best by shared-weight PSNR are trained standalone
    ``study.seeds`` times. Each is compared with the pool at matched parameters: the mean
    residual against the pool's PSNR-against-log-parameters line (bootstrap interval over pool
-   and picks) and pairs with the pool architecture nearest in size.
+   and picks), pairs with the pool architecture nearest in size, and pairs with its own
+   size-matched random partner (drawn at the pick's size, trained right after it), which holds
+   where the picks are smaller than any pool architecture.
 
 Written to the study folder: ``study.json`` (one row per (architecture, seed, group) with
 ``group`` (``pool`` or the strategy), ``genotype``, ``params``, ``seed``, ``shared_psnr`` (per
@@ -24,12 +26,14 @@ search), ``standalone_psnr``; the summary; the recipe), ``study.csv``, ``fidelit
 trainings in ``arch/<genotype>-s<seed>/``. Every part resumes: a search from its checkpoint, a
 training from its own, a finished one is never redone. ``--rows study.json`` re-plans from
 committed rows when the folder is gone: trainings whose (genotype, seed) and recipe are there
-are not run again.
+are not run again, and the searches of a study that planned the same pool are taken as they
+are (another machine's searches would pick other architectures).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import itertools
 import json
@@ -39,7 +43,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -156,8 +160,29 @@ class FullStudy:
         self.shared: Dict[str, Dict[str, float]] = {}
         self.trained: Dict[str, dict] = {}  # slug -> the training's row (standalone_psnr, ...)
         self.known: Dict[str, dict] = {}  # slug -> a committed row (--rows)
+        self.committed: Optional[dict] = None  # the --rows study.json
 
     # -- files -------------------------------------------------------------------------------
+    def adopt(self) -> bool:
+        """Take the committed study's searches as they are (costs, best schedule, picks,
+        partners, shared-weight scores) when it planned the same pool: a study whose folder was
+        lost does not rerun its searches, which on another machine would pick other
+        architectures than the ones whose trainings were committed."""
+        doc = self.committed
+        if not doc or doc.get("pool") != self.plan["pool"] or not isinstance(doc.get("searches"), dict):
+            return False
+        try:
+            self.plan.update(copy.deepcopy({"searches": doc["searches"], "best_schedule": doc.get("best_schedule"),
+                                            "picks": doc.get("picks") or {}, "partners": doc.get("partners") or {}}))
+            for g in [g for gs in self.plan["picks"].values() for g in gs] + list(self.plan["partners"].values()):
+                parse(g)
+            for r in doc["rows"]:
+                for name, v in r.get("shared_psnr", {}).items():
+                    self.shared.setdefault(str(name), {})[str(parse(r["genotype"]))] = float(v)
+        except (TypeError, ValueError, AttributeError, KeyError, UserError):
+            raise UserError("--rows: a damaged plan (searches, picks or partners) in the committed study") from None
+        return True
+
     def save_plan(self) -> None:
         atomic_write_text(self.out / STUDY_PLAN, json.dumps(self.plan, indent=1))
 
@@ -203,6 +228,7 @@ class FullStudy:
             k = diff[0]
             raise UserError(f"--rows {path}: trained with {k}={theirs.get(k)!r}, this study's recipe has "
                             f"{k}={self.recipe[k]!r}; its rows cannot be reused")
+        self.committed = doc
         for r in rows:
             try:
                 g, seed, v = parse(r["genotype"]), int(r["seed"]), r["standalone_psnr"]
@@ -286,6 +312,9 @@ class FullStudy:
                 have = self.shared.setdefault(name, {})
                 todo = [g for g in dict.fromkeys(genotypes) if g not in have]
                 if not todo:
+                    continue
+                if not (self.out / STUDY_SEARCHES / name / SEARCH_STATE).is_file():  # adopted from --rows
+                    _log(self.out, f"no supernet of {name} here: {len(todo)} architectures keep no score on it")
                     continue
                 scorer = SharedScorer(self.out / STUDY_SEARCHES / name, self.st.shared_max_images,
                                       self.st.shared_max_size)
@@ -384,11 +413,15 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
         study.read_rows(Path(rows_file))
     if not resume:
         study.new_plan()
+        adopted = study.adopt()
         out.mkdir(parents=True, exist_ok=True)
+        if adopted:
+            study.save_shared()
         atomic_write_text(out / CONFIG, config_mod.dump(cfg))
         study.save_plan()
         _log(out, f"planned: pool of {len(study.plan['pool'])}, schedules {', '.join(cfg.study.schedules)}, "
-                  f"strategies {', '.join(cfg.study.strategies)}")
+                  f"strategies {', '.join(cfg.study.strategies)}"
+             + (f"; searches, picks and partners taken from {rows_file}" if adopted else ""))
     st = study.st
     for slug in list((out / STUDY_ARCHS).iterdir()) if (out / STUDY_ARCHS).is_dir() else []:
         p = slug / STUDY_ROW
@@ -414,6 +447,7 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
                else taus[search_name("controller", s)])
     if study.plan["best_schedule"] not in (None, best):
         _log(out, f"best schedule: {best} (was {study.plan['best_schedule']})")
+        study.plan["picks"], study.plan["partners"] = {}, {}  # the other schedule's
     study.plan["best_schedule"] = best
     study.save_plan()
 
@@ -423,7 +457,8 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
     todo = [j for j in strat_jobs if "search_seconds" not in study.plan["searches"][j["name"]]]
     study.run_phase("strategies", todo, [])
     for s, j in zip(st.strategies, strat_jobs):
-        study.plan["picks"][s] = study.picks(j["name"])
+        if s not in study.plan["picks"]:  # made once (or adopted from --rows)
+            study.plan["picks"][s] = study.picks(j["name"])
     study.save_plan()
     # Round-robin over the strategies (each one's best, then each one's second, ...): a study
     # stopped half-way has trained picks of every strategy, not all of the first one's.

@@ -292,3 +292,16 @@ def test_a_search_state_with_nan_shared_weights_is_one_line_naming_it(full, tmp_
     torch.save(st, run / "checkpoint.pt")
     with pytest.raises(UserError, match=r"checkpoint\.pt.*NaN"):
         SharedScorer(run)
+
+
+def test_a_committed_study_with_a_damaged_plan_is_one_line_and_plans_nothing(full, tmp_path, capsys):
+    root, imgs, _, _ = full
+    doc = json.loads((root / "study" / "study.json").read_text())
+    doc["picks"][STRATEGIES[0]][0] = "9,9,9"  # not a genotype of this space
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s"), "--rows", str(bad),
+                 "--config", str(root / "study" / "config.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rows" in err[0] and "damaged plan" in err[0], err
+    assert not (tmp_path / "s").exists()

@@ -9,6 +9,7 @@ with AMX-BF16), the same conv's bf16 rate is printed beside it: the limit of tha
     python benchmarks/bench_upscale.py                 # 6 photos of 512x512 at x2 through the CLI
     python benchmarks/bench_upscale.py --memory 3000x2000 6000x4000   # peak RSS of one image each
     python benchmarks/bench_upscale.py --windows 256 330 512 --backends onnxruntime torch torch-bf16
+    python benchmarks/bench_upscale.py --layers 512    # each convolution of the network alone
 
 CLI runs are subprocesses (wall time includes process start, reading and writing PNG), with
 the shipped x2 network and the CLI's defaults. ``cold``: an empty ONNX cache (the graph is
@@ -159,17 +160,27 @@ def bench_memory(args) -> None:
 
 def bench_windows(args) -> None:
     """The network alone on one window of each size, per backend (and batched windows)."""
-    from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend
+    from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, bf16_network
+    from deconas.infer.export import onnx_bytes
     from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
     from deconas.checkpoint import load_model, pretrained_path
 
     model = load_model("pretrained", scale=2)[0]
+    if any(b.startswith("torch") for b in args.backends):
+        from deconas.infer.backends import keep_freed_memory
+
+        keep_freed_memory()  # as deconas upscale does where torch runs on the CPU
     runs = {}
     for b in args.backends:
         if b == "torch":
-            runs["torch"] = TorchBackend(model)
+            runs["torch"] = TorchBackend(model, fold=True)  # as deconas upscale runs it
         elif b == "torch-bf16":
             runs["torch-bf16"] = TorchBackend(model, precision="bf16")
+        elif b == "torch-bf16-unfolded":  # the mix nodes as trained (deconas.infer.fold)
+            runs[b] = TorchBackend(model, precision="bf16")
+            runs[b].model = bf16_network(model)
+        elif b == "onnxruntime-unfolded":
+            runs[b] = OnnxRuntimeBackend(onnx_bytes(model, fold=False))
         else:
             ort_run = onnxruntime_for_checkpoint(pretrained_path(2), lambda: model)  # the user cache
             runs["onnxruntime"] = ort_run
@@ -195,6 +206,56 @@ def bench_windows(args) -> None:
                       f"({rate / 1e9:.1f} GMAC/s); load {load()}", flush=True)
 
 
+def bench_layers(args) -> None:
+    """Each convolution of the shipped network (folded, as deconas upscale runs it) timed alone on
+    its own input shape at one window, in the faster layout, fp32 and bf16: what a conv-by-conv
+    engine could reach at best, before any memory-bound work (concatenations, ReLU, channel
+    attention, additions) is counted."""
+    from deconas.checkpoint import load_model
+    from deconas.infer.backends import keep_freed_memory
+    from deconas.infer.fold import fold_for_inference
+
+    keep_freed_memory()
+    net = fold_for_inference(load_model("pretrained", scale=2)[0])
+    side = args.layers
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape)))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        net(torch.rand(1, 3, side, side))
+    for h in hooks:
+        h.remove()
+    work = macs(side, side)
+    for dtype in (torch.float32, torch.bfloat16):
+        total, by_kind = 0.0, {}
+        rate = conv_rate(dtype=torch.float32)
+        for m, shape in shapes:
+            best = float("inf")
+            for layout in (torch.contiguous_format, torch.channels_last):
+                c = copy_conv(m, dtype, layout)
+                x = torch.rand(shape).to(dtype).contiguous(memory_format=layout)
+                with torch.inference_mode():
+                    c(x)
+                    for _ in range(args.repeats):
+                        t = time.perf_counter()
+                        c(x)
+                        best = min(best, time.perf_counter() - t)
+            kind = ("depthwise" if m.groups > 1 else f"{m.kernel_size[0]}x{m.kernel_size[1]}"
+                    + (f" dil {m.dilation[0]}" if m.dilation[0] > 1 else ""))
+            by_kind[kind] = by_kind.get(kind, 0.0) + best
+            total += best
+        print(f"{str(dtype).split('.')[-1]}: {len(shapes)} convolutions alone at {side}x{side}: {total:.3f} s = "
+              f"{total / (work / rate):.2f}x the fp32 roofline ({rate / 1e9:.1f} GMAC/s -> {work / rate:.3f} s); "
+              + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])), flush=True)
+
+
+def copy_conv(m: torch.nn.Conv2d, dtype, layout) -> torch.nn.Conv2d:
+    c = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding, dilation=m.dilation,
+                        groups=m.groups, bias=m.bias is not None).eval()
+    c.load_state_dict(m.state_dict())
+    return c.to(dtype).to(memory_format=layout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=6)
@@ -204,13 +265,19 @@ def main() -> None:
                     help="cold/warm: the defaults with an empty/filled ONNX cache; fp32: --precision fp32, warm")
     ap.add_argument("--memory", nargs="+", metavar="WxH", help="peak RSS of one WxH image at x2 instead")
     ap.add_argument("--windows", type=int, nargs="+", help="time the network alone on these window sides")
-    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bf16"])
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bf16"],
+                    choices=["onnxruntime", "torch", "torch-bf16", "onnxruntime-unfolded", "torch-bf16-unfolded"],
+                    help="with --windows; *-unfolded: the mix nodes as trained, without deconas.infer.fold")
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
+    ap.add_argument("--layers", type=int, metavar="SIDE",
+                    help="time each convolution of the network alone at a SIDE x SIDE window instead")
     ap.add_argument("--spin", action="store_true", help="also time ONNX Runtime with spinning threads and with its arena")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, help="more options for deconas upscale")
     args = ap.parse_args()
     if args.memory:
         bench_memory(args)
+    elif args.layers:
+        bench_layers(args)
     elif args.windows:
         bench_windows(args)
     else:

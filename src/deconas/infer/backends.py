@@ -70,15 +70,23 @@ class OnnxRuntimeBackend:
 
 class TorchBackend:
     """A torch module on its device; arrays in and out (on the CPU). ``precision`` bf16 runs a
-    copy of a deconas network made by :func:`bf16_network`."""
+    copy of a deconas network made by :func:`bf16_network`; ``fold`` runs a folded copy of a
+    DeCoNASNet (:mod:`deconas.infer.fold`; bf16 always does), for a network that no longer
+    trains."""
 
     name = "torch"
 
-    def __init__(self, model, device=None, radius: Optional[int] = None, precision: str = "fp32"):
+    def __init__(self, model, device=None, radius: Optional[int] = None, precision: str = "fp32",
+                 fold: bool = False):
         import torch  # the model is a torch module: torch is loaded already
+
+        from deconas.infer.fold import fold_for_inference
+        from deconas.space.network import DeCoNASNet
 
         if device is not None:
             model = model.to(device)
+        if (fold or precision == "bf16") and isinstance(model, DeCoNASNet):
+            model = fold_for_inference(model, upsampler=True)
         self.model = model.eval()
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.scale = int(getattr(model, "scale", 0) or 0)
@@ -104,10 +112,10 @@ class TorchBackend:
 
 def bf16_network(model):
     """A copy of a deconas network whose body computes in bf16 (channels_last), with its first
-    convolution (sfe1, which reads the image) and the tail (which writes it) in fp32, with the
-    weights as trained: a bf16 output would be rounded to steps of 1/256 near white, coarser
-    than the uint8 result, and both convs have 3 image channels on one side, so fp32 costs them
-    little. Measured in docs/upscale.md: at most 0.002 dB from fp32 on Set5 and Set14."""
+    convolution (sfe1, which reads the image) and the tail (which writes it; with UPNet where
+    they are composed) in fp32, with the weights as trained: a bf16 output would be rounded to
+    steps of 1/256 near white, coarser than the uint8 result, and both convs have 3 image
+    channels on one side, so fp32 costs them little. Measured in docs/upscale.md: at most 0.002 dB from fp32 on Set5 and Set14."""
     import copy
 
     import torch
@@ -129,11 +137,14 @@ def bf16_network(model):
 
     if not (hasattr(model, "sfe1") and hasattr(model, "tail")):
         raise UserError(f"--precision bf16: {type(model).__name__} is not a deconas network; use fp32")
-    m = copy.deepcopy(model).eval()
-    first, last = copy.deepcopy(model.sfe1).float(), copy.deepcopy(model.tail).float()  # never rounded to bf16
+    # What writes the image: the tail, or UPNet and the tail composed (deconas.infer.fold).
+    writer = "upsample" if isinstance(model.tail, torch.nn.Identity) else "tail"
+    m = copy.deepcopy(model).eval()  # folded already where TorchBackend made it
+    first = copy.deepcopy(model.sfe1).float()  # never rounded to bf16
+    last = copy.deepcopy(getattr(model, writer)).float()
     m = m.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
     m.sfe1 = torch.nn.Sequential(first.to(memory_format=torch.channels_last), Cast(torch.bfloat16))
-    m.tail = torch.nn.Sequential(Cast(torch.float32), last.to(memory_format=torch.channels_last))
+    setattr(m, writer, torch.nn.Sequential(Cast(torch.float32), last.to(memory_format=torch.channels_last)))
     for mod in m.modules():
         body = getattr(mod, "body", None)
         if isinstance(body, torch.nn.Sequential) and isinstance(body[0], torch.nn.AdaptiveAvgPool2d):

@@ -31,9 +31,10 @@ from deconas import __version__
 from deconas.checkpoint import load_model, pretrained_path
 from deconas.constants import DEFAULT_OPSET, DEFAULT_PRECISION, OPSETS, PRECISIONS, PRETRAINED_SCALE
 from deconas.errors import UserError
+from deconas.infer.fold import fold_for_inference
 from deconas.infer.onnx_seal import seal
 from deconas.runtime import atomic_write, file_digest
-from deconas.space.network import receptive_radius
+from deconas.space.network import DeCoNASNet, receptive_radius
 
 FORMAT = "deconas-onnx-1"
 INPUT, OUTPUT = "lr", "sr"
@@ -63,8 +64,10 @@ class Clamped(torch.nn.Module):
         return self.net(x.to(dtype)).float().clamp(0.0, 1.0)
 
 
-def _traced(model, opset: int, half: bool) -> onnx.ModelProto:
+def _traced(model, opset: int, half: bool, fold: bool = True) -> onnx.ModelProto:
     net = model.float().eval().cpu()
+    if fold and isinstance(net, DeCoNASNet):
+        net = fold_for_inference(net)  # a copy: the same function in fewer operations
     if half:
         import copy
 
@@ -82,14 +85,15 @@ def _traced(model, opset: int, half: bool) -> onnx.ModelProto:
 
 
 def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
-               precision: str = DEFAULT_PRECISION, calib=None) -> bytes:
+               precision: str = DEFAULT_PRECISION, calib=None, fold: bool = True) -> bytes:
     """The serialized, sealed ONNX graph of a DeCoNASNet (dynamic batch/height/width).
-    ``calib``: int8 only, the calibration LR patches (None: from the built-in photographs)."""
+    ``calib``: int8 only, the calibration LR patches (None: from the built-in photographs).
+    ``fold``: export the folded network (:mod:`deconas.infer.fold`; False for comparisons)."""
     if opset not in OPSETS:
         raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    proto = _traced(model, opset, half=precision == "fp16")
+    proto = _traced(model, opset, half=precision == "fp16", fold=fold)
     meta = _metadata(model, source, precision)
     if precision == "int8":
         from deconas.infer.quantize import calibration_patches, int8_cost, quantize_int8

@@ -25,7 +25,8 @@ log = logging.getLogger("deconas")
 # Bumped when the exported graph changes for the same weights: old cache entries are then unused.
 # 2: graphs end in their content's SHA-256 (seal). 3: the output is clamped in the graph; the
 # precision is part of the name. 4: mix nodes' mean as Adds, ReLUs and concatenations shared.
-EXPORT_VERSION = 4
+# 5: mix nodes folded (deconas.infer.fold).
+EXPORT_VERSION = 5
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deconas/onnx`` when XDG_CACHE_HOME is set (on every platform, so tests

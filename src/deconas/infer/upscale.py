@@ -216,7 +216,7 @@ def open_network(checkpoint: Optional[str], scale: Optional[int], backend: str, 
             torch.set_num_threads(threads or threads_mod.resolve(None)[0])  # a count, or the free cores
             keep_freed_memory()  # this process runs the network to the end
     model, meta = load(device)
-    return TorchBackend(model, precision=precision), int(meta["scale"])
+    return TorchBackend(model, precision=precision, fold=True), int(meta["scale"])
 
 
 def _remove_stale_temporaries(outdir: Path, outputs: List[Path]) -> None:

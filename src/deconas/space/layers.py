@@ -70,14 +70,14 @@ def current_names(state: dict) -> dict:
     return out
 
 
-def mean_of(outs: List[torch.Tensor]) -> torch.Tensor:
+def mean_of(outs: List[torch.Tensor], divide: bool = True) -> torch.Tensor:
     """A mix node's mean of its active operations, as a sum: exported, that is Adds and a Div,
     where ``torch.stack(outs).mean(0)`` became Unsqueeze + Concat + ReduceMean, which ONNX
-    Runtime runs far slower (measured in docs/upscale.md)."""
+    Runtime runs far slower (measured in docs/upscale.md). ``divide`` False: the sum alone."""
     y = outs[0]
     for o in outs[1:]:
         y = y + o
-    return y if len(outs) == 1 else y / len(outs)
+    return y if len(outs) == 1 or not divide else y / len(outs)
 
 
 class ChannelAttention(nn.Module):

@@ -20,7 +20,9 @@ from deconas.space.ops import K
 
 class MixNode(nn.Module):
     """Node m: each active operation k reads the concatenation of its selected inputs;
-    output = CA(ReLU(mean of the active operations)), or CA(ReLU(previous)) when none is active."""
+    output = CA(ReLU(mean of the active operations)), or CA(ReLU(previous)) when none is active.
+    ``summed``: the operations' weights carry the mean's 1/n already (deconas.infer.fold), so
+    their outputs are added."""
 
     def __init__(self, genotype: Genotype, node: int, channels: int):
         super().__init__()
@@ -35,6 +37,7 @@ class MixNode(nn.Module):
         self.ops = nn.ModuleList(ops)
         self.relu = nn.ReLU()
         self.ca = ChannelAttention(channels)
+        self.summed = False
 
     def forward(self, feats: List[torch.Tensor], active: Optional[List[torch.Tensor]] = None,
                 cats: Optional[Dict[Tuple[int, ...], torch.Tensor]] = None) -> torch.Tensor:
@@ -52,17 +55,19 @@ class MixNode(nn.Module):
             if key not in cats:
                 cats[key] = active[idx[0]] if len(idx) == 1 else torch.cat([active[j] for j in idx], 1)
             outs.append(op.convolve(cats[key]))
-        return self.ca(self.relu(mean_of(outs)))
+        return self.ca(self.relu(mean_of(outs, divide=not self.summed)))
 
 
 class DNB(nn.Module):
-    """Densely connected network block: M mix nodes, then LFF (1x1 conv) plus the local residual."""
+    """Densely connected network block: M mix nodes, then LFF (1x1 conv) plus the local residual.
+    ``residual_in_lff``: LFF's weights carry the residual already (deconas.infer.fold)."""
 
     def __init__(self, genotype: Genotype, channels: int):
         super().__init__()
         self.nodes = nn.ModuleList(MixNode(genotype, m, channels) for m in range(genotype.nodes))
         self.lff_inputs = list(genotype.lff_inputs())
         self.lff = conv(len(self.lff_inputs) * channels, channels, 1)
+        self.residual_in_lff = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A node's output is CA(ReLU(.)) >= 0, so its ReLU is itself: only the block's input
@@ -72,7 +77,8 @@ class DNB(nn.Module):
             y = node(feats, active, cats)
             feats.append(y)
             active.append(y)
-        return self.lff(torch.cat([feats[i] for i in self.lff_inputs], 1)) + x
+        y = self.lff(torch.cat([feats[i] for i in self.lff_inputs], 1))
+        return y if self.residual_in_lff else y + x
 
 
 def check_size(scale: int, channels: int, blocks: int) -> None:

@@ -86,3 +86,15 @@ def test_composed_upsampler_is_one_5x5_conv_with_fewer_mult_adds_than_upnet_and_
     composed = 25 * 8 * 48
     stages = 9 * 8 * 32 + 4 * 9 * 8 * 32 + 16 * 9 * 8 * 3  # per LR pixel (at C = 32: 5x as many)
     assert composed < stages
+
+
+def test_an_upsampler_with_zero_or_non_finite_weights_is_composed_or_left_as_it_is():
+    net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), 2, 8, 1), 4)
+    with torch.no_grad():
+        for p in [*net.upsample.parameters(), *net.tail.parameters()]:
+            p.zero_()
+    x = torch.rand(1, 3, 14, 15)
+    with torch.no_grad():
+        assert torch.equal(fold_for_inference(net, upsampler=True)(x), net(x))  # all zeros: radius 0
+        net.tail.weight[0, 0, 0, 0] = float("nan")
+        assert isinstance(fold_for_inference(net, upsampler=True).upsample, type(net.upsample))

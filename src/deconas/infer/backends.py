@@ -149,7 +149,10 @@ def bf16_network(model):
         body = getattr(mod, "body", None)
         if isinstance(body, torch.nn.Sequential) and isinstance(body[0], torch.nn.AdaptiveAvgPool2d):
             body[0] = SumPool()  # channel attention's pooling
-    return m
+    from deconas.infer.buffered import BufferedNetwork
+
+    folded = all(node.summed or not node.ops for dnb in m.dnbs for node in dnb.nodes)
+    return BufferedNetwork(m) if folded else m  # a folded network runs on buffers
 
 
 def keep_freed_memory() -> bool:

@@ -45,7 +45,8 @@ def fold_for_inference(model: DeCoNASNet, upsampler: bool = False) -> DeCoNASNet
             for node in dnb.nodes:
                 _fold_node(node, net.channels)
             _fold_residual(dnb, net.channels)
-        if upsampler:
+        finite = all(bool(torch.isfinite(p).all()) for p in (*net.upsample.parameters(), *net.tail.parameters()))
+        if upsampler and finite:  # non-finite weights are refused downstream, by what they output
             net.upsample = ComposedUpsampler(net.upsample, net.tail, net.scale)
             net.tail = torch.nn.Identity()
     return net
@@ -131,6 +132,8 @@ class ComposedUpsampler(torch.nn.Module):
             return self.original(y)
         out = self.shuffle(self.conv(y))
         ring = self.scale * self.radius
+        if ring == 0:  # nothing reaches across pixels: no padding to differ at
+            return out
         out[..., :ring, :] = self.original(y[..., :strip, :])[..., :ring, :]
         out[..., -ring:, :] = self.original(y[..., -strip:, :])[..., -ring:, :]
         out[..., :, :ring] = self.original(y[..., :, :strip])[..., :, :ring]
@@ -151,7 +154,7 @@ def _compose(upsample: torch.nn.Module, tail: torch.nn.Module, scale: int):
     blocks = resp.reshape(c, 3, size, s, size, s).permute(0, 1, 3, 5, 2, 4).reshape(c, 3 * s * s, size, size)
     reach = blocks.abs().amax(dim=(0, 1)) > 0
     rows, cols = reach.any(1).nonzero().flatten(), reach.any(0).nonzero().flatten()
-    r = int(max(mid - rows.min(), rows.max() - mid, mid - cols.min(), cols.max() - mid))
+    r = int(max(mid - rows.min(), rows.max() - mid, mid - cols.min(), cols.max() - mid)) if reach.any() else 0
     if r >= mid:
         raise ValueError(f"UPNet and the tail reach {r} LR pixels, more than the probe holds")
     # The response at LR (mid - dy, mid - dx) is the kernel's tap (r + dy, r + dx): flip it.

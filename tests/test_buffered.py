@@ -1,0 +1,58 @@
+"""The network on channels-last buffers (1x1 convolutions as matrix products over slots of
+them): the network itself is the oracle."""
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from deconas.infer.buffered import BufferedNetwork, _runs
+from deconas.infer.fold import fold_for_inference
+from deconas.space.genotype import PAPER_GENOTYPE, Genotype, num_pairs, parse
+from deconas.space.network import DeCoNASNet
+
+from test_fold import randomised
+
+CL = torch.channels_last
+genotypes = st.integers(1, 4).flatmap(lambda m: st.tuples(
+    st.lists(st.integers(0, 7), min_size=num_pairs(m), max_size=num_pairs(m)),
+    st.one_of(st.none(), st.lists(st.integers(0, 1), min_size=m, max_size=m)),
+    st.integers(1, 3), st.sampled_from([2, 3, 4]), st.integers(0, 2 ** 31 - 1), st.data()))
+
+
+def buffered(net, upsampler=True):
+    return BufferedNetwork(fold_for_inference(net, upsampler=upsampler).to(memory_format=CL)).eval()
+
+
+@settings(max_examples=40, deadline=None)
+@given(genotypes)
+def test_the_buffered_network_computes_what_the_network_computes(case):
+    # Every cell, with and without feature-fusion bits (LFF and GFF reading gaps of slots).
+    cell, lff, n, scale, seed, data = case
+    gff = None if lff is None else tuple(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    net = randomised(DeCoNASNet(Genotype(tuple(cell), None if lff is None else tuple(lff), gff), scale, 8, n), seed)
+    x = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want, got = net(x), buffered(net)(x.contiguous(memory_format=CL))
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+
+
+def test_the_buffered_paper_network_matches_in_bf16_as_closely_as_the_plain_bf16_copy():
+    from deconas.infer.backends import bf16_network
+
+    net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), 2, 16, 2), 5)
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = net(x)
+        plain = bf16_network(fold_for_inference(net, upsampler=True)).net(x.contiguous(memory_format=CL))
+        got = bf16_network(fold_for_inference(net, upsampler=True))(x.contiguous(memory_format=CL))
+    assert (got - want).abs().max() <= 2 * (plain - want).abs().max() + 1e-6
+
+
+def test_runs_group_consecutive_slots():
+    assert _runs([0, 1, 2, 4]) == [(0, 3), (4, 5)]
+    assert _runs([3]) == [(3, 4)] and _runs([1, 3, 5]) == [(1, 2), (3, 4), (5, 6)]
+
+
+def test_an_unfolded_network_is_refused():
+    with pytest.raises(ValueError, match="folded"):
+        BufferedNetwork(DeCoNASNet(parse(PAPER_GENOTYPE), 2, 8, 1))

@@ -56,3 +56,20 @@ def test_runs_group_consecutive_slots():
 def test_an_unfolded_network_is_refused():
     with pytest.raises(ValueError, match="folded"):
         BufferedNetwork(DeCoNASNet(parse(PAPER_GENOTYPE), 2, 8, 1))
+
+
+def test_fused_convolutions_and_the_plain_steps_give_the_same_network(monkeypatch):
+    import deconas.infer.buffered as buffered_mod
+
+    if not buffered_mod._fused_convolutions():
+        pytest.skip("this torch has no oneDNN fused convolutions")
+    net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), 3, 8, 2), 9)
+    run = buffered(net)
+    x = torch.rand(1, 3, 13, 12, generator=torch.Generator().manual_seed(9)).contiguous(memory_format=CL)
+    with torch.no_grad():
+        fused = run(x)
+        monkeypatch.setattr(buffered_mod, "_fused_convolutions", lambda: False)
+        steps = run(x)
+        want = net(x.contiguous())
+    assert torch.allclose(fused, steps, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    assert torch.allclose(steps, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -7,13 +7,16 @@ network's time (docs/upscale.md). Here every node's output is written into its b
 (x_in, n0, n1, ...) and every block's output into one buffer (F0, B0, B1, ...) as they are made; in
 channels-last memory a run of slots of such a buffer is a matrix with a row stride, so those
 1x1 convolutions are matrix products that read it in place. Only the 3x3 operations that
-read several inputs still concatenate them.
+read several inputs still concatenate them. On the CPU, a mix node's sum of its operations and
+its ReLU happen inside the operations' last convolutions (oneDNN's fused convolutions, the ones
+torch's compiler emits), not as passes over memory of their own.
 
 Outputs equal the network's up to float rounding (the order of additions differs).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -46,7 +49,7 @@ class BufferedNetwork(nn.Module):
                 cell = _empty(f0, cell.shape[1])
                 _matmul_1x1(n.dense[d], [(0, d + 2)], blocks, c, out=_slot(cell, 0, 1, c))
         g = _matmul_1x1(n.gff[0], _runs(n.gff_inputs), blocks, c)
-        y = n.gff[1](g) + x_grl
+        y = _conv(n.gff[1], g, add=x_grl)
         return n.tail(n.upsample(y))
 
     def _block(self, dnb, cell: torch.Tensor, out: torch.Tensor) -> None:
@@ -62,19 +65,51 @@ class BufferedNetwork(nn.Module):
                 y = active[0] if m == 0 else torch.relu(active[m])  # ReLU of the previous node (or x_in)
             else:
                 y = None
-                for op, idx in zip(node.ops, node.op_inputs):
+                for k, (op, idx) in enumerate(zip(node.ops, node.op_inputs)):
                     key = tuple(idx)
                     if key not in inputs:
                         parts = [active[j] for j in idx]
                         inputs[key] = (parts[0].contiguous(memory_format=CL) if len(parts) == 1
                                        else torch.cat(parts, 1, out=_empty(x, len(parts) * c)))
-                    o = op.convolve(inputs[key])
-                    y = o if y is None else y.add_(o)
-                y = y.relu_()
+                    src = op.dw(inputs[key]) if op.spec.separable else inputs[key]
+                    # the sum of the operations and its ReLU, inside the last convolution of each
+                    y = _conv(op.pw if op.spec.separable else op.conv, src, add=y, relu=k == len(node.ops) - 1)
             torch.mul(y, node.ca.body(y), out=active[m + 1])
         _matmul_1x1(dnb.lff, _runs(dnb.lff_inputs), cell, c, out=out)  # LFF reads x_in raw
         if not dnb.residual_in_lff:
             _matrix(out).add_(_matrix(x))
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, add=None, relu: bool = False) -> torch.Tensor:
+    """``conv(x)``, plus ``add``, then the ReLU: in one oneDNN primitive on the CPU (the
+    additions and the ReLU are then no passes over memory of their own), else in steps."""
+    if x.device.type == "cpu" and _fused_convolutions():
+        args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        if add is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, *args, "add", 1.0, "relu" if relu else None, [], "")
+    y = conv(x) if add is None else conv(x).add_(add)
+    return y.relu_() if relu else y
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_convolutions() -> bool:
+    """Whether this torch has oneDNN's fused convolutions (the ops its compiler emits on the CPU)
+    and they compute what the plain ones do, checked once on a small case."""
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise
+        g = torch.Generator().manual_seed(0)
+        conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2).eval()
+        x, other = torch.randn(1, 4, 6, 5, generator=g), torch.randn(1, 4, 6, 5, generator=g)
+        x, other = x.contiguous(memory_format=CL), other.contiguous(memory_format=CL)
+        with torch.no_grad():
+            args = (conv.weight, conv.bias, [2, 2], [1, 1], [2, 2], 1)
+            got = op.binary(x, other, *args, "add", 1.0, "relu", [], "")
+            want = torch.relu(conv(x) + other)
+            plain = op(x, *args, "none", [], "")
+        return bool(torch.allclose(got, want, atol=1e-5) and torch.allclose(plain, conv(x), atol=1e-5))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _products(bias: torch.Tensor, terms, out=None) -> torch.Tensor:

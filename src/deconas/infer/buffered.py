@@ -46,7 +46,8 @@ class BufferedNetwork(nn.Module):
         for d, dnb in enumerate(n.dnbs):
             self._block(dnb, cell, _slot(blocks, d + 1, d + 2, c))
             if d < len(n.dense):  # the next block's input, written where it reads it
-                cell = _empty(f0, cell.shape[1])
+                width, cell = cell.shape[1], None  # this block's buffer is free for the next one
+                cell = _empty(f0, width)
                 _matmul_1x1(n.dense[d], [(0, d + 2)], blocks, c, out=_slot(cell, 0, 1, c))
         g = _matmul_1x1(n.gff[0], _runs(n.gff_inputs), blocks, c)
         y = _conv(n.gff[1], g, add=x_grl)

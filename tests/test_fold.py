@@ -98,3 +98,12 @@ def test_an_upsampler_with_zero_or_non_finite_weights_is_composed_or_left_as_it_
         assert torch.equal(fold_for_inference(net, upsampler=True)(x), net(x))  # all zeros: radius 0
         net.tail.weight[0, 0, 0, 0] = float("nan")
         assert isinstance(fold_for_inference(net, upsampler=True).upsample, type(net.upsample))
+
+
+def test_a_folded_backend_keeps_the_networks_receptive_radius():
+    from deconas.infer.backends import TorchBackend
+
+    net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), 2, 8, 4), 2)
+    assert net.receptive_radius == 37  # the paper cell at N = 4 (docs/upscale.md's overlap)
+    assert TorchBackend(net, fold=True).radius == 37
+    assert TorchBackend(net, precision="bf16").radius == 37

@@ -85,12 +85,13 @@ class TorchBackend:
 
         if device is not None:
             model = model.to(device)
+        # The network's own radius: the composed upsampler's strips would count as more convs.
+        self.radius = (getattr(model, "receptive_radius", None) or DEFAULT_OVERLAP) if radius is None else radius
         if (fold or precision == "bf16") and isinstance(model, DeCoNASNet):
             model = fold_for_inference(model, upsampler=True)
         self.model = model.eval()
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.scale = int(getattr(model, "scale", 0) or 0)
-        self.radius = (getattr(model, "receptive_radius", None) or DEFAULT_OVERLAP) if radius is None else radius
         self.precision = precision
         if precision == "bf16":
             self.model = bf16_network(self.model)

@@ -45,8 +45,9 @@ def fold_for_inference(model: DeCoNASNet, upsampler: bool = False) -> DeCoNASNet
             for node in dnb.nodes:
                 _fold_node(node, net.channels)
             _fold_residual(dnb, net.channels)
-        finite = all(bool(torch.isfinite(p).all()) for p in (*net.upsample.parameters(), *net.tail.parameters()))
-        if upsampler and finite:  # non-finite weights are refused downstream, by what they output
+        # Non-finite weights are left for the checks downstream, which refuse what they output.
+        if upsampler and all(bool(torch.isfinite(p).all()) for p in (*net.upsample.parameters(),
+                                                                       *net.tail.parameters())):
             net.upsample = ComposedUpsampler(net.upsample, net.tail, net.scale)
             net.tail = torch.nn.Identity()
     return net
@@ -67,7 +68,7 @@ def _fold_node(node, channels: int) -> None:
         return
     ops, inputs = list(node.ops), [list(i) for i in node.op_inputs]
     for s in [i for i, op in enumerate(ops) if op.spec.separable]:
-        target = next((c for c, op in enumerate(ops) if not op.spec.separable
+        target = next((c for c, op in enumerate(ops) if op is not None and not op.spec.separable
                        and (op.spec.kernel, op.spec.dilation) == (ops[s].spec.kernel, ops[s].spec.dilation)
                        and set(inputs[s]) <= set(inputs[c])), None)
         if target is None:

@@ -2,11 +2,11 @@
 the CPU, where its bf16 copy runs.
 
 The 1x1 convolutions over concatenations (LFF, the dense connections, GFF) cost a copy of every
-map they read before any arithmetic: on 2 cores the concatenations took a quarter of the bf16
-network's time (docs/upscale.md). Here every node's output is written into its block's buffer
-(x_in, n0, n1, ...) and every block's output into one buffer (F0, B0, B1, ...) as they are made; in
-channels-last memory a run of slots of such a buffer is a matrix with a row stride, so those
-1x1 convolutions are matrix products that read it in place. Only the 3x3 operations that
+map they read before any arithmetic: on 2 cores the concatenations took a fifth to a quarter of
+the bf16 network's time (docs/upscale.md). Here every node's output is written into its block's
+buffer (x_in, n0, n1, ...) and every block's output into one buffer (F0, B0, B1, ...) as they are
+made; in channels-last memory a run of slots of such a buffer is a matrix with a row stride, so
+those 1x1 convolutions are matrix products that read it in place. Only the 3x3 operations that
 read several inputs still concatenate them. On the CPU, a mix node's sum of its operations and
 its ReLU happen inside the operations' last convolutions (oneDNN's fused convolutions, the ones
 torch's compiler emits), not as passes over memory of their own.

@@ -7,16 +7,12 @@ from hypothesis import given, settings, strategies as st
 
 from deconas.infer.buffered import BufferedNetwork, _runs
 from deconas.infer.fold import fold_for_inference
-from deconas.space.genotype import PAPER_GENOTYPE, Genotype, num_pairs, parse
+from deconas.space.genotype import PAPER_GENOTYPE, Genotype, parse
 from deconas.space.network import DeCoNASNet
 
-from test_fold import randomised
+from test_fold import genotypes, randomised
 
 CL = torch.channels_last
-genotypes = st.integers(1, 4).flatmap(lambda m: st.tuples(
-    st.lists(st.integers(0, 7), min_size=num_pairs(m), max_size=num_pairs(m)),
-    st.one_of(st.none(), st.lists(st.integers(0, 1), min_size=m, max_size=m)),
-    st.integers(1, 3), st.sampled_from([2, 3, 4]), st.integers(0, 2 ** 31 - 1), st.data()))
 
 
 def buffered(net, upsampler=True):

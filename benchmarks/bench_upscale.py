@@ -9,6 +9,8 @@ with AMX-BF16), the same conv's bf16 rate is printed beside it: the limit of tha
     python benchmarks/bench_upscale.py                 # 6 photos of 512x512 at x2 through the CLI
     python benchmarks/bench_upscale.py --memory 3000x2000 6000x4000   # peak RSS of one image each
     python benchmarks/bench_upscale.py --windows 256 330 512 --backends onnxruntime torch torch-bf16
+    python benchmarks/bench_upscale.py --windows 512 --repeats 9 --backends torch-bf16 torch-bf16-unfused \
+        torch-bf16-unbuffered torch-bf16-uncomposed torch-bf16-unfolded   # the rewrite, step by step
     python benchmarks/bench_upscale.py --layers 512    # each convolution of the network alone
 
 CLI runs are subprocesses (wall time includes process start, reading and writing PNG), with
@@ -158,10 +160,36 @@ def bench_memory(args) -> None:
                   flush=True)
 
 
+BACKENDS = ["onnxruntime", "torch", "torch-bf16",  # as deconas upscale runs each
+            # the inference rewrite (deconas.infer.fold, deconas.infer.buffered) undone step by step:
+            "torch-bf16-unfused",  # buffers without oneDNN's fused convolutions
+            "torch-bf16-unbuffered",  # folded and composed, without the buffers
+            "torch-bf16-uncomposed",  # folded, with UPNet and the tail as they are
+            "torch-bf16-unfolded", "onnxruntime-unfolded"]  # the network as trained
+
+
+class _Unfused:
+    """A backend whose network runs with oneDNN's fused convolutions turned off."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __call__(self, x):
+        from unittest import mock
+
+        import deconas.infer.buffered as buffered
+
+        with mock.patch.object(buffered, "_fused_convolutions", lambda: False):
+            return self.run(x)
+
+
 def bench_windows(args) -> None:
-    """The network alone on one window of each size, per backend (and batched windows)."""
+    """The network alone on one window of each size, per backend (and batched windows): the
+    backends' runs alternate, so a drift of the machine's speed reaches each of them alike."""
     from deconas.infer.backends import OnnxRuntimeBackend, TorchBackend, bf16_network
+    from deconas.infer.buffered import BufferedNetwork
     from deconas.infer.export import onnx_bytes
+    from deconas.infer.fold import fold_for_inference
     from deconas.infer.onnx_cache import onnxruntime_for_checkpoint
     from deconas.checkpoint import load_model, pretrained_path
 
@@ -170,15 +198,27 @@ def bench_windows(args) -> None:
         from deconas.infer.backends import keep_freed_memory
 
         keep_freed_memory()  # as deconas upscale does where torch runs on the CPU
+
+    def bf16(net):
+        run = TorchBackend(model, precision="bf16")
+        run.model = net
+        return run
+
     runs = {}
     for b in args.backends:
         if b == "torch":
-            runs["torch"] = TorchBackend(model, fold=True)  # as deconas upscale runs it
+            runs[b] = TorchBackend(model, fold=True)
         elif b == "torch-bf16":
-            runs["torch-bf16"] = TorchBackend(model, precision="bf16")
-        elif b == "torch-bf16-unfolded":  # the mix nodes as trained (deconas.infer.fold)
             runs[b] = TorchBackend(model, precision="bf16")
-            runs[b].model = bf16_network(model)
+        elif b == "torch-bf16-unfused":
+            runs[b] = _Unfused(TorchBackend(model, precision="bf16"))
+        elif b == "torch-bf16-unbuffered":
+            buffered = bf16_network(fold_for_inference(model, upsampler=True))
+            runs[b] = bf16(buffered.net if isinstance(buffered, BufferedNetwork) else buffered)
+        elif b == "torch-bf16-uncomposed":
+            runs[b] = bf16(bf16_network(fold_for_inference(model)))
+        elif b == "torch-bf16-unfolded":
+            runs[b] = bf16(bf16_network(model))
         elif b == "onnxruntime-unfolded":
             runs[b] = OnnxRuntimeBackend(onnx_bytes(model, fold=False))
         else:
@@ -189,21 +229,28 @@ def bench_windows(args) -> None:
                 runs["ort-spin"] = OnnxRuntimeBackend(src, spinning=True)
                 runs["ort-arena"] = OnnxRuntimeBackend(src, arena=True)
     rng = np.random.default_rng(0)
-    print(f"network alone, {torch.get_num_threads()} threads; best of {args.repeats}")
+    print(f"network alone, {torch.get_num_threads()} threads; {args.repeats} alternated rounds; "
+          f"ratios to the first backend are medians of the rounds' ratios")
     for side in args.windows:
         for batch in args.batches:
             x = rng.random((batch, 3, side, side), dtype=np.float32)
-            for name, run in runs.items():
+            times = {name: [] for name in runs}
+            for run in runs.values():
                 run(x[:1, :, :16, :16])
-                best = float("inf")
-                for _ in range(args.repeats):
+                run(x)  # the first run at a shape sets up its kernels
+            for _ in range(args.repeats):
+                for name, run in runs.items():
                     t = time.perf_counter()
                     run(x)
-                    best = min(best, time.perf_counter() - t)
-                rate = conv_rate(3)
-                ratio = best / (batch * macs(side, side) / rate)
-                print(f"  {name:>12} {batch} x {side}x{side}: {best:6.2f} s = {ratio:.2f}x the roofline "
-                      f"({rate / 1e9:.1f} GMAC/s); load {load()}", flush=True)
+                    times[name].append(time.perf_counter() - t)
+            rate = conv_rate(3)
+            first = next(iter(times.values()))
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                rel = statistics.median(a / b for a, b in zip(ts, first))
+                print(f"  {name:>22} {batch} x {side}x{side}: median {med:6.3f} s (best {min(ts):.3f}) = "
+                      f"{med / (batch * macs(side, side) / rate):.2f}x the roofline ({rate / 1e9:.1f} GMAC/s); "
+                      f"{rel:.3f}x the first; load {load()}", flush=True)
 
 
 def bench_layers(args) -> None:
@@ -265,9 +312,8 @@ def main() -> None:
                     help="cold/warm: the defaults with an empty/filled ONNX cache; fp32: --precision fp32, warm")
     ap.add_argument("--memory", nargs="+", metavar="WxH", help="peak RSS of one WxH image at x2 instead")
     ap.add_argument("--windows", type=int, nargs="+", help="time the network alone on these window sides")
-    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bf16"],
-                    choices=["onnxruntime", "torch", "torch-bf16", "onnxruntime-unfolded", "torch-bf16-unfolded"],
-                    help="with --windows; *-unfolded: the mix nodes as trained, without deconas.infer.fold")
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bf16"], choices=BACKENDS,
+                    help="with --windows; torch-bf16-un*: the inference rewrite undone step by step")
     ap.add_argument("--batches", type=int, nargs="+", default=[1])
     ap.add_argument("--layers", type=int, metavar="SIDE",
                     help="time each convolution of the network alone at a SIDE x SIDE window instead")

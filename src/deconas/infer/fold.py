@@ -145,7 +145,7 @@ class ComposedUpsampler(torch.nn.Module):
 def _compose(upsample: torch.nn.Module, tail: torch.nn.Module, scale: int):
     """(weight, bias) of the LR convolution equal to ``tail(upsample(.))`` away from borders."""
     up, last = copy.deepcopy(upsample).double().cpu(), copy.deepcopy(tail).double().cpu()
-    c, s, size, mid = last.in_channels, scale, 15, 7  # an impulse in the middle of 15 x 15
+    c, s, size, mid = last.in_channels, scale, 9, 4  # an impulse in the middle of 9 x 9 (reach <= 3)
     with torch.no_grad():
         bias = last(up(torch.zeros(1, c, size, size, dtype=torch.float64)))[0]  # (3, s*size, s*size)
         impulses = torch.zeros(c, c, size, size, dtype=torch.float64)

@@ -179,7 +179,7 @@ class _Unfused:
 
         import deconas.infer.buffered as buffered
 
-        with mock.patch.object(buffered, "_fused_convolutions", lambda: False):
+        with mock.patch.object(buffered, "_fused_convolutions", lambda dtype=None: False):
             return self.run(x)
 
 

@@ -3,14 +3,14 @@ them): the network itself is the oracle."""
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from deconas.infer.buffered import BufferedNetwork, _runs
 from deconas.infer.fold import fold_for_inference
-from deconas.space.genotype import PAPER_GENOTYPE, Genotype, parse
+from deconas.space.genotype import PAPER_GENOTYPE, parse
 from deconas.space.network import DeCoNASNet
 
-from test_fold import genotypes, randomised
+from test_fold import drawn_case, genotypes, randomised
 
 CL = torch.channels_last
 
@@ -23,10 +23,7 @@ def buffered(net, upsampler=True):
 @given(genotypes)
 def test_the_buffered_network_computes_what_the_network_computes(case):
     # Every cell, with and without feature-fusion bits (LFF and GFF reading gaps of slots).
-    cell, lff, n, scale, seed, data = case
-    gff = None if lff is None else tuple(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
-    net = randomised(DeCoNASNet(Genotype(tuple(cell), None if lff is None else tuple(lff), gff), scale, 8, n), seed)
-    x = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(seed))
+    net, x = drawn_case(case)
     with torch.no_grad():
         want, got = net(x), buffered(net)(x.contiguous(memory_format=CL))
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
@@ -64,7 +61,7 @@ def test_fused_convolutions_and_the_plain_steps_give_the_same_network(monkeypatc
     x = torch.rand(1, 3, 13, 12, generator=torch.Generator().manual_seed(9)).contiguous(memory_format=CL)
     with torch.no_grad():
         fused = run(x)
-        monkeypatch.setattr(buffered_mod, "_fused_convolutions", lambda: False)
+        monkeypatch.setattr(buffered_mod, "_fused_convolutions", lambda dtype=None: False)
         steps = run(x)
         want = net(x.contiguous())
     assert torch.allclose(fused, steps, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -26,14 +26,19 @@ def randomised(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-@settings(max_examples=40, deadline=None)
-@given(genotypes)
-def test_a_folded_network_computes_what_the_network_computes(case):
+def drawn_case(case) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A drawn cell (with or without feature-fusion bits) as a randomised network, and its input."""
     cell, lff, n, scale, seed, data = case
     gff = None if lff is None else tuple(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
     net = randomised(DeCoNASNet(Genotype(tuple(cell), None if lff is None else tuple(lff), gff), scale, 8, n), seed)
+    return net, torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(seed))
+
+
+@settings(max_examples=40, deadline=None)
+@given(genotypes)
+def test_a_folded_network_computes_what_the_network_computes(case):
+    net, x = drawn_case(case)
     folded = fold_for_inference(net)
-    x = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         want, got = net(x), folded(x)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -84,7 +84,7 @@ class BufferedNetwork(nn.Module):
 def _conv(conv: nn.Conv2d, x: torch.Tensor, add=None, relu: bool = False) -> torch.Tensor:
     """``conv(x)``, plus ``add``, then the ReLU: in one oneDNN primitive on the CPU (the
     additions and the ReLU are then no passes over memory of their own), else in steps."""
-    if x.device.type == "cpu" and _fused_convolutions():
+    if x.device.type == "cpu" and _fused_convolutions(x.dtype):
         args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         if add is None:
             return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
@@ -94,21 +94,23 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor, add=None, relu: bool = False) -> tor
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_convolutions() -> bool:
+def _fused_convolutions(dtype: torch.dtype = torch.float32) -> bool:
     """Whether this torch has oneDNN's fused convolutions (the ops its compiler emits on the CPU)
-    and they compute what the plain ones do, checked once on a small case."""
+    for ``dtype`` and they compute what the plain ones do, checked once on a small case (oneDNN's
+    bf16 primitives need AVX-512 or AVX-NE-CONVERT; without them torch refuses)."""
     try:
         op = torch.ops.mkldnn._convolution_pointwise
         g = torch.Generator().manual_seed(0)
-        conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2).eval()
-        x, other = torch.randn(1, 4, 6, 5, generator=g), torch.randn(1, 4, 6, 5, generator=g)
-        x, other = x.contiguous(memory_format=CL), other.contiguous(memory_format=CL)
+        conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2).eval().to(dtype)
+        x, other = (torch.randn(1, 4, 6, 5, generator=g).to(dtype).contiguous(memory_format=CL) for _ in range(2))
+        tol = 1e-5 if dtype == torch.float32 else 5e-2
         with torch.no_grad():
             args = (conv.weight, conv.bias, [2, 2], [1, 1], [2, 2], 1)
             got = op.binary(x, other, *args, "add", 1.0, "relu", [], "")
             want = torch.relu(conv(x) + other)
             plain = op(x, *args, "none", [], "")
-        return bool(torch.allclose(got, want, atol=1e-5) and torch.allclose(plain, conv(x), atol=1e-5))
+        return bool(torch.allclose(got.float(), want.float(), atol=tol)
+                    and torch.allclose(plain.float(), conv(x).float(), atol=tol))
     except (AttributeError, RuntimeError):
         return False
 

@@ -148,9 +148,15 @@ def _compose(upsample: torch.nn.Module, tail: torch.nn.Module, scale: int):
     c, s, size, mid = last.in_channels, scale, 9, 4  # an impulse in the middle of 9 x 9 (reach <= 3)
     with torch.no_grad():
         bias = last(up(torch.zeros(1, c, size, size, dtype=torch.float64)))[0]  # (3, s*size, s*size)
+        # The linear part from copies without biases, not as a difference with the response to
+        # zeros: a difference leaves rounding (~1e-16) everywhere, which a reach test would read
+        # as taps, and how much depends on the CPU's convolution kernels.
+        for m in (*up.modules(), last):
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
         impulses = torch.zeros(c, c, size, size, dtype=torch.float64)
         impulses[torch.arange(c), torch.arange(c), mid, mid] = 1.0
-        resp = last(up(impulses)) - bias  # (c, 3, s*size, s*size): the linear part
+        resp = last(up(impulses))  # (c, 3, s*size, s*size): exactly 0 beyond the reach
     # out[k, s*i + a, s*j + b] at LR (i, j) is channel k*s*s + a*s + b of the LR conv's output.
     blocks = resp.reshape(c, 3, size, s, size, s).permute(0, 1, 3, 5, 2, 4).reshape(c, 3 * s * s, size, size)
     reach = blocks.abs().amax(dim=(0, 1)) > 0

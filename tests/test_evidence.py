@@ -237,6 +237,7 @@ def test_committed_rows_are_not_trained_again(full, tmp_path, capsys):
     again = run_full_study(cfg, [str(imgs)], None, tmp_path / "s2", rows_file=committed, progress=False)
     assert not list((tmp_path / "s2" / "arch").glob("*/last.safetensors"))  # nothing trained
     assert not (tmp_path / "s2" / "searches").exists()  # nor searched: the committed plan is taken
+    assert " trained " not in (tmp_path / "s2" / "study.log").read_text()  # taken without a job each
     assert [r["standalone_psnr"] for r in again["rows"]] == pytest.approx([r["standalone_psnr"] for r in doc["rows"]])
     assert [r["shared_psnr"] for r in again["rows"]] == [r["shared_psnr"] for r in doc["rows"]]
     was = json.loads(committed.read_text())  # (earlier tests resumed the study: its searches' costs moved)

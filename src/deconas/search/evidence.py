@@ -258,9 +258,12 @@ class FullStudy:
                 if slug in self.trained or any(j["slug"] == slug for j in jobs):
                     continue
                 out = self.out / STUDY_ARCHS / slug
-                if slug in self.known and not (out / STUDY_ROW).is_file():
-                    out.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(out / STUDY_ROW, json.dumps(self.known[slug], indent=1))
+                if slug in self.known:  # taken as it is, without a job (each job's end rewrites the summary)
+                    if not (out / STUDY_ROW).is_file():
+                        out.mkdir(parents=True, exist_ok=True)
+                        atomic_write_text(out / STUDY_ROW, json.dumps(self.known[slug], indent=1))
+                    self.trained[slug] = self.known[slug]
+                    continue
                 split = self.scfg.seed if self.scfg.data.split_seed is None else self.scfg.data.split_seed
                 jobs.append({"slug": slug, "row": {"genotype": g, "seed": seed, "params": self.params(parse(g))},
                              "out": str(out), "cfg": training_config(self.cfg, self.scfg, seed),

@@ -120,6 +120,9 @@ def bench_cli(args) -> None:
           f"{work / 1e9:.0f} G Mult-Adds; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"defaults here: precision {'/'.join(resolve_precision(None, 'auto'))}; "
           f"command: deconas upscale DIR -o OUT --scale 2 {' '.join(extra)}")
+    # The bf16 rate only where the defaults compute in bf16: without AMX-BF16 or AVX-512 torch's
+    # bf16 conv is a slow fallback (minutes per measurement), and no default runs on it.
+    bf16 = resolve_precision(None, "auto")[0] == "bf16"
     rates, rows = [conv_rate()], []
     for rep in range(args.repeats):
         for kind in args.kinds:
@@ -129,19 +132,22 @@ def bench_cli(args) -> None:
             out = tmp / f"out-{kind}-{rep}"
             before = load()
             wall, rss = run_cli(["upscale", str(tmp / "in"), "-o", str(out), "--scale", "2", *opts, *extra], env)
-            rate, rate16 = conv_rate(), conv_rate(dtype=torch.bfloat16)
+            rate = conv_rate()
+            rate16 = conv_rate(dtype=torch.bfloat16) if bf16 else None
             rates.append(rate)
             # each run against the roofline measured right after it
-            rows.append((kind, wall, wall / (work / rate), rss, before, wall / (work / rate16)))
+            rows.append((kind, wall, wall / (work / rate), rss, before, rate16 and wall / (work / rate16)))
+            also = (f"; bf16 dense conv {rate16 / 1e9:.0f} GMAC/s, {wall / (work / rate16):.2f}x that"
+                    if rate16 else "")
             print(f"  {kind:>5}: {wall:6.2f} s wall = {wall / (work / rate):.2f}x the roofline "
-                  f"({rate / 1e9:.1f} GMAC/s -> {work / rate:.2f} s; bf16 dense conv {rate16 / 1e9:.0f} GMAC/s, "
-                  f"{wall / (work / rate16):.2f}x that); peak RSS {rss:.0f} MB; load {before}", flush=True)
+                  f"({rate / 1e9:.1f} GMAC/s -> {work / rate:.2f} s{also}); peak RSS {rss:.0f} MB; "
+                  f"load {before}", flush=True)
     for kind in args.kinds:
         r = [x[2] for x in rows if x[0] == kind]
-        r16 = [x[5] for x in rows if x[0] == kind]
+        also = f"; {statistics.median(x[5] for x in rows if x[0] == kind):.2f}x the bf16 dense conv" if bf16 else ""
         print(f"{kind}: median {statistics.median(r):.2f}x, best {min(r):.2f}x the roofline "
               f"(median wall {statistics.median(x[1] for x in rows if x[0] == kind):.2f} s; roofline median "
-              f"{statistics.median(rates) / 1e9:.1f} GMAC/s; {statistics.median(r16):.2f}x the bf16 dense conv)")
+              f"{statistics.median(rates) / 1e9:.1f} GMAC/s{also})")
 
 
 def bench_memory(args) -> None:
@@ -255,7 +261,7 @@ def bench_windows(args) -> None:
 
 def bench_layers(args) -> None:
     """Each convolution of the shipped network (folded, as deconas upscale runs it) timed alone on
-    its own input shape at one window, in the faster layout, fp32 and bf16: what a conv-by-conv
+    its own input shape at one window, in the faster layout, fp32 and (with AMX-BF16) bf16: what a conv-by-conv
     engine could reach at best, before any memory-bound work (concatenations, ReLU, channel
     attention, additions) is counted."""
     from deconas.checkpoint import load_model
@@ -273,7 +279,10 @@ def bench_layers(args) -> None:
     for h in hooks:
         h.remove()
     work = macs(side, side)
-    for dtype in (torch.float32, torch.bfloat16):
+    from deconas.infer.backends import native_bf16
+
+    # bf16 only where it is native (elsewhere torch's bf16 conv is a slow fallback no default uses)
+    for dtype in (torch.float32, torch.bfloat16) if native_bf16() else (torch.float32,):
         total, by_kind = 0.0, {}
         rate = conv_rate(dtype=torch.float32)
         for m, shape in shapes:

@@ -82,6 +82,31 @@ def test_composed_upsampler_computes_what_upnet_and_the_tail_compute_up_to_the_b
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_composed_graph_computes_what_the_network_computes_at_every_size(scale):
+    # ONNX Runtime runs the graph; under 2R = 4 LR pixels its If takes the plain branch.
+    from deconas.infer.backends import OnnxRuntimeBackend
+
+    net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), scale, 8, 2), 10 + scale)
+    probe = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # outputs brought into [0, 1], where the graph's clamp keeps them
+        y = net(probe)
+        net.tail.weight.div_(4 * y.std())
+        net.tail.bias.div_(4 * y.std())
+        net.tail.bias.add_(0.5 - net(probe).mean())
+    proto = onnx.load_from_string(onnx_bytes(net, compose=True))
+    assert proto.graph.node[-1].op_type == "If"
+    run = OnnxRuntimeBackend(proto.SerializeToString())
+    for size in [(1, 1), (3, 9), (4, 4), (4, 30), (11, 13), (23, 17)]:
+        x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(size[0] * size[1]))
+        with torch.no_grad():
+            want = net(x)
+        assert ((want > 0) & (want < 1)).float().mean() > 0.8  # the clamp hides little
+        got = torch.from_numpy(run(x.numpy()))
+        assert got.shape == want.shape, size
+        assert torch.allclose(got, want.clamp(0, 1), atol=1e-5), size
+
+
 def test_composed_upsampler_is_one_5x5_conv_with_fewer_mult_adds_than_upnet_and_tail():
     net = randomised(DeCoNASNet(parse(PAPER_GENOTYPE), 4, 8, 1), 3)
     up = ComposedUpsampler(net.upsample, net.tail, 4)

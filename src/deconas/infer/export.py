@@ -31,7 +31,7 @@ from deconas import __version__
 from deconas.checkpoint import load_model, pretrained_path
 from deconas.constants import DEFAULT_OPSET, DEFAULT_PRECISION, OPSETS, PRECISIONS, PRETRAINED_SCALE
 from deconas.errors import UserError
-from deconas.infer.fold import fold_for_inference
+from deconas.infer.fold import ComposedUpsampler, fold_for_inference
 from deconas.infer.onnx_seal import seal
 from deconas.runtime import atomic_write, file_digest
 from deconas.space.network import DeCoNASNet, receptive_radius
@@ -64,10 +64,10 @@ class Clamped(torch.nn.Module):
         return self.net(x.to(dtype)).float().clamp(0.0, 1.0)
 
 
-def _traced(model, opset: int, half: bool, fold: bool = True) -> onnx.ModelProto:
+def _traced(model, opset: int, half: bool, fold: bool = True, upsampler: bool = False) -> onnx.ModelProto:
     net = model.float().eval().cpu()
     if fold and isinstance(net, DeCoNASNet):
-        net = fold_for_inference(net)  # a copy: the same function in fewer operations
+        net = fold_for_inference(net, upsampler=upsampler)  # a copy: the same function in fewer operations
     if half:
         import copy
 
@@ -85,15 +85,23 @@ def _traced(model, opset: int, half: bool, fold: bool = True) -> onnx.ModelProto
 
 
 def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
-               precision: str = DEFAULT_PRECISION, calib=None, fold: bool = True) -> bytes:
+               precision: str = DEFAULT_PRECISION, calib=None, fold: bool = True,
+               compose: bool = False) -> bytes:
     """The serialized, sealed ONNX graph of a DeCoNASNet (dynamic batch/height/width).
     ``calib``: int8 only, the calibration LR patches (None: from the built-in photographs).
-    ``fold``: export the folded network (:mod:`deconas.infer.fold`; False for comparisons)."""
+    ``fold``: export the folded network (:mod:`deconas.infer.fold`; False for comparisons).
+    ``compose`` (fp32): UPNet and the tail as one LR convolution too (:func:`_with_small_branch`),
+    for the graphs deconas runs itself; exported files keep the plain graph, which any host runs."""
     if opset not in OPSETS:
         raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     proto = _traced(model, opset, half=precision == "fp16", fold=fold)
+    if compose and fold and precision == "fp32" and isinstance(model, DeCoNASNet):
+        net = fold_for_inference(model.float().eval().cpu(), upsampler=True)
+        if isinstance(net.upsample, ComposedUpsampler):  # (not where the weights are not finite)
+            proto = _with_small_branch(_traced(model, opset, half=False, upsampler=True), proto,
+                                       2 * net.upsample.radius)
     meta = _metadata(model, source, precision)
     if precision == "int8":
         from deconas.infer.quantize import calibration_patches, int8_cost, quantize_int8
@@ -113,10 +121,51 @@ def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
     return seal(proto.SerializeToString())
 
 
+def _with_small_branch(composed: onnx.ModelProto, plain: onnx.ModelProto, min_side: int) -> onnx.ModelProto:
+    """One graph that runs ``composed`` (the composed upsampler) and, on inputs with a side under
+    ``min_side`` LR pixels, ``plain``: an ONNX ``If`` on the input's size. The composed upsampler's
+    border strips cover the whole image below that size, and a traced graph cannot keep its
+    Python test (``ComposedUpsampler.forward``). Each branch holds its own weights, so ONNX
+    Runtime prepacks them as it does in a plain graph."""
+    from onnx import TensorProto, helper
+
+    def branch(graph: onnx.GraphProto, prefix: str) -> onnx.GraphProto:
+        keep = {INPUT, ""}
+        name = lambda v: v if v in keep else prefix + v  # noqa: E731
+        nodes = []
+        for node in graph.node:
+            n = onnx.NodeProto()
+            n.CopyFrom(node)
+            n.name = prefix + node.name
+            n.input[:] = [name(v) for v in node.input]
+            n.output[:] = [name(v) for v in node.output]
+            nodes.append(n)
+        weights = []
+        for t in graph.initializer:
+            w = onnx.TensorProto()
+            w.CopyFrom(t)
+            w.name = prefix + t.name
+            weights.append(w)
+        out = helper.make_tensor_value_info(name(OUTPUT), TensorProto.FLOAT, None)
+        return helper.make_graph(nodes, prefix.strip("/"), [], [out], initializer=weights)
+
+    g = composed.graph
+    nodes = [helper.make_node("Shape", [INPUT], ["hw"], start=2, end=4),
+             helper.make_node("ReduceMin", ["hw"], ["side"], keepdims=0),
+             helper.make_node("Less", ["side", "min_side"], ["small"]),
+             helper.make_node("If", ["small"], [OUTPUT], then_branch=branch(plain.graph, "small/"),
+                              else_branch=branch(g, "composed/"))]
+    graph = helper.make_graph(nodes, g.name, list(g.input), list(g.output),
+                              initializer=[helper.make_tensor("min_side", TensorProto.INT64, [], [min_side])])
+    model = helper.make_model(graph, opset_imports=list(composed.opset_import))
+    model.ir_version = composed.ir_version
+    return model
+
+
 def export_onnx(model, path, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
-                precision: str = DEFAULT_PRECISION, calib=None) -> Path:
+                precision: str = DEFAULT_PRECISION, calib=None, compose: bool = False) -> Path:
     """Write the ONNX graph of ``model`` to ``path`` atomically."""
-    data = onnx_bytes(model, opset=opset, source=source, precision=precision, calib=calib)
+    data = onnx_bytes(model, opset=opset, source=source, precision=precision, calib=calib, compose=compose)
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
@@ -186,7 +235,7 @@ def cache_worker(argv) -> int:
         print(f"checkpoint {path}: out of memory while loading it", file=sys.stderr)
         return 2
     try:
-        export_onnx(model, out, opset=int(opset), source=digest, precision=precision)
+        export_onnx(model, out, opset=int(opset), source=digest, precision=precision, compose=True)
     except UserError as e:
         print(e, file=sys.stderr)
         return 3

@@ -135,11 +135,14 @@ class ComposedUpsampler(torch.nn.Module):
         ring = self.scale * self.radius
         if ring == 0:  # nothing reaches across pixels: no padding to differ at
             return out
-        out[..., :ring, :] = self.original(y[..., :strip, :])[..., :ring, :]
-        out[..., -ring:, :] = self.original(y[..., -strip:, :])[..., -ring:, :]
-        out[..., :, :ring] = self.original(y[..., :, :strip])[..., :, :ring]
-        out[..., :, -ring:] = self.original(y[..., :, -strip:])[..., :, -ring:]
-        return out
+        # Assembled by concatenation, not slice assignment, so that an exported graph holds it:
+        # full-width strips at the top and bottom, the sides' strips between them.
+        top = self.original(y[..., :strip, :])[..., :ring, :]
+        bottom = self.original(y[..., -strip:, :])[..., -ring:, :]
+        left = self.original(y[..., :, :strip])[..., ring:-ring, :ring]
+        right = self.original(y[..., :, -strip:])[..., ring:-ring, -ring:]
+        middle = torch.cat([left, out[..., ring:-ring, ring:-ring], right], dim=-1)
+        return torch.cat([top, middle, bottom], dim=-2)
 
 
 def _compose(upsample: torch.nn.Module, tail: torch.nn.Module, scale: int):

@@ -25,8 +25,9 @@ log = logging.getLogger("deconas")
 # Bumped when the exported graph changes for the same weights: old cache entries are then unused.
 # 2: graphs end in their content's SHA-256 (seal). 3: the output is clamped in the graph; the
 # precision is part of the name. 4: mix nodes' mean as Adds, ReLUs and concatenations shared.
-# 5: mix nodes folded (deconas.infer.fold).
-EXPORT_VERSION = 5
+# 5: mix nodes folded (deconas.infer.fold). 6: the fp32 graphs deconas runs have UPNet and the
+# tail composed (an If runs the plain graph on inputs under 2R LR pixels).
+EXPORT_VERSION = 6
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deconas/onnx`` when XDG_CACHE_HOME is set (on every platform, so tests
@@ -82,10 +83,11 @@ def _export_into_cache(model, path: Path, opset: int, source: Optional[str], thr
     from deconas.infer.export import export_onnx, onnx_bytes  # torch: only when a graph must be made
 
     try:
-        export_onnx(model, path, opset=opset, source=source, precision=precision)
+        export_onnx(model, path, opset=opset, source=source, precision=precision, compose=True)
     except UserError as e:  # an unwritable cache costs the export on every run, nothing else
         notice_once("cache", f"cannot cache the ONNX graph ({e}); exporting it in memory")
-        return OnnxRuntimeBackend(onnx_bytes(model, opset=opset, source=source, precision=precision), threads)
+        return OnnxRuntimeBackend(onnx_bytes(model, opset=opset, source=source, precision=precision, compose=True),
+                                  threads)
     return OnnxRuntimeBackend(path, threads)
 
 

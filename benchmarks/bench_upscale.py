@@ -171,7 +171,9 @@ BACKENDS = ["onnxruntime", "torch", "torch-bf16",  # as deconas upscale runs eac
             "torch-bf16-unfused",  # buffers without oneDNN's fused convolutions
             "torch-bf16-unbuffered",  # folded and composed, without the buffers
             "torch-bf16-uncomposed",  # folded, with UPNet and the tail as they are
-            "torch-bf16-unfolded", "onnxruntime-unfolded"]  # the network as trained
+            "torch-bf16-unfolded",
+            "onnxruntime-uncomposed",  # folded, UPNet and the tail as they are (deconas export's graph)
+            "onnxruntime-unfolded"]  # the network as trained
 
 
 class _Unfused:
@@ -225,6 +227,8 @@ def bench_windows(args) -> None:
             runs[b] = bf16(bf16_network(fold_for_inference(model)))
         elif b == "torch-bf16-unfolded":
             runs[b] = bf16(bf16_network(model))
+        elif b == "onnxruntime-uncomposed":
+            runs[b] = OnnxRuntimeBackend(onnx_bytes(model))
         elif b == "onnxruntime-unfolded":
             runs[b] = OnnxRuntimeBackend(onnx_bytes(model, fold=False))
         else:

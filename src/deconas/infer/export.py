@@ -150,13 +150,17 @@ def _with_small_branch(composed: onnx.ModelProto, plain: onnx.ModelProto, min_si
         return helper.make_graph(nodes, prefix.strip("/"), [], [out], initializer=weights)
 
     g = composed.graph
-    nodes = [helper.make_node("Shape", [INPUT], ["hw"], start=2, end=4),
+    # Shape then Slice (not Shape's start/end, opset 15 and later): every opset deconas exports
+    nodes = [helper.make_node("Shape", [INPUT], ["shape"]),
+             helper.make_node("Slice", ["shape", "hw_start", "hw_end"], ["hw"]),
              helper.make_node("ReduceMin", ["hw"], ["side"], keepdims=0),
              helper.make_node("Less", ["side", "min_side"], ["small"]),
              helper.make_node("If", ["small"], [OUTPUT], then_branch=branch(plain.graph, "small/"),
                               else_branch=branch(g, "composed/"))]
     graph = helper.make_graph(nodes, g.name, list(g.input), list(g.output),
-                              initializer=[helper.make_tensor("min_side", TensorProto.INT64, [], [min_side])])
+                              initializer=[helper.make_tensor("min_side", TensorProto.INT64, [], [min_side]),
+                                           helper.make_tensor("hw_start", TensorProto.INT64, [1], [2]),
+                                           helper.make_tensor("hw_end", TensorProto.INT64, [1], [4])])
     model = helper.make_model(graph, opset_imports=list(composed.opset_import))
     model.ir_version = composed.ir_version
     return model

@@ -273,10 +273,19 @@ def test_auto_precision_is_bf16_with_torch_only_on_a_cpu_with_amx(machine, monke
     assert resolve_precision("auto", backend, device) == want
 
 
-def test_an_explicit_precision_runs_where_it_can_or_is_one_line(machine, monkeypatch):
+def test_an_explicit_precision_runs_where_it_can_or_is_one_line(machine, monkeypatch, capsys):
     machine(cuda=False, ort=True)
+    monkeypatch.setattr(backend_mod, "_notified", set())
     monkeypatch.setattr(backend_mod, "native_bf16", lambda: False)
     assert resolve_precision("bf16", "auto") == ("bf16", "torch")  # asked for: even without AMX
+    assert resolve_precision("bf16", "auto") == ("bf16", "torch")
+    said = capsys.readouterr().err.strip().splitlines()  # once, naming why and what auto does
+    assert len(said) == 1 and "AMX-BF16" in said[0] and "auto runs fp32" in said[0], said
+    monkeypatch.setattr(backend_mod, "_notified", set())
+    monkeypatch.setattr(backend_mod, "native_bf16", lambda: True)
+    assert resolve_precision("bf16", "auto") == ("bf16", "torch")
+    assert capsys.readouterr().err == ""  # where bf16 is native: nothing to say
+    monkeypatch.setattr(backend_mod, "native_bf16", lambda: False)
     assert resolve_precision("fp32", "auto") == ("fp32", "onnxruntime")
     assert resolve_precision("int8", "auto") == ("int8", "onnxruntime")
     for p, b, says in (("bf16", "onnxruntime", "runs with torch"), ("int8", "torch", "ONNX Runtime"),

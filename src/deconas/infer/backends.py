@@ -210,6 +210,10 @@ def resolve_precision(precision: Optional[str], backend: str, device=None) -> Tu
     if p == "bf16":
         if backend == "onnxruntime":
             raise UserError("--precision bf16 runs with torch; drop --backend onnxruntime or use --precision fp32")
+        if on_cpu and not native_bf16():  # without AVX-512 torch's bf16 conv is a slow fallback
+            notice_once("bf16-slow", "--precision bf16: this CPU has no AMX-BF16, where bf16 was measured "
+                                     "faster than fp32 (without AVX-512 it is several times slower); "
+                                     "--precision auto runs fp32 here")
         return p, "torch"
     if p == "int8" and kind != "onnxruntime":
         raise UserError(f"--precision int8 runs with ONNX Runtime on the CPU; this run uses {kind} "

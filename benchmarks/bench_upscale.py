@@ -116,13 +116,14 @@ def bench_cli(args) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
     work = args.images * macs(h, w)
     extra = args.extra or []
+    defaults = resolve_precision(None, "auto")
     print(f"{args.images} photos of {w}x{h} at x2, shipped network ({GENOTYPE}, C={C}, N={N}); "
           f"{work / 1e9:.0f} G Mult-Adds; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"defaults here: precision {'/'.join(resolve_precision(None, 'auto'))}; "
+          f"defaults here: precision {'/'.join(defaults)}; "
           f"command: deconas upscale DIR -o OUT --scale 2 {' '.join(extra)}")
     # The bf16 rate only where the defaults compute in bf16: without AMX-BF16 or AVX-512 torch's
     # bf16 conv is a slow fallback (minutes per measurement), and no default runs on it.
-    bf16 = resolve_precision(None, "auto")[0] == "bf16"
+    bf16 = defaults[0] == "bf16"
     rates, rows = [conv_rate()], []
     for rep in range(args.repeats):
         for kind in args.kinds:

@@ -64,7 +64,8 @@ class Clamped(torch.nn.Module):
         return self.net(x.to(dtype)).float().clamp(0.0, 1.0)
 
 
-def _traced(model, opset: int, half: bool, fold: bool = True, upsampler: bool = False) -> onnx.ModelProto:
+def _traced(model, opset: int, half: bool, fold: bool = True, upsampler: bool = False):
+    """(the ONNX graph, the network it was traced from: folded where ``fold``)."""
     net = model.float().eval().cpu()
     if fold and isinstance(net, DeCoNASNet):
         net = fold_for_inference(net, upsampler=upsampler)  # a copy: the same function in fewer operations
@@ -81,7 +82,7 @@ def _traced(model, opset: int, half: bool, fold: bool = True, upsampler: bool = 
                           input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
                           dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"},
                                         OUTPUT: {0: "batch", 2: "out_height", 3: "out_width"}})
-    return onnx.load_from_string(buf.getvalue())
+    return onnx.load_from_string(buf.getvalue()), net
 
 
 def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
@@ -96,12 +97,11 @@ def onnx_bytes(model, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
         raise UserError(f"--opset {opset}: use {OPSETS.start}..{OPSETS.stop - 1}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    proto = _traced(model, opset, half=precision == "fp16", fold=fold)
+    proto, _ = _traced(model, opset, half=precision == "fp16", fold=fold)
     if compose and fold and precision == "fp32" and isinstance(model, DeCoNASNet):
-        net = fold_for_inference(model.float().eval().cpu(), upsampler=True)
+        composed, net = _traced(model, opset, half=False, upsampler=True)
         if isinstance(net.upsample, ComposedUpsampler):  # (not where the weights are not finite)
-            proto = _with_small_branch(_traced(model, opset, half=False, upsampler=True), proto,
-                                       2 * net.upsample.radius)
+            proto = _with_small_branch(composed, proto, 2 * net.upsample.radius)
     meta = _metadata(model, source, precision)
     if precision == "int8":
         from deconas.infer.quantize import calibration_patches, int8_cost, quantize_int8

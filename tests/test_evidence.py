@@ -25,6 +25,8 @@ from deconas.space.network import DeCoNASNet
 from search_helpers import tiny_config_yaml, tiny_images
 from test_stats import _tau_by_hand
 
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}  # Student t, printed tables
+
 STRATEGIES = ["controller", "controller-loo", "random", "evolution"]
 
 
@@ -146,6 +148,12 @@ def test_every_pick_has_a_size_matched_random_partner_and_the_summary_compares_t
         m = doc["summary"]["strategies"][s]["size_matched_random"]
         assert m["n"] == len(diffs) and m["mean_db"] == pytest.approx(np.mean(diffs))
         assert m["wins"] == sum(d > 0 for d in diffs)
+        se = np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+        half = T975[len(diffs) - 1] * se
+        assert m["ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], abs=1e-3 * se)
+        assert m["z"] == pytest.approx(np.mean(diffs) / se)
+    assert doc["summary"]["bound_partners_db"] == max(
+        v["size_matched_random"]["ci95"][1] for v in doc["summary"]["strategies"].values())
 
 
 def test_standalone_psnr_is_the_trained_networks_psnr_on_the_searches_split(full):

@@ -533,6 +533,8 @@ def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dic
         vs = [mine[g] - partner_psnr[partners[g]] for g in g_list if partners.get(g) in partner_psnr]
         against_partners = stats.mean_with_interval(vs)
         against_partners["wins"] = int(sum(d > 0 for d in vs))
+        se = against_partners["se_db"]
+        against_partners["z"] = against_partners["mean_db"] / se if se else None
         srch = plan["searches"].get(search_name(s, plan.get("best_schedule")), {})
         strategies[s] = {"picks": len(g_list), "mean_params": float(np.mean([params[g] for g in g_list])),
                          "best_standalone_psnr": max(mine.values()), "gain_over_pool_fit": gain,
@@ -542,6 +544,10 @@ def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dic
     out["strategies"] = strategies
     ups = [v["gain_over_pool_fit"]["ci95"][1] for v in strategies.values()]
     out["bound_db"] = max(ups) if ups else None  # no strategy beats the pool's fit by more than this (95%)
+    # The same bound against the size-matched partners: no extrapolation of the pool's fit to
+    # sizes the pool does not reach (evolution's picks are half the pool's smallest).
+    ups = [v["size_matched_random"]["ci95"][1] for v in strategies.values() if v["size_matched_random"]["ci95"]]
+    out["bound_partners_db"] = max(ups) if ups else None
     return out
 
 
@@ -631,7 +637,10 @@ def format_summary(doc: dict) -> str:
         lines.append(f"  {n:15s} gain over the pool's fit {f(g['mean_db'])} dB [{f(g['ci95'][0])}, {f(g['ci95'][1])}] "
                      f"(z {f(g['z'], 1)}); matched pairs {f(p['mean_db'])} dB, {p['wins']}/{p['n']} wins; "
                      f"against size-matched random {f(m['mean_db'])} dB [{f(ci[0])}, {f(ci[1])}], "
-                     f"{m['wins']}/{m['n']} wins; search {f(x['search_seconds'], 0)} s")
+                     f"(z {f(m.get('z'), 1)}), {m['wins']}/{m['n']} wins; search {f(x['search_seconds'], 0)} s")
     if s["bound_db"] is not None:
         lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")
+    if s.get("bound_partners_db") is not None:
+        lines.append(f"no strategy beats its size-matched random partners by more than "
+                     f"{s['bound_partners_db']:.3f} dB (95%)")
     return "\n".join(lines)

@@ -106,6 +106,23 @@ def test_palette_image_becomes_rgb(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+def test_cmyk_jpeg_reads_as_rgb(tmp_path):
+    a = photo()
+    Image.fromarray(a).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    with Image.open(tmp_path / "c.jpg") as im:
+        assert im.mode == "CMYK"
+    got, alpha = read_image(tmp_path / "c.jpg")
+    assert got.shape == a.shape and got.dtype == np.uint8 and alpha is None
+    # Pillow's CMYK is 255 - RGB with no black; what comes back is the photo, up to JPEG's loss.
+    assert np.abs(got.astype(int) - a).mean() < 4
+
+
+def test_a_float_tiff_is_refused_naming_the_file_and_its_format(tmp_path):
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ImageError, match=r"f\.tif.*'F'"):
+        read_image(tmp_path / "f.tif")
+
+
 def test_palette_of_greys_becomes_grey(tmp_path):
     im = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, "P")
     im.putpalette([0, 0, 0, 85, 85, 85, 170, 170, 170, 255, 255, 255])

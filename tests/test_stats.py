@@ -34,6 +34,23 @@ def test_kendall_tau_matches_its_definition():
         assert stats.kendall_tau(x, y) == pytest.approx(_tau_by_hand(x, y), abs=1e-12)
 
 
+def test_the_bootstrap_taus_and_fits_of_many_resamples_at_once_match_one_at_a_time():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=11), rng.normal(size=11)
+    x[:2] = x[2]  # ties before any resampling
+    idx = rng.integers(0, 11, (200, 11))  # resamples repeat points: ties in almost every row
+    idx[0] = 4  # one constant row
+    got = stats._tau_rows(x[idx], y[idx])
+    want = [_tau_by_hand(x[i], y[i]) if np.ptp(x[i]) and np.ptp(y[i]) else np.nan for i in idx]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert np.isnan(got[0])
+    p = np.exp(rng.uniform(9, 12, size=11))
+    a, b = stats._fit_rows(np.log(p[idx[1:]]), y[idx[1:]])
+    for k, i in enumerate(idx[1:60]):
+        bb, aa = np.polyfit(np.log(p[i]), y[i], 1)
+        assert (a[k, 0], b[k, 0]) == (pytest.approx(aa, abs=1e-9), pytest.approx(bb, abs=1e-9))
+
+
 def test_kendall_tau_is_nan_without_two_distinct_values():
     assert np.isnan(stats.kendall_tau([1.0], [2.0]))
     assert np.isnan(stats.kendall_tau([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))

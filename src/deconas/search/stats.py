@@ -41,12 +41,36 @@ def _interval(values: np.ndarray) -> list:
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
 
 
+def _draws(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    # One call per resample, in order: the same stream as drawing them one at a time.
+    return np.array([rng.integers(0, n, n) for _ in range(resamples)]).reshape(resamples, n)
+
+
+def _tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair of (B, n) arrays at once (bootstrap resamples repeat
+    points, so ties are the rule); nan where a row is constant."""
+    i, j = np.triu_indices(x.shape[1], 1)
+    dx, dy = np.sign(x[:, i] - x[:, j]), np.sign(y[:, i] - y[:, j])
+    pairs = len(i)
+    den = (pairs - (dx == 0).sum(1)) * (pairs - (dy == 0).sum(1)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (dx * dy).sum(1) / np.sqrt(den), np.nan)
+
+
+def _fit_rows(x: np.ndarray, y: np.ndarray) -> tuple:
+    """Least-squares (a, b) of y = a + b x for each row of (B, n) arrays."""
+    xm, ym = x.mean(1, keepdims=True), y.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = ((x - xm) * (y - ym)).sum(1, keepdims=True) / ((x - xm) ** 2).sum(1, keepdims=True)
+    return ym - b * xm, b
+
+
 def tau_with_interval(x: Sequence[float], y: Sequence[float], rng: np.random.Generator,
                       resamples: int = 2000) -> Dict[str, object]:
     """Kendall tau of (x, y) and its bootstrap 95% interval over the points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    boot = np.array([kendall_tau(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))])
-    return {"tau": kendall_tau(x, y), "ci95": _interval(boot), "n": int(len(x))}
+    idx = _draws(rng, len(x), resamples)
+    return {"tau": kendall_tau(x, y), "ci95": _interval(_tau_rows(x[idx], y[idx])), "n": int(len(x))}
 
 
 def fidelity(params: Sequence[float], shared: Sequence[float], standalone: Sequence[float],
@@ -56,14 +80,13 @@ def fidelity(params: Sequence[float], shared: Sequence[float], standalone: Seque
     not just size). The residual fits are redone inside every resample."""
     p, s, a = (np.asarray(v, float) for v in (params, shared, standalone))
     out = tau_with_interval(s, a, rng, resamples)
-
-    def residual_tau(i):
-        if len(set(p[i])) < 2:
-            return float("nan")
-        return kendall_tau(log_residuals(p[i], s[i]), log_residuals(p[i], a[i]))
-    idx = np.arange(len(p))
-    boot = np.array([residual_tau(rng.integers(0, len(p), len(p))) for _ in range(resamples)])
-    out["residual_tau"] = residual_tau(idx) if len(p) > 2 else float("nan")
+    idx = _draws(rng, len(p), resamples)
+    lp = np.log(p[idx])
+    (a_s, b_s), (a_a, b_a) = _fit_rows(lp, s[idx]), _fit_rows(lp, a[idx])
+    boot = _tau_rows(s[idx] - (a_s + b_s * lp), a[idx] - (a_a + b_a * lp))
+    boot[np.ptp(p[idx], axis=1) == 0] = np.nan  # a line needs two sizes
+    out["residual_tau"] = kendall_tau(log_residuals(p, s), log_residuals(p, a)) \
+        if len(p) > 2 and len(set(p)) > 1 else float("nan")
     out["residual_ci95"] = _interval(boot)
     out["size_tau"] = kendall_tau(p, a)  # how much of the standalone order is size alone
     return out
@@ -75,18 +98,21 @@ def gain_over_pool(pool_params: Sequence[float], pool_psnr: Sequence[float], par
     standard error and 95% interval that resample both the pool (refitting the line) and the
     picks, and ``z`` = mean / standard error."""
     pp, py, xp, xy = (np.asarray(v, float) for v in (pool_params, pool_psnr, params, psnr))
-
-    def gain(ip, ik):
-        a, b = log_fit(pp[ip], py[ip])
-        return float(np.mean(xy[ik] - (a + b * np.log(xp[ik]))))
-    mean = gain(np.arange(len(pp)), np.arange(len(xp)))
-    boot = []
+    a, b = log_fit(pp, py)
+    mean = float(np.mean(xy - (a + b * np.log(xp))))
+    ips, iks = [], []
     for _ in range(resamples):
         ip = rng.integers(0, len(pp), len(pp))
-        if len(set(pp[ip])) < 2:
+        if np.ptp(pp[ip]) == 0:
             continue  # a line needs two sizes
-        boot.append(gain(ip, rng.integers(0, len(xp), len(xp))))
-    boot = np.array(boot)
+        ips.append(ip)
+        iks.append(rng.integers(0, len(xp), len(xp)))
+    if ips:
+        ip, ik = np.array(ips), np.array(iks)
+        a, b = _fit_rows(np.log(pp[ip]), py[ip])
+        boot = np.mean(xy[ik] - (a + b * np.log(xp[ik])), axis=1)
+    else:
+        boot = np.zeros(0)
     se = float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan")
     return {"mean_db": mean, "se_db": se, "ci95": _interval(boot), "z": mean / se if se > 0 else float("nan"),
             "n": int(len(xp))}

@@ -381,7 +381,7 @@ class FullStudy:
         atomic_write_text(self.out / STUDY_RESULT, json.dumps(doc, indent=1))
         write_csv(self.out / STUDY_TABLE, rows, list(self.plan["searches"]))
         if plot:
-            plots(rows, summ, self.out)
+            plots(rows, summ, self.out, self.plan.get("partners", {}))
         return doc
 
 
@@ -568,7 +568,7 @@ def write_csv(path: Path, rows: List[dict], searches: List[str]) -> None:
 COLORS = {"controller": "tab:red", "controller-loo": "tab:orange", "random": "tab:green", "evolution": "tab:purple"}
 
 
-def plots(rows: List[dict], summ: dict, out: Path) -> None:
+def plots(rows: List[dict], summ: dict, out: Path, partners: Optional[Dict[str, str]] = None) -> None:
     pool = {r["genotype"]: r for r in rows if r["group"] == "pool" and r["standalone_psnr"] is not None}
     if len(pool) < 3:
         return
@@ -588,18 +588,28 @@ def plots(rows: List[dict], summ: dict, out: Path) -> None:
         axes[0][0].set_ylabel("standalone PSNR (dB)", fontsize=8)
         fig.tight_layout()
         save_figure(fig, out / STUDY_FIDELITY)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 6.0))
+    params_of = {r["genotype"]: r["params"] for r in rows}
     ax.scatter([r["params"] / 1e3 for r in pool.values()], [r["standalone_psnr"] for r in pool.values()], s=16,
                c="0.55", label=f"random pool ({len(pool)})")
     fit = summ["size_fit"]
     if fit:
         xs = np.linspace(min(r["params"] for r in pool.values()), max(r["params"] for r in pool.values()), 50)
         ax.plot(xs / 1e3, fit["a"] + fit["b"] * np.log(xs), color="0.3", lw=1, label="pool fit (log params)")
+    partner_psnr = _by_arch(rows, "matched")
     for s, v in summ["strategies"].items():
         mine = [r for r in rows if r["group"] == s and r["standalone_psnr"] is not None]
-        g = v["gain_over_pool_fit"]
+        g, m = v["gain_over_pool_fit"], v["size_matched_random"]
+        label = f"{s}: fit {g['mean_db']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+        if m["ci95"]:
+            label += f", partners {m['mean_db']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"
         ax.scatter([r["params"] / 1e3 for r in mine], [r["standalone_psnr"] for r in mine], s=30, marker="D",
-                   c=COLORS.get(s, "k"), label=f"{s}: {g['mean_db']:+.3f} dB [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
+                   c=COLORS.get(s, "k"), label=label + " dB", zorder=3)
+        for gt, psnrs in _by_arch(rows, s).items():  # each pick to its partner, means over seeds
+            q = (partners or {}).get(gt)
+            if q in partner_psnr:
+                ax.plot([params_of[gt] / 1e3, params_of[q] / 1e3], [np.mean(psnrs), np.mean(partner_psnr[q])],
+                        color=COLORS.get(s, "k"), lw=0.7, alpha=0.6)
     matched = [r for r in rows if r["group"] == "matched" and r["standalone_psnr"] is not None]
     if matched:
         ax.scatter([r["params"] / 1e3 for r in matched], [r["standalone_psnr"] for r in matched], s=18,
@@ -610,9 +620,10 @@ def plots(rows: List[dict], summ: dict, out: Path) -> None:
         axis(FormatStrFormatter("%g"))  # plain thousands, not 6x10^1
     ax.set_xlabel("parameters (K)")
     ax.set_ylabel("standalone PSNR (dB, validation)")
-    ax.set_title("each strategy's picks against the random pool", fontsize=9)
+    ax.set_title("each strategy's picks against the random pool (lines: pick to its size-matched partner)",
+                 fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)  # below: off the points
     fig.tight_layout()
     save_figure(fig, out / STUDY_PICKS)
 

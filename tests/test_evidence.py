@@ -15,7 +15,7 @@ from deconas.constants import STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.search.evidence import run_full_study, search_config, stratified_pool
+from deconas.search.evidence import format_summary, run_full_study, search_config, stratified_pool
 from deconas.search.runs import build_supernet, read_checkpoint, reload_val_pairs
 from deconas.search.study import uniform_genotype
 from deconas.space.complexity import count_params
@@ -314,3 +314,46 @@ def test_a_committed_study_with_a_damaged_plan_is_one_line_and_plans_nothing(ful
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--rows" in err[0] and "damaged plan" in err[0], err
     assert not (tmp_path / "s").exists()
+
+
+def test_report_recomputes_the_studys_own_summary_and_writes_nothing(full, tmp_path, capsys):
+    root, _, _, doc = full
+    path = tmp_path / "study.json"
+    shutil.copy(root / "study" / "study.json", path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["study", "--report", str(path), "--config", str(root / "study" / "config.yaml")]) == 0
+    assert capsys.readouterr().out.strip() == format_summary(doc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("damage", ["nan", "params", "genotype", "kind", "rows", "bool"])
+def test_report_of_a_damaged_study_json_is_one_line(full, tmp_path, capsys, damage):
+    root, _, _, _ = full
+    doc = json.loads((root / "study" / "study.json").read_text())
+    row = doc["rows"][0]
+    if damage == "nan":
+        row["standalone_psnr"] = float("nan")
+    elif damage == "params":
+        row["params"] = -5
+    elif damage == "genotype":
+        row["genotype"] = "9,9,9"
+    elif damage == "kind":
+        doc["kind"] = "one-run"
+    elif damage == "rows":
+        doc["rows"] = {"a": 1}
+    else:
+        row["params"] = True
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert main(["study", "--report", str(bad)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "not a study.json" in err[0], err
+    assert captured.out == ""
+
+
+def test_report_refuses_the_options_of_a_running_study(full, tmp_path, capsys):
+    root, imgs, _, _ = full
+    assert main(["study", "--report", str(root / "study" / "study.json"), "--train", str(imgs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--train" in err[0] and "writes nothing" in err[0], err

@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", metavar="STUDY_JSON", default=None,
                    help="a full study's study.json whose finished trainings (same recipe) are not run again "
                         "and, where it planned the same pool, whose searches are taken as they are (default: none)")
+    p.add_argument("--report", metavar="STUDY_JSON", default=None,
+                   help="print the summary of a full study's study.json, recomputed from its rows with the "
+                        "config's study settings; writes nothing (default: run a study)")
     p.add_argument("--top", type=int, default=None,
                    help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,

@@ -50,7 +50,7 @@ import torch
 
 from deconas import config as config_mod
 from deconas.config import Config
-from deconas.constants import SEED_MATCHED, SEED_STUDY, STUDY_STRATEGIES
+from deconas.constants import MAX_PARAMS, SEED_MATCHED, SEED_STUDY, STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
                                STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
@@ -628,6 +628,48 @@ def plots(rows: List[dict], summ: dict, out: Path, partners: Optional[Dict[str, 
     save_figure(fig, out / STUDY_PICKS)
 
 
+MAX_STUDY_BYTES = 64 << 20  # a study.json of thousands of rows is a few MB
+
+
+def report(path, cfg: Config) -> str:
+    """The summary of a full study's study.json recomputed from its rows with this version's
+    statistics and ``cfg``'s study settings (``study.bootstrap``, ``study.param_tolerance``,
+    ``seed``); writes nothing."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_STUDY_BYTES:
+        raise UserError(f"--report {path}: {path.stat().st_size} bytes, more than a study.json holds "
+                        f"({MAX_STUDY_BYTES})")
+    try:
+        doc = json.loads(path.read_text())
+        plan = {"picks": {str(s): [str(parse(g)) for g in gs] for s, gs in doc["picks"].items()},
+                "partners": {str(parse(a)): str(parse(b)) for a, b in doc.get("partners", {}).items()},
+                "searches": {str(k): dict(v) for k, v in doc["searches"].items()},
+                "best_schedule": str(doc["best_schedule"])}
+        if doc.get("kind") != KIND or not isinstance(doc["rows"], list):
+            raise TypeError
+        rows = [_checked_row(r) for r in doc["rows"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError) as e:
+        why = "a damaged genotype" if isinstance(e, UserError) else type(e).__name__
+        raise UserError(f"--report {path}: not a study.json of a full study ({why})") from None
+    summ = summarize(rows, plan, cfg.study, np.random.default_rng(cfg.seed + SEED_STUDY))
+    return format_summary({"summary": summ, "best_schedule": plan["best_schedule"]})
+
+
+def _checked_row(r: dict) -> dict:
+    def psnr(v):
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError
+        return float(v)
+    params = r["params"]
+    if isinstance(params, bool) or not isinstance(params, int) or not 0 < params <= MAX_PARAMS:
+        raise ValueError
+    return {"group": str(r["group"]), "genotype": str(parse(r["genotype"])), "params": params,
+            "seed": int(r["seed"]), "standalone_psnr": psnr(r["standalone_psnr"]),
+            "shared_psnr": {str(k): psnr(v) for k, v in r.get("shared_psnr", {}).items()}}
+
+
 def format_summary(doc: dict) -> str:
     s = doc["summary"]
 
@@ -647,7 +689,7 @@ def format_summary(doc: dict) -> str:
         ci = m["ci95"] or [None, None]
         lines.append(f"  {n:15s} gain over the pool's fit {f(g['mean_db'])} dB [{f(g['ci95'][0])}, {f(g['ci95'][1])}] "
                      f"(z {f(g['z'], 1)}); matched pairs {f(p['mean_db'])} dB, {p['wins']}/{p['n']} wins; "
-                     f"against size-matched random {f(m['mean_db'])} dB [{f(ci[0])}, {f(ci[1])}], "
+                     f"against size-matched random {f(m['mean_db'])} dB [{f(ci[0])}, {f(ci[1])}] "
                      f"(z {f(m.get('z'), 1)}), {m['wins']}/{m['n']} wins; search {f(x['search_seconds'], 0)} s")
     if s["bound_db"] is not None:
         lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")

@@ -357,3 +357,6 @@ def test_report_refuses_the_options_of_a_running_study(full, tmp_path, capsys):
     assert main(["study", "--report", str(root / "study" / "study.json"), "--train", str(imgs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--train" in err[0] and "writes nothing" in err[0], err
+    assert main(["study", "--report", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.json" in err[0] and "no such file" in err[0], err

@@ -636,7 +636,9 @@ def report(path, cfg: Config) -> str:
     statistics and ``cfg``'s study settings (``study.bootstrap``, ``study.param_tolerance``,
     ``seed``); writes nothing."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size > MAX_STUDY_BYTES:
+    if not path.is_file():
+        raise UserError(f"--report {path}: no such file")
+    if path.stat().st_size > MAX_STUDY_BYTES:
         raise UserError(f"--report {path}: {path.stat().st_size} bytes, more than a study.json holds "
                         f"({MAX_STUDY_BYTES})")
     try:

@@ -360,3 +360,14 @@ def test_report_refuses_the_options_of_a_running_study(full, tmp_path, capsys):
     assert main(["study", "--report", str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.json" in err[0] and "no such file" in err[0], err
+
+
+def test_report_refuses_a_file_too_large_for_a_study_before_reading_it(full, monkeypatch, capsys):
+    from deconas.search import evidence
+
+    root, _, _, _ = full
+    monkeypatch.setattr(evidence, "MAX_STUDY_BYTES", 100)
+    monkeypatch.setattr(evidence.json, "loads", lambda *a, **k: pytest.fail("read"))
+    assert main(["study", "--report", str(root / "study" / "study.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bytes" in err[0] and "study.json" in err[0], err

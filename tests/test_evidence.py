@@ -371,3 +371,15 @@ def test_report_refuses_a_file_too_large_for_a_study_before_reading_it(full, mon
     assert main(["study", "--report", str(root / "study" / "study.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bytes" in err[0] and "study.json" in err[0], err
+
+
+def test_rows_too_large_for_a_study_are_refused_before_reading(full, tmp_path, monkeypatch, capsys):
+    from deconas.search import evidence
+
+    root, imgs, _, _ = full
+    monkeypatch.setattr(evidence, "MAX_STUDY_BYTES", 100)
+    assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s"), "--rows",
+                 str(root / "study" / "study.json"), "--config", str(root / "study" / "config.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rows" in err[0] and "bytes" in err[0], err
+    assert not (tmp_path / "s").exists()

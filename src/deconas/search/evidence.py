@@ -216,6 +216,9 @@ class FullStudy:
 
     def read_rows(self, path: Path) -> None:
         """Committed rows whose training needs no rerun: same recipe, finished."""
+        if Path(path).is_file() and Path(path).stat().st_size > MAX_STUDY_BYTES:
+            raise UserError(f"--rows {path}: {Path(path).stat().st_size} bytes, more than a study.json holds "
+                            f"({MAX_STUDY_BYTES})")
         try:
             doc = json.loads(Path(path).read_text())
             rows, theirs = doc["rows"], doc["recipe"]

@@ -474,7 +474,7 @@ def test_profile_never_replaces_a_file_without_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("table, words", [
     (None, "latency_table"),                      # the latency penalty without a table
-    ("missing", "unreadable"),
+    ("missing", "no such file"),
     ("{not json", "not JSON"),
     ('{"format": "deconas-latency-1"}', "not a deconas latency table"),
 ])

@@ -282,3 +282,18 @@ def test_save_figure_writes_a_png_atomically_and_closes_the_figure(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(fig.number)
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_read_json_refuses_in_one_line_what_is_missing_too_large_or_not_json(tmp_path, monkeypatch):
+    from deconas.runtime import read_json
+
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "ok.json", "x", 100) == {"a": [1, 2]}
+    (tmp_path / "bad.json").write_text("{no")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
+    for name, says in (("none.json", "no such file"), ("bad.json", "not JSON"), ("bin.json", "not JSON")):
+        with pytest.raises(UserError, match=f"^the thing: {says}"):
+            read_json(tmp_path / name, "the thing", 100)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("read before its size was checked"))
+    with pytest.raises(UserError, match="13 bytes, more than such a file holds"):
+        read_json(tmp_path / "ok.json", "the thing", 12)

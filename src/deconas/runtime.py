@@ -250,6 +250,23 @@ def read_jsonl(path) -> list:
     return out
 
 
+def read_json(path, what: str, max_bytes: int):
+    """A JSON file a user hands in, refused in one line (naming ``what``) when it is missing,
+    larger than ``max_bytes`` (before it is read), unreadable or not JSON."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserError(f"{what}: {size:,} bytes, more than such a file holds ({max_bytes:,})")
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what}: no such file") from None
+    except OSError as e:
+        raise UserError(f"{what}: unreadable ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{what}: not JSON") from None
+
+
 def rng_state() -> dict:
     """Every RNG a run draws from, as plain containers and tensors (weights_only-loadable)."""
     np_state = np.random.get_state()

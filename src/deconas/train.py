@@ -45,7 +45,7 @@ from deconas.runfolder import (BEST, BEST_WEIGHTS, CURVES, LAST_WEIGHTS, METRICS
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
 from deconas.runtime import (STATE_INT_MAX, JsonlLog, atomic_torch_save, atomic_write_text, check_optimizer_state,
-                             check_tensors_like, pyplot, read_jsonl, rng_state, save_figure, seed_everything,
+                             check_tensors_like, pyplot, read_json, read_jsonl, rng_state, save_figure, seed_everything,
                              set_rng_state, state_number, torch_load)
 
 
@@ -346,9 +346,9 @@ def read_best(run_dir) -> dict:
     if not p.is_file():
         raise UserError(f"--from {run_dir}: no best.json there (run 'deconas derive {run_dir}' first)")
     try:
-        best = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{p}: unreadable ({type(e).__name__}); run 'deconas derive {run_dir}' again") from None
+        best = read_json(p, str(p), 1_000_000)
+    except UserError as e:
+        raise UserError(f"{e}; run 'deconas derive {run_dir}' again") from None
     if not isinstance(best, dict) or not isinstance(best.get("genotype"), str):
         raise UserError(f"{p}: damaged (no 'genotype'); run 'deconas derive {run_dir}' again")
     try:

@@ -55,7 +55,7 @@ from deconas.errors import UserError
 from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
                                STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
                                STUDY_TABLE, TRAIN_RECORD, check_folders, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, pyplot, save_figure
+from deconas.runtime import atomic_write, atomic_write_text, pyplot, read_json, save_figure
 from deconas.search import stats
 from deconas.search.runs import read_data_json
 from deconas.search.derive import derive, read_candidates
@@ -216,15 +216,12 @@ class FullStudy:
 
     def read_rows(self, path: Path) -> None:
         """Committed rows whose training needs no rerun: same recipe, finished."""
-        if Path(path).is_file() and Path(path).stat().st_size > MAX_STUDY_BYTES:
-            raise UserError(f"--rows {path}: {Path(path).stat().st_size} bytes, more than a study.json holds "
-                            f"({MAX_STUDY_BYTES})")
+        doc = read_json(path, f"--rows {path}", MAX_STUDY_BYTES)
         try:
-            doc = json.loads(Path(path).read_text())
             rows, theirs = doc["rows"], doc["recipe"]
             if not isinstance(rows, list) or not isinstance(theirs, dict):
                 raise TypeError
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise UserError(f"--rows {path}: not a study.json of a full study ({type(e).__name__})") from None
         diff = [k for k in self.recipe if theirs.get(k) != self.recipe[k]]
         if diff:
@@ -638,14 +635,8 @@ def report(path, cfg: Config) -> str:
     """The summary of a full study's study.json recomputed from its rows with this version's
     statistics and ``cfg``'s study settings (``study.bootstrap``, ``study.param_tolerance``,
     ``seed``); writes nothing."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--report {path}: no such file")
-    if path.stat().st_size > MAX_STUDY_BYTES:
-        raise UserError(f"--report {path}: {path.stat().st_size} bytes, more than a study.json holds "
-                        f"({MAX_STUDY_BYTES})")
+    doc = read_json(path, f"--report {path}", MAX_STUDY_BYTES)
     try:
-        doc = json.loads(path.read_text())
         plan = {"picks": {str(s): [str(parse(g)) for g in gs] for s, gs in doc["picks"].items()},
                 "partners": {str(parse(a)): str(parse(b)) for a, b in doc.get("partners", {}).items()},
                 "searches": {str(k): dict(v) for k, v in doc["searches"].items()},
@@ -653,7 +644,7 @@ def report(path, cfg: Config) -> str:
         if doc.get("kind") != KIND or not isinstance(doc["rows"], list):
             raise TypeError
         rows = [_checked_row(r) for r in doc["rows"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, UserError) as e:
         why = "a damaged genotype" if isinstance(e, UserError) else type(e).__name__
         raise UserError(f"--report {path}: not a study.json of a full study ({why})") from None
     summ = summarize(rows, plan, cfg.study, np.random.default_rng(cfg.seed + SEED_STUDY))

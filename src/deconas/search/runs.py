@@ -13,7 +13,7 @@ from deconas.config import Config
 from deconas.data.datasets import load_train_val
 from deconas.errors import UserError
 from deconas.runfolder import CONFIG, SEARCH_DATA, SEARCH_STATE, read_data_record
-from deconas.runtime import torch_load
+from deconas.runtime import read_json, torch_load
 from deconas.search.controller import Controller
 from deconas.search.supernet import SuperNet
 from deconas.space.latency import check_table
@@ -95,14 +95,7 @@ def read_latency_table(cfg: Config) -> Optional[dict]:
     if s.latency_table is None:
         raise UserError("search.penalty=latency needs search.latency_table (made by 'deconas profile')")
     path = Path(s.latency_table)
-    try:
-        if path.stat().st_size > 1_000_000:
-            raise UserError(f"search.latency_table {path}: {path.stat().st_size:,} bytes is not a latency table")
-        table = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"search.latency_table {path}: unreadable ({e.strerror or e})") from None
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"search.latency_table {path}: not JSON") from None
+    table = read_json(path, f"search.latency_table {path}", 1_000_000)
     check_table(table, m.nodes, m.blocks, f"search.latency_table {path}")
     if (table.get("channels"), table.get("blocks"), table.get("scale")) != (m.channels, m.blocks, cfg.scale):
         raise UserError(f"search.latency_table {path}: measured for C={table.get('channels')}, N={table.get('blocks')}, "

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from deconas import config
 from deconas.checkpoint import load_model
@@ -383,3 +384,24 @@ def test_rows_too_large_for_a_study_are_refused_before_reading(full, tmp_path, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--rows" in err[0] and "bytes" in err[0], err
     assert not (tmp_path / "s").exists()
+
+
+def test_report_draws_the_plots_where_asked_and_never_over_files_unless_told(full, tmp_path, capsys):
+    root, _, _, _ = full
+    study = str(root / "study" / "study.json")
+    conf = ["--config", str(root / "study" / "config.yaml")]
+    figs = tmp_path / "figs"
+    assert main(["study", "--report", study, "--plots", str(figs), *conf]) == 0
+    assert sorted(p.name for p in figs.iterdir()) == ["fidelity.png", "picks.png"]
+    with Image.open(figs / "picks.png") as im:
+        assert im.format == "PNG" and im.width > 300
+    (figs / "picks.png").write_bytes(b"the user's")
+    capsys.readouterr()
+    assert main(["study", "--report", study, "--plots", str(figs), *conf]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "picks.png" in err[0] and "--overwrite" in err[0], err
+    assert (figs / "picks.png").read_bytes() == b"the user's"
+    assert main(["study", "--report", study, "--plots", str(figs), "--overwrite", *conf]) == 0
+    assert (figs / "picks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["study", "--train", str(root / "imgs"), "--plots", str(figs)]) == 2
+    assert "--report" in capsys.readouterr().err

@@ -255,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and, where it planned the same pool, whose searches are taken as they are (default: none)")
     p.add_argument("--report", metavar="STUDY_JSON", default=None,
                    help="print the summary of a full study's study.json, recomputed from its rows with the "
-                        "config's study settings; writes nothing (default: run a study)")
+                        "config's study settings; writes nothing but --plots (default: run a study)")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="with --report: also draw picks.png and fidelity.png in DIR (default: none)")
+    _replaces(p, "--plots' picks.png and fidelity.png")
     p.add_argument("--top", type=int, default=None,
                    help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,

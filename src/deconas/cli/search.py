@@ -57,9 +57,13 @@ def cmd_study(args) -> int:
         given = [f for f, v in (("--train", args.train), ("--val", args.val), ("--run", args.run_dir),
                                 ("--rows", args.rows), ("--resume", args.resume), ("--out", args.out)) if v]
         if given:
-            raise UserError(f"--report reads a study.json and writes nothing; {given[0]} is for running a study")
-        print(evidence.report(args.report, config.load(args.config or "study-cpu", args.overrides)))
+            raise UserError(f"--report reads a study.json and writes nothing but --plots; {given[0]} is for "
+                            f"running a study")
+        print(evidence.report(args.report, config.load(args.config, args.overrides), args.plots, args.overwrite))
         return 0
+    if args.plots is not None or args.overwrite:
+        raise UserError(f"{'--plots' if args.plots is not None else '--overwrite'} is for --report STUDY_JSON; "
+                        f"a running study draws its plots in --out")
     if args.run_dir is None and args.overrides and "=" not in args.overrides[0]:
         args.run_dir = args.overrides.pop(0)  # the older form, 'deconas study RUN_DIR'
     if args.run_dir is None:

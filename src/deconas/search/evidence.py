@@ -55,7 +55,7 @@ from deconas.errors import UserError
 from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
                                STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
                                STUDY_TABLE, TRAIN_RECORD, check_folders, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, pyplot, read_json, save_figure
+from deconas.runtime import atomic_write, atomic_write_text, check_writable, pyplot, read_json, save_figure
 from deconas.search import stats
 from deconas.search.runs import read_data_json
 from deconas.search.derive import derive, read_candidates
@@ -631,10 +631,19 @@ def plots(rows: List[dict], summ: dict, out: Path, partners: Optional[Dict[str, 
 MAX_STUDY_BYTES = 64 << 20  # a study.json of thousands of rows is a few MB
 
 
-def report(path, cfg: Config) -> str:
+def report(path, cfg: Config, plots_dir=None, overwrite: bool = False) -> str:
     """The summary of a full study's study.json recomputed from its rows with this version's
     statistics and ``cfg``'s study settings (``study.bootstrap``, ``study.param_tolerance``,
-    ``seed``); writes nothing."""
+    ``seed``). Writes nothing but, with ``plots_dir``, the study's two plots there (never over
+    files of those names unless ``overwrite``)."""
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        if plots_dir.exists() and not plots_dir.is_dir():
+            raise UserError(f"--plots {plots_dir}: a file is in the way (it must be a folder)")
+        there = [n for n in (STUDY_PICKS, STUDY_FIDELITY) if (plots_dir / n).exists()]
+        if there and not overwrite:
+            raise UserError(f"--plots {plots_dir}: {there[0]} is there; pass --overwrite to replace it")
+        check_writable(plots_dir, "--plots")
     doc = read_json(path, f"--report {path}", MAX_STUDY_BYTES)
     try:
         plan = {"picks": {str(s): [str(parse(g)) for g in gs] for s, gs in doc["picks"].items()},
@@ -648,6 +657,9 @@ def report(path, cfg: Config) -> str:
         why = "a damaged genotype" if isinstance(e, UserError) else type(e).__name__
         raise UserError(f"--report {path}: not a study.json of a full study ({why})") from None
     summ = summarize(rows, plan, cfg.study, np.random.default_rng(cfg.seed + SEED_STUDY))
+    if plots_dir is not None:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plots(rows, summ, plots_dir, plan["partners"])
     return format_summary({"summary": summ, "best_schedule": plan["best_schedule"]})
 
 

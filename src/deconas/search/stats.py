@@ -11,39 +11,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from scipy.stats import f as fisher_f, kendalltau, t as student_t
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties count as neither concordant nor discordant); nan below 2 points
-    or when one side is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(kendalltau(x, y).statistic)
-
-
-def log_fit(params: Sequence[float], y: Sequence[float]) -> tuple:
-    """(a, b) of the least-squares line y = a + b ln(params): the size trend."""
-    x = np.log(np.asarray(params, float))
-    b, a = np.polyfit(x, np.asarray(y, float), 1)
-    return float(a), float(b)
-
-
-def log_residuals(params: Sequence[float], y: Sequence[float]) -> np.ndarray:
-    """y minus its own size trend (:func:`log_fit`)."""
-    a, b = log_fit(params, y)
-    return np.asarray(y, float) - (a + b * np.log(np.asarray(params, float)))
-
-
-def _interval(values: np.ndarray) -> list:
-    v = values[np.isfinite(values)]
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
-
-
-def _draws(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
-    # One call per resample, in order: the same stream as drawing them one at a time.
-    return np.array([rng.integers(0, n, n) for _ in range(resamples)]).reshape(resamples, n)
+from scipy.stats import f as fisher_f, t as student_t
 
 
 def _tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -63,6 +31,35 @@ def _fit_rows(x: np.ndarray, y: np.ndarray) -> tuple:
     with np.errstate(invalid="ignore", divide="ignore"):
         b = ((x - xm) * (y - ym)).sum(1, keepdims=True) / ((x - xm) ** 2).sum(1, keepdims=True)
     return ym - b * xm, b
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties count as neither concordant nor discordant); nan below 2 points
+    or when one side is constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return float(_tau_rows(x[None], y[None])[0]) if len(x) >= 2 else float("nan")
+
+
+def log_fit(params: Sequence[float], y: Sequence[float]) -> tuple:
+    """(a, b) of the least-squares line y = a + b ln(params): the size trend."""
+    a, b = _fit_rows(np.log(np.asarray(params, float))[None], np.asarray(y, float)[None])
+    return float(a[0, 0]), float(b[0, 0])
+
+
+def log_residuals(params: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """y minus its own size trend (:func:`log_fit`)."""
+    a, b = log_fit(params, y)
+    return np.asarray(y, float) - (a + b * np.log(np.asarray(params, float)))
+
+
+def _interval(values: np.ndarray) -> list:
+    v = values[np.isfinite(values)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
+
+
+def _draws(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    # One call per resample, in order: the same stream as drawing them one at a time.
+    return np.array([rng.integers(0, n, n) for _ in range(resamples)]).reshape(resamples, n)
 
 
 def tau_with_interval(x: Sequence[float], y: Sequence[float], rng: np.random.Generator,

@@ -405,3 +405,17 @@ def test_report_draws_the_plots_where_asked_and_never_over_files_unless_told(ful
     assert (figs / "picks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["study", "--train", str(root / "imgs"), "--plots", str(figs)]) == 2
     assert "--report" in capsys.readouterr().err
+
+
+def test_report_plots_refusals_are_one_line_and_write_nothing(full, tmp_path, capsys):
+    root, imgs, _, _ = full
+    study = str(root / "study" / "study.json")
+    (tmp_path / "file").write_text("the user's")
+    assert main(["study", "--report", study, "--plots", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a file is in the way" in err[0], err
+    assert (tmp_path / "file").read_text() == "the user's"
+    assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s"), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite is for --report" in err[0], err
+    assert not (tmp_path / "s").exists()

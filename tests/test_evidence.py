@@ -16,7 +16,8 @@ from deconas.constants import STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.search.evidence import format_summary, run_full_study, search_config, stratified_pool
+from deconas.search.evidence import (BEATS_CHANCE_Z, defaults_rule, format_summary, run_full_study, search_config,
+                                     stratified_pool)
 from deconas.search.runs import build_supernet, read_checkpoint, reload_val_pairs
 from deconas.search.study import uniform_genotype
 from deconas.space.complexity import count_params
@@ -155,6 +156,55 @@ def test_every_pick_has_a_size_matched_random_partner_and_the_summary_compares_t
         assert m["z"] == pytest.approx(np.mean(diffs) / se)
     assert doc["summary"]["bound_partners_db"] == max(
         v["size_matched_random"]["ci95"][1] for v in doc["summary"]["strategies"].values())
+
+
+def _verdict_case(z_by_strategy, missing=()):
+    """Two picks per strategy, each with its own partner, two seeds; ``missing`` rows untrained."""
+    plan = {"picks": {s: [f"{s}-a", f"{s}-b"] for s in z_by_strategy}, "partners": {}}
+    rows = []
+    for s, gs in plan["picks"].items():
+        for g in gs:
+            plan["partners"][g] = f"partner-of-{g}"
+            for k in range(2):
+                for group, geno in ((s, g), ("matched", f"partner-of-{g}")):
+                    psnr = None if (group, geno, k) in missing else 31.5
+                    rows.append({"group": group, "genotype": geno, "seed": k, "standalone_psnr": psnr})
+    strategies = {s: {"size_matched_random": {"z": z}} for s, z in z_by_strategy.items()}
+    return rows, plan, strategies
+
+
+def test_the_defaults_rule_waits_for_both_seeds_of_every_pick_and_partner():
+    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 3.0},
+                                           missing={("matched", "partner-of-random-b", 1), ("random", "random-a", 0)})
+    d = defaults_rule(rows, plan, 2, strategies, 0.07)
+    assert (d["status"], d["strategy"], d["trainings"], d["missing"]) == ("pending", None, 16, 2)
+    assert d["beats_chance"] == ["random"]  # shown, not acted on
+    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 3.0})
+    d = defaults_rule(rows, plan, 2, strategies, 0.07)
+    assert (d["status"], d["strategy"], d["missing"]) == ("decided", "random", 0)
+
+
+def test_the_defaults_rule_takes_the_largest_z_at_or_above_the_threshold_else_keeps_the_controller():
+    zs = {"controller": BEATS_CHANCE_Z - 0.01, "controller-loo": BEATS_CHANCE_Z, "random": 3.1, "evolution": None}
+    rows, plan, strategies = _verdict_case(zs)
+    d = defaults_rule(rows, plan, 2, strategies, 0.05)
+    assert d["beats_chance"] == ["random", "controller-loo"] and d["strategy"] == "random"
+    zs = {"controller": 2.4, "controller-loo": -1.0, "random": 2.49, "evolution": None}
+    rows, plan, strategies = _verdict_case(zs)
+    d = defaults_rule(rows, plan, 2, strategies, 0.05)
+    assert (d["beats_chance"], d["strategy"], d["bound_partners_db"]) == ([], "controller", 0.05)
+
+
+def test_the_summary_states_the_defaults_rule_on_the_studys_own_rows(full):
+    _, _, cfg, doc = full
+    s = doc["summary"]
+    zs = {n: x["size_matched_random"]["z"] for n, x in s["strategies"].items()}
+    passing = [n for n, z in zs.items() if z is not None and z >= BEATS_CHANCE_Z]
+    want = max(passing, key=lambda n: zs[n]) if passing else "controller"
+    assert (s["defaults"]["status"], s["defaults"]["strategy"]) == ("decided", want)  # every seed trained
+    line = format_summary(doc).splitlines()[-1]
+    assert line.startswith("defaults: ") and ("the cpu preset takes it" in line if passing else
+                                              "keeps the controller" in line)
 
 
 def test_standalone_psnr_is_the_trained_networks_psnr_on_the_searches_split(full):

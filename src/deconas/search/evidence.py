@@ -66,6 +66,12 @@ from deconas.space.complexity import count_params
 from deconas.space.genotype import Genotype, parse
 
 KIND = "full"  # plan.json's kind: the one-run study's plan has none
+# The rule that sets the cpu preset's strategy (docs/search.md, "How the study sets the
+# defaults"), written down before most second seeds came in: a strategy beats chance when its
+# picks' z against their size-matched random partners is at least this (5% over four
+# strategies, Bonferroni), once both seeds of every pick and partner are trained.
+BEATS_CHANCE_Z = 2.5
+KEPT_STRATEGY = "controller"  # the paper's, kept when none beats chance
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -548,6 +554,26 @@ def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dic
     # sizes the pool does not reach (evolution's picks are half the pool's smallest).
     ups = [v["size_matched_random"]["ci95"][1] for v in strategies.values() if v["size_matched_random"]["ci95"]]
     out["bound_partners_db"] = max(ups) if ups else None
+    out["defaults"] = defaults_rule(rows, plan, st.seeds, strategies, out["bound_partners_db"])
+    return out
+
+
+def defaults_rule(rows: List[dict], plan: dict, seeds: int, strategies: dict, bound: Optional[float]) -> dict:
+    """The study's verdict under :data:`BEATS_CHANCE_Z`: pending while a pick's or partner's seed
+    is untrained; then the strategy with the largest z among those that beat chance, or
+    :data:`KEPT_STRATEGY` and the bound when none does."""
+    done = {(r["group"], r["genotype"], r["seed"]) for r in rows if r["standalone_psnr"] is not None}
+    partners = plan.get("partners", {})
+    want = [(s, g, k) for s, gs in plan.get("picks", {}).items() for g in gs for k in range(seeds)]
+    want += [("matched", partners[g], k) for s, g, k in want if g in partners]
+    want = list(dict.fromkeys(want))  # a partner shared by two picks is trained once
+    z = {s: v["size_matched_random"].get("z") for s, v in strategies.items()}
+    passing = sorted((s for s, v in z.items() if v is not None and v >= BEATS_CHANCE_Z), key=lambda s: -z[s])
+    out = {"z_threshold": BEATS_CHANCE_Z, "trainings": len(want),
+           "missing": sum(w not in done for w in want), "beats_chance": passing}
+    out["status"] = "pending" if out["missing"] or not want else "decided"
+    out["strategy"] = None if out["status"] == "pending" else (passing[0] if passing else KEPT_STRATEGY)
+    out["bound_partners_db"] = bound
     return out
 
 
@@ -704,4 +730,18 @@ def format_summary(doc: dict) -> str:
     if s.get("bound_partners_db") is not None:
         lines.append(f"no strategy beats its size-matched random partners by more than "
                      f"{s['bound_partners_db']:.3f} dB (95%)")
+    d = s.get("defaults")
+    if d:
+        rule = f"z >= {d['z_threshold']:g} against the size-matched partners"
+        zs = {n: x["size_matched_random"].get("z") for n, x in s["strategies"].items()}
+        top = max((v for v in zs.values() if v is not None), default=None)
+        if d["status"] == "pending":
+            lines.append(f"defaults: pending, {d['missing']} of {d['trainings']} pick and partner trainings to come "
+                         f"(beating chance: {rule}; so far {', '.join(d['beats_chance']) or 'none'})")
+        elif d["beats_chance"]:
+            lines.append(f"defaults: {d['strategy']} beats chance (z {f(zs[d['strategy']], 1)}; {rule}): "
+                         f"the cpu preset takes it")
+        else:
+            lines.append(f"defaults: no strategy beats chance (largest z {f(top, 1)}; {rule}): the cpu preset "
+                         f"keeps the {d['strategy']}" + (f"; bound {f(d['bound_partners_db'])} dB" if d['bound_partners_db'] is not None else ""))
     return "\n".join(lines)

@@ -469,3 +469,31 @@ def test_report_plots_refusals_are_one_line_and_write_nothing(full, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite is for --report" in err[0], err
     assert not (tmp_path / "s").exists()
+    assert main(["study", "--train", str(imgs), "--out", str(tmp_path / "s"), "--markdown"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--markdown is for --report" in err[0], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_report_as_markdown_puts_each_figure_of_the_summary_in_its_column(full, capsys):
+    root, _, _, doc = full
+    assert main(["study", "--report", str(root / "study" / "study.json"), "--markdown",
+                 "--config", str(root / "study" / "config.yaml")]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")] if line.startswith("| `") else None
+        if cells:
+            rows[cells[0].strip("`")] = cells
+    s = doc["summary"]
+    for n, x in s["fidelity"].items():
+        lo, hi = x["ci95"]
+        assert rows[n][1:3] == [f"{x['tau']:.2f}", f"{lo:.2f} .. {hi:.2f}"]
+        assert rows[n][3] == f"{x['residual_tau']:.2f}" and rows[n][5] == f"{x['size_tau']:.2f}"
+    assert set(s["strategies"]) == set(STRATEGIES)
+    for n, x in s["strategies"].items():
+        m, g = x["size_matched_random"], x["gain_over_pool_fit"]
+        assert rows[n][1] == str(x["picks"]) and rows[n][2] == f"{x['mean_params']:,.0f}"
+        assert rows[n][3:7] == [f"{m['mean_db']:.3f} dB", f"{m['ci95'][0]:.3f} .. {m['ci95'][1]:.3f}",
+                                f"{m['z']:.1f}", f"{m['wins']}/{m['n']}"]
+        assert rows[n][7:10] == [f"{g['mean_db']:.3f} dB", f"{g['ci95'][0]:.3f} .. {g['ci95'][1]:.3f}",
+                                 f"{g['z']:.1f}"]

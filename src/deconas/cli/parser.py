@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", default=None,
                    help="with --report: also draw picks.png and fidelity.png in DIR (default: none)")
     _replaces(p, "--plots' picks.png and fidelity.png")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --report: print the summary as Markdown tables (default: lines)")
     p.add_argument("--top", type=int, default=None,
                    help=f"--run: searched architectures (default: study.top, {config.default('study.top')})")
     p.add_argument("--random", type=int, default=None,

@@ -59,11 +59,12 @@ def cmd_study(args) -> int:
         if given:
             raise UserError(f"--report reads a study.json and writes nothing but --plots; {given[0]} is for "
                             f"running a study")
-        print(evidence.report(args.report, config.load(args.config, args.overrides), args.plots, args.overwrite))
+        print(evidence.report(args.report, config.load(args.config, args.overrides), args.plots, args.overwrite,
+                              args.markdown))
         return 0
-    if args.plots is not None or args.overwrite:
-        raise UserError(f"{'--plots' if args.plots is not None else '--overwrite'} is for --report STUDY_JSON; "
-                        f"a running study draws its plots in --out")
+    if args.plots is not None or args.overwrite or args.markdown:
+        flag = "--plots" if args.plots is not None else "--overwrite" if args.overwrite else "--markdown"
+        raise UserError(f"{flag} is for --report STUDY_JSON; a running study writes its summary and plots in --out")
     if args.run_dir is None and args.overrides and "=" not in args.overrides[0]:
         args.run_dir = args.overrides.pop(0)  # the older form, 'deconas study RUN_DIR'
     if args.run_dir is None:

@@ -657,11 +657,11 @@ def plots(rows: List[dict], summ: dict, out: Path, partners: Optional[Dict[str, 
 MAX_STUDY_BYTES = 64 << 20  # a study.json of thousands of rows is a few MB
 
 
-def report(path, cfg: Config, plots_dir=None, overwrite: bool = False) -> str:
+def report(path, cfg: Config, plots_dir=None, overwrite: bool = False, markdown: bool = False) -> str:
     """The summary of a full study's study.json recomputed from its rows with this version's
     statistics and ``cfg``'s study settings (``study.bootstrap``, ``study.param_tolerance``,
-    ``seed``). Writes nothing but, with ``plots_dir``, the study's two plots there (never over
-    files of those names unless ``overwrite``)."""
+    ``seed``), as lines or (``markdown``) tables. Writes nothing but, with ``plots_dir``, the
+    study's two plots there (never over files of those names unless ``overwrite``)."""
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         if plots_dir.exists() and not plots_dir.is_dir():
@@ -686,7 +686,8 @@ def report(path, cfg: Config, plots_dir=None, overwrite: bool = False) -> str:
     if plots_dir is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
         plots(rows, summ, plots_dir, plan["partners"])
-    return format_summary({"summary": summ, "best_schedule": plan["best_schedule"]})
+    doc = {"summary": summ, "best_schedule": plan["best_schedule"]}
+    return format_markdown(doc) if markdown else format_summary(doc)
 
 
 def _checked_row(r: dict) -> dict:
@@ -704,11 +705,39 @@ def _checked_row(r: dict) -> dict:
             "shared_psnr": {str(k): psnr(v) for k, v in r.get("shared_psnr", {}).items()}}
 
 
+def _f(v, d=3) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+
+
+def _conclusions(s: dict) -> List[str]:
+    """The bounds and the defaults rule's verdict, as sentences (both forms of the summary)."""
+    lines = []
+    if s["bound_db"] is not None:
+        lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")
+    if s.get("bound_partners_db") is not None:
+        lines.append(f"no strategy beats its size-matched random partners by more than "
+                     f"{s['bound_partners_db']:.3f} dB (95%)")
+    d = s.get("defaults")
+    if d:
+        rule = f"z >= {d['z_threshold']:g} against the size-matched partners"
+        zs = {n: x["size_matched_random"].get("z") for n, x in s["strategies"].items()}
+        top = max((v for v in zs.values() if v is not None), default=None)
+        if d["status"] == "pending":
+            lines.append(f"defaults: pending, {d['missing']} of {d['trainings']} pick and partner trainings to come "
+                         f"(beating chance: {rule}; so far {', '.join(d['beats_chance']) or 'none'})")
+        elif d["beats_chance"]:
+            lines.append(f"defaults: {d['strategy']} beats chance (z {_f(zs[d['strategy']], 1)}; {rule}): "
+                         f"the cpu preset takes it")
+        else:
+            bound = f"; bound {_f(d['bound_partners_db'])} dB" if d["bound_partners_db"] is not None else ""
+            lines.append(f"defaults: no strategy beats chance (largest z {_f(top, 1)}; {rule}): the cpu preset "
+                         f"keeps the {d['strategy']}{bound}")
+    return lines
+
+
 def format_summary(doc: dict) -> str:
     s = doc["summary"]
-
-    def f(v, d=3):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    f = _f
     gt = s["ground_truth"]
     lines = [f"study: {s['trained']} trainings, pool of {s['pool_trained']}",
              f"ground truth: seed std {f(gt['seed_std_db'])} dB over {gt['with_seeds']} architectures with several "
@@ -725,23 +754,34 @@ def format_summary(doc: dict) -> str:
                      f"(z {f(g['z'], 1)}); matched pairs {f(p['mean_db'])} dB, {p['wins']}/{p['n']} wins; "
                      f"against size-matched random {f(m['mean_db'])} dB [{f(ci[0])}, {f(ci[1])}] "
                      f"(z {f(m.get('z'), 1)}), {m['wins']}/{m['n']} wins; search {f(x['search_seconds'], 0)} s")
-    if s["bound_db"] is not None:
-        lines.append(f"no strategy beats the pool's fit by more than {s['bound_db']:.3f} dB (95%)")
-    if s.get("bound_partners_db") is not None:
-        lines.append(f"no strategy beats its size-matched random partners by more than "
-                     f"{s['bound_partners_db']:.3f} dB (95%)")
-    d = s.get("defaults")
-    if d:
-        rule = f"z >= {d['z_threshold']:g} against the size-matched partners"
-        zs = {n: x["size_matched_random"].get("z") for n, x in s["strategies"].items()}
-        top = max((v for v in zs.values() if v is not None), default=None)
-        if d["status"] == "pending":
-            lines.append(f"defaults: pending, {d['missing']} of {d['trainings']} pick and partner trainings to come "
-                         f"(beating chance: {rule}; so far {', '.join(d['beats_chance']) or 'none'})")
-        elif d["beats_chance"]:
-            lines.append(f"defaults: {d['strategy']} beats chance (z {f(zs[d['strategy']], 1)}; {rule}): "
-                         f"the cpu preset takes it")
-        else:
-            lines.append(f"defaults: no strategy beats chance (largest z {f(top, 1)}; {rule}): the cpu preset "
-                         f"keeps the {d['strategy']}" + (f"; bound {f(d['bound_partners_db'])} dB" if d['bound_partners_db'] is not None else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + _conclusions(s))
+
+
+def format_markdown(doc: dict) -> str:
+    """The summary as Markdown tables, for a README or a paper's notes."""
+    s = doc["summary"]
+    f = _f
+    gt = s["ground_truth"]
+
+    def interval(ci, d=3):
+        return "-" if not ci else f"{f(ci[0], d)} .. {f(ci[1], d)}"
+    out = [f"{s['trained']} trainings, a pool of {s['pool_trained']}.", "",
+           "| architectures | with several seeds | seed std of one training | std between architectures "
+           "| ratio (target at most 0.33) |", "|---|---|---|---|---|",
+           f"| {gt['architectures']} | {gt['with_seeds']} | {f(gt['seed_std_db'])} dB | {f(gt['between_std_db'])} dB "
+           f"| {f(gt['ratio'], 2)} |", "",
+           "| search (strategy-schedule) | Kendall tau on the pool | 95% interval | tau of the residuals "
+           "| 95% interval | tau of size alone |", "|---|---|---|---|---|---|"]
+    for n, x in s["fidelity"].items():
+        out.append(f"| `{n}` | {f(x['tau'], 2)} | {interval(x['ci95'], 2)} | {f(x['residual_tau'], 2)} "
+                   f"| {interval(x['residual_ci95'], 2)} | {f(x['size_tau'], 2)} |")
+    out += ["", f"On the best schedule, `{doc['best_schedule']}`:", "",
+            "| strategy | picks | mean params | pick - size-matched partner | 95% interval | z | wins "
+            "| over the pool's fit | 95% interval | z | search |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, x in s["strategies"].items():
+        g, m = x["gain_over_pool_fit"], x["size_matched_random"]
+        out.append(f"| `{n}` | {x['picks']} | {x['mean_params']:,.0f} | {f(m['mean_db'])} dB | {interval(m['ci95'])} "
+                   f"| {f(m.get('z'), 1)} | {m['wins']}/{m['n']} | {f(g['mean_db'])} dB | {interval(g['ci95'])} "
+                   f"| {f(g['z'], 1)} | {f(x['search_seconds'], 0)} s |")
+    concl = _conclusions(s)
+    return "\n".join(out + ([""] + [f"- {c[0].upper()}{c[1:]}." for c in concl] if concl else []))

@@ -3,6 +3,7 @@ the picks, the rows and the figures, each against a second route."""
 
 import csv
 import json
+import math
 import shutil
 
 import numpy as np
@@ -16,7 +17,7 @@ from deconas.constants import STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.search.evidence import (BEATS_CHANCE_Z, defaults_rule, format_summary, run_full_study, search_config,
+from deconas.search.evidence import (defaults_rule, format_summary, run_full_study, search_config,
                                      stratified_pool)
 from deconas.search.runs import build_supernet, read_checkpoint, reload_val_pairs
 from deconas.search.study import uniform_genotype
@@ -158,9 +159,9 @@ def test_every_pick_has_a_size_matched_random_partner_and_the_summary_compares_t
         v["size_matched_random"]["ci95"][1] for v in doc["summary"]["strategies"].values())
 
 
-def _verdict_case(z_by_strategy, missing=()):
-    """Two picks per strategy, each with its own partner, two seeds; ``missing`` rows untrained."""
-    plan = {"picks": {s: [f"{s}-a", f"{s}-b"] for s in z_by_strategy}, "partners": {}}
+def _verdict_case(z_by_strategy, missing=(), pairs=2):
+    """``pairs`` picks per strategy, each with its own partner, two seeds; ``missing`` rows untrained."""
+    plan = {"picks": {s: [f"{s}-{i}" for i in range(pairs)] for s in z_by_strategy}, "partners": {}}
     rows = []
     for s, gs in plan["picks"].items():
         for g in gs:
@@ -169,37 +170,51 @@ def _verdict_case(z_by_strategy, missing=()):
                 for group, geno in ((s, g), ("matched", f"partner-of-{g}")):
                     psnr = None if (group, geno, k) in missing else 31.5
                     rows.append({"group": group, "genotype": geno, "seed": k, "standalone_psnr": psnr})
-    strategies = {s: {"size_matched_random": {"z": z}} for s, z in z_by_strategy.items()}
+    strategies = {s: {"size_matched_random": {"z": z, "n": pairs}} for s, z in z_by_strategy.items()}
     return rows, plan, strategies
 
 
+def _t3_cdf(t):
+    """Student t with 3 degrees of freedom, in closed form."""
+    u = t / math.sqrt(3)
+    return 0.5 + (u / (1 + u * u) + math.atan(u)) / math.pi
+
+
 def test_the_defaults_rule_waits_for_both_seeds_of_every_pick_and_partner():
-    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 3.0},
-                                           missing={("matched", "partner-of-random-b", 1), ("random", "random-a", 0)})
+    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 30.0},
+                                           missing={("matched", "partner-of-random-1", 1), ("random", "random-0", 0)})
     d = defaults_rule(rows, plan, 2, strategies, 0.07)
     assert (d["status"], d["strategy"], d["trainings"], d["missing"]) == ("pending", None, 16, 2)
     assert d["beats_chance"] == ["random"]  # shown, not acted on
-    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 3.0})
+    rows, plan, strategies = _verdict_case({"controller": 0.1, "random": 30.0})
     d = defaults_rule(rows, plan, 2, strategies, 0.07)
     assert (d["status"], d["strategy"], d["missing"]) == ("decided", "random", 0)
 
 
-def test_the_defaults_rule_takes_the_largest_z_at_or_above_the_threshold_else_keeps_the_controller():
-    zs = {"controller": BEATS_CHANCE_Z - 0.01, "controller-loo": BEATS_CHANCE_Z, "random": 3.1, "evolution": None}
-    rows, plan, strategies = _verdict_case(zs)
+def test_the_defaults_rule_is_a_bonferroni_t_test_over_the_strategies_compared():
+    # Four pairs: 3 degrees of freedom; 5% over four strategies = 0.625% in each tail.
+    rows, plan, strategies = _verdict_case({s: 0.0 for s in STRATEGIES}, pairs=4)
+    need = defaults_rule(rows, plan, 2, strategies, 0.05)["t_needed"]["random"]
+    assert _t3_cdf(need) == pytest.approx(1 - 0.05 / 8, abs=1e-9)
+    assert need > 5 > 2.5  # far above the normal z of 2.5: four pairs say little
+    zs = {"controller": need - 0.01, "controller-loo": need, "random": need + 3, "evolution": None}
+    rows, plan, strategies = _verdict_case(zs, pairs=4)
     d = defaults_rule(rows, plan, 2, strategies, 0.05)
     assert d["beats_chance"] == ["random", "controller-loo"] and d["strategy"] == "random"
-    zs = {"controller": 2.4, "controller-loo": -1.0, "random": 2.49, "evolution": None}
-    rows, plan, strategies = _verdict_case(zs)
+    zs = {"controller": 2.4, "controller-loo": -1.0, "random": 3.0, "evolution": None}
+    rows, plan, strategies = _verdict_case(zs, pairs=4)
     d = defaults_rule(rows, plan, 2, strategies, 0.05)
     assert (d["beats_chance"], d["strategy"], d["bound_partners_db"]) == ([], "controller", 0.05)
+    rows, plan, strategies = _verdict_case({"random": 3.0, "evolution": 0.0}, pairs=4)  # two compared: 1.25% a tail
+    assert _t3_cdf(defaults_rule(rows, plan, 2, strategies, 0.05)["t_needed"]["random"]) == pytest.approx(1 - 0.05 / 4)
 
 
 def test_the_summary_states_the_defaults_rule_on_the_studys_own_rows(full):
     _, _, cfg, doc = full
     s = doc["summary"]
     zs = {n: x["size_matched_random"]["z"] for n, x in s["strategies"].items()}
-    passing = [n for n, z in zs.items() if z is not None and z >= BEATS_CHANCE_Z]
+    need = s["defaults"]["t_needed"]
+    passing = [n for n, z in zs.items() if z is not None and need[n] is not None and z >= need[n]]
     want = max(passing, key=lambda n: zs[n]) if passing else "controller"
     assert (s["defaults"]["status"], s["defaults"]["strategy"]) == ("decided", want)  # every seed trained
     line = format_summary(doc).splitlines()[-1]

@@ -67,10 +67,10 @@ from deconas.space.genotype import Genotype, parse
 
 KIND = "full"  # plan.json's kind: the one-run study's plan has none
 # The rule that sets the cpu preset's strategy (docs/search.md, "How the study sets the
-# defaults"), written down before most second seeds came in: a strategy beats chance when its
-# picks' z against their size-matched random partners is at least this (5% over four
-# strategies, Bonferroni), once both seeds of every pick and partner are trained.
-BEATS_CHANCE_Z = 2.5
+# defaults"): a strategy beats chance when the t of its picks against their size-matched random
+# partners is significant at 5% over the strategies compared (Bonferroni, Student t with
+# pairs - 1 degrees of freedom), once both seeds of every pick and partner are trained.
+FAMILY_LEVEL = 0.05
 KEPT_STRATEGY = "controller"  # the paper's, kept when none beats chance
 
 
@@ -559,7 +559,7 @@ def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dic
 
 
 def defaults_rule(rows: List[dict], plan: dict, seeds: int, strategies: dict, bound: Optional[float]) -> dict:
-    """The study's verdict under :data:`BEATS_CHANCE_Z`: pending while a pick's or partner's seed
+    """The study's verdict under :data:`FAMILY_LEVEL`: pending while a pick's or partner's seed
     is untrained; then the strategy with the largest z among those that beat chance, or
     :data:`KEPT_STRATEGY` and the bound when none does."""
     done = {(r["group"], r["genotype"], r["seed"]) for r in rows if r["standalone_psnr"] is not None}
@@ -568,8 +568,11 @@ def defaults_rule(rows: List[dict], plan: dict, seeds: int, strategies: dict, bo
     want += [("matched", partners[g], k) for s, g, k in want if g in partners]
     want = list(dict.fromkeys(want))  # a partner shared by two picks is trained once
     z = {s: v["size_matched_random"].get("z") for s, v in strategies.items()}
-    passing = sorted((s for s, v in z.items() if v is not None and v >= BEATS_CHANCE_Z), key=lambda s: -z[s])
-    out = {"z_threshold": BEATS_CHANCE_Z, "trainings": len(want),
+    need = {s: stats.bonferroni_t(v["size_matched_random"].get("n") or 0, len(strategies), FAMILY_LEVEL)
+            for s, v in strategies.items()}
+    passing = sorted((s for s in z if z[s] is not None and need[s] is not None and z[s] >= need[s]),
+                     key=lambda s: -z[s])
+    out = {"level": FAMILY_LEVEL, "compared": len(strategies), "t_needed": need, "trainings": len(want),
            "missing": sum(w not in done for w in want), "beats_chance": passing}
     out["status"] = "pending" if out["missing"] or not want else "decided"
     out["strategy"] = None if out["status"] == "pending" else (passing[0] if passing else KEPT_STRATEGY)
@@ -719,18 +722,20 @@ def _conclusions(s: dict) -> List[str]:
                      f"{s['bound_partners_db']:.3f} dB (95%)")
     d = s.get("defaults")
     if d:
-        rule = f"z >= {d['z_threshold']:g} against the size-matched partners"
         zs = {n: x["size_matched_random"].get("z") for n, x in s["strategies"].items()}
+        need = sorted({round(v, 2) for v in d["t_needed"].values() if v is not None})
+        rule = (f"t against the size-matched partners at the Bonferroni {d['level']:.0%} level over "
+                f"{d['compared']} strategies: at least {' / '.join(f'{v:.2f}' for v in need) or '-'}")
         top = max((v for v in zs.values() if v is not None), default=None)
         if d["status"] == "pending":
             lines.append(f"defaults: pending, {d['missing']} of {d['trainings']} pick and partner trainings to come "
                          f"(beating chance: {rule}; so far {', '.join(d['beats_chance']) or 'none'})")
         elif d["beats_chance"]:
-            lines.append(f"defaults: {d['strategy']} beats chance (z {_f(zs[d['strategy']], 1)}; {rule}): "
+            lines.append(f"defaults: {d['strategy']} beats chance (t {_f(zs[d['strategy']], 2)}; {rule}): "
                          f"the cpu preset takes it")
         else:
             bound = f"; bound {_f(d['bound_partners_db'])} dB" if d["bound_partners_db"] is not None else ""
-            lines.append(f"defaults: no strategy beats chance (largest z {_f(top, 1)}; {rule}): the cpu preset "
+            lines.append(f"defaults: no strategy beats chance (largest t {_f(top, 2)}; {rule}): the cpu preset "
                          f"keeps the {d['strategy']}{bound}")
     return lines
 

@@ -137,6 +137,15 @@ def mean_with_interval(values: Sequence[float]) -> Dict[str, object]:
     return {"mean_db": mean, "se_db": se, "ci95": [mean - h, mean + h], "n": int(n)}
 
 
+def bonferroni_t(n: int, comparisons: int, level: float = 0.05) -> Optional[float]:
+    """The t a mean of ``n`` paired differences must reach (mean / standard error, n - 1
+    degrees of freedom) to be two-sided significant at ``level`` over ``comparisons`` tests
+    (Bonferroni); None below two differences."""
+    if n < 2:
+        return None
+    return float(student_t.ppf(1 - level / (2 * max(1, comparisons)), n - 1))
+
+
 def seed_noise(groups: Dict[str, Sequence[float]]) -> Dict[str, object]:
     """The seed-to-seed std of one architecture's PSNR (pooled over architectures with at
     least two seeds) against the std between the architectures' means: the ground truth's

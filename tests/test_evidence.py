@@ -17,7 +17,8 @@ from deconas.constants import STUDY_STRATEGIES
 from deconas.errors import UserError
 from deconas.infer.inference import upscale_array
 from deconas.metrics import psnr_y
-from deconas.search.evidence import (defaults_rule, format_summary, run_full_study, search_config,
+from deconas.search.evidence import (defaults_rule, format_summary, recipe, recipe_changes, run_full_study,
+                                     search_config,
                                      stratified_pool)
 from deconas.search.runs import build_supernet, read_checkpoint, reload_val_pairs
 from deconas.search.study import uniform_genotype
@@ -333,6 +334,21 @@ def test_committed_rows_are_not_trained_again(full, tmp_path, capsys):
                  "--config", str(root / "study" / "config.yaml"), "train.steps=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.steps" in err[0] and "--rows" in err[0], err
+
+
+def test_a_recorded_recipe_lacking_a_newer_setting_reads_as_its_default():
+    cfg = config.load("study-cpu")
+    ours = recipe(cfg, search_config(cfg, "controller", "strategy"))
+    assert "train.lr" in ours and "data.lr_patch" in ours and not any(k.startswith("search.") for k in ours)
+    assert recipe_changes(dict(ours), ours) == []
+    # Rows written before a setting existed: taken where this study keeps its default ...
+    older = {k: v for k, v in ours.items() if k != "train.lr_min"}
+    assert ours["train.lr_min"] != config.default("train.lr_min")  # (the preset sets it)
+    assert recipe_changes(older, ours) == ["train.lr_min"]  # ... refused where it does not
+    at_default = dict(ours, **{"train.lr_min": config.default("train.lr_min")})
+    assert recipe_changes(older, at_default) == []
+    # A recorded value that differs is a change, whatever the default.
+    assert recipe_changes(dict(ours, **{"train.steps": ours["train.steps"] + 1}), ours) == ["train.steps"]
 
 
 def test_study_cli_refusals_are_one_line(full, tmp_path, capsys):

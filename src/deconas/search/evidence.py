@@ -124,6 +124,15 @@ def recipe(cfg: Config, scfg: Config) -> dict:
     return {k: v for k, v in flat.items() if k.split(".")[0] in ("train", "data", "model") or k == "scale"}
 
 
+def recipe_changes(theirs: dict, ours: dict) -> list:
+    """The settings of ``ours`` that differ from a recorded recipe ``theirs``.
+
+    A setting the record lacks was added after it was written; a new setting's default keeps the
+    old behaviour, so the record is read as having that default. Without this, every setting added
+    to the schema would orphan the committed rows."""
+    return [k for k in ours if theirs.get(k, config_mod.default(k) if k in config_mod.SCHEMA else None) != ours[k]]
+
+
 def _slug(g: Genotype, seed: int) -> str:
     return f"{str(g).replace(',', '-').replace('|', '_')}-s{seed}"
 
@@ -229,7 +238,7 @@ class FullStudy:
                 raise TypeError
         except (KeyError, TypeError) as e:
             raise UserError(f"--rows {path}: not a study.json of a full study ({type(e).__name__})") from None
-        diff = [k for k in self.recipe if theirs.get(k) != self.recipe[k]]
+        diff = recipe_changes(theirs, self.recipe)
         if diff:
             k = diff[0]
             raise UserError(f"--rows {path}: trained with {k}={theirs.get(k)!r}, this study's recipe has "
@@ -409,7 +418,7 @@ def run_full_study(cfg: Config, train_dir=None, val_dir=None, out_dir="runs/stud
             cfg = _resumed_config(out / CONFIG, cfg)
             study = FullStudy(cfg, train_dir, val_dir, out, progress)
             study.load()
-        if study.plan.get("recipe") != study.recipe:
+        if not isinstance(study.plan.get("recipe"), dict) or recipe_changes(study.plan["recipe"], study.recipe):
             raise UserError(f"{out / STUDY_PLAN}: planned with another recipe than {out / CONFIG}")
         # The study's own images: --train and --val may be left out, not changed.
         for key, opt in (("train_dir", "--train"), ("val_dir", "--val")):

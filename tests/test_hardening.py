@@ -476,6 +476,7 @@ def test_profile_never_replaces_a_file_without_overwrite(tmp_path, capsys):
     (None, "latency_table"),                      # the latency penalty without a table
     ("missing", "no such file"),
     ("{not json", "not JSON"),
+    ("[" * 200_000, "not JSON"),                  # nested past the parser's recursion: no RecursionError
     ('{"format": "deconas-latency-1"}', "not a deconas latency table"),
 ])
 def test_a_search_with_a_missing_or_damaged_latency_table_is_one_line(tmp_path, capsys, table, words):

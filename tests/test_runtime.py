@@ -15,7 +15,7 @@ import torch
 from deconas import runtime
 from deconas.errors import UserError
 from deconas.runtime import (JsonlLog, atomic_torch_save, atomic_write, atomic_write_text, file_digest, pick_device,
-                             read_jsonl, rng_state, seed_everything, set_rng_state, torch_load)
+                             parse_json, read_json, read_jsonl, rng_state, seed_everything, set_rng_state, torch_load)
 
 
 def process_umask():
@@ -249,6 +249,18 @@ def test_read_jsonl_skips_a_torn_last_line_and_a_missing_file_is_empty(tmp_path)
     assert read_jsonl(p) == []
     p.write_text('{"epoch": 1}\n{"epoch": 2, "loss": 0.1}\n{"epoch": 3, "lo')  # a killed writer
     assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2, "loss": 0.1}]
+
+
+def test_json_nested_past_the_parsers_recursion_is_malformed_json_not_a_recursion_error(tmp_path):
+    deep = "[" * 200_000 + "]" * 200_000
+    assert parse_json("[[1], {\"a\": [2]}]") == [[1], {"a": [2]}]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json(deep)
+    (tmp_path / "deep.json").write_text(deep)
+    with pytest.raises(UserError, match="^--rows x: not JSON$"):
+        read_json(tmp_path / "deep.json", "--rows x", 10_000_000)
+    (tmp_path / "m.jsonl").write_text('{"epoch": 1}\n' + deep + '\n{"epoch": 2}\n')
+    assert read_jsonl(tmp_path / "m.jsonl") == [{"epoch": 1}, {"epoch": 2}]  # skipped as a damaged line
 
 
 # file_digest

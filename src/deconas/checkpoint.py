@@ -24,7 +24,7 @@ from deconas.space.network import DeCoNASNet
 from deconas.space.layers import current_names
 from deconas import config
 from deconas.constants import MAX_PARAMS, PRETRAINED_GLOB, PRETRAINED_SCALE, SCALES, pretrained_name
-from deconas.runtime import atomic_write, pick_device
+from deconas.runtime import atomic_write, parse_json, pick_device
 from deconas.space.complexity import count_params
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -206,7 +206,7 @@ def init_from(model: DeCoNASNet, path, scale: int) -> dict:
                 fresh.append(k)
     history = []
     try:
-        history = json.loads(meta.get("history", "[]"))
+        history = parse_json(meta.get("history", "[]"))
     except ValueError:
         pass
     if not history:  # a checkpoint from before histories were kept: describe it from its metadata

@@ -40,7 +40,7 @@ from deconas import __version__
 from deconas.data.images import write_image
 from deconas.errors import UserError
 from deconas.metrics import rgb_to_y
-from deconas.runtime import atomic_write_text, check_writable
+from deconas.runtime import atomic_write_text, check_writable, parse_json
 
 __all__ = ["EvalReport", "busiest_window", "crop_box", "enlarge", "INDEX", "MANIFEST"]
 
@@ -119,7 +119,7 @@ def _slug(name: str, limit: int = 40) -> str:
 def _read_manifest(folder: Path) -> Optional[List[str]]:
     """The files an earlier report listed, or None where the folder holds no (readable) report."""
     try:
-        rec = json.loads((folder / MANIFEST).read_text())
+        rec = parse_json((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(rec, dict) or rec.get("format") != FORMAT or not isinstance(rec.get("files"), list):

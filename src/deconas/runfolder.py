@@ -11,7 +11,6 @@ version, never half a file.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Optional, Sequence
 from deconas import config as config_mod
 from deconas.data.datasets import expand_sources
 from deconas.errors import UserError
-from deconas.runtime import atomic_write_text, check_writable
+from deconas.runtime import atomic_write_text, check_writable, parse_json
 
 # What each kind of run writes (other modules use these names, never their own strings).
 CONFIG = "config.yaml"  # the config as run (every default filled in; a resume rewrites it)
@@ -151,7 +150,7 @@ def read_data_record(path: Path, key: Optional[str] = None) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: missing; is this a run folder of deconas?")
     try:
-        rec = json.loads(path.read_text())
+        rec = parse_json(path.read_text())
         rec = rec[key] if key is not None else rec
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({type(e).__name__}); the file is damaged") from None

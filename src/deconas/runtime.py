@@ -237,6 +237,15 @@ def check_optimizer_state(saved, opt, what: str) -> None:
                 raise ValueError(f"{what} state {i} step is {float(t)}")
 
 
+def parse_json(text: str):
+    """``json.loads``, with nesting too deep for the parser's recursion (``[[[[...``, a crafted file)
+    a ``ValueError`` like any other malformed JSON rather than a ``RecursionError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_jsonl(path) -> list:
     """The records of a JSONL log; a torn last line (a killed writer) is skipped."""
     out = []
@@ -244,7 +253,7 @@ def read_jsonl(path) -> list:
         return out
     for ln in Path(path).read_text().splitlines():
         try:
-            out.append(json.loads(ln))
+            out.append(parse_json(ln))
         except ValueError:
             continue
     return out
@@ -258,7 +267,7 @@ def read_json(path, what: str, max_bytes: int):
         size = path.stat().st_size
         if size > max_bytes:
             raise UserError(f"{what}: {size:,} bytes, more than such a file holds ({max_bytes:,})")
-        return json.loads(path.read_text())
+        return parse_json(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{what}: no such file") from None
     except OSError as e:

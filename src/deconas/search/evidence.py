@@ -55,7 +55,8 @@ from deconas.errors import UserError
 from deconas.runfolder import (CANDIDATES, CONFIG, SEARCH_DATA, SEARCH_STATE, STUDY_ARCHS, STUDY_FIDELITY, STUDY_LOG,
                                STUDY_PICKS, STUDY_PLAN, STUDY_RESULT, STUDY_ROW, STUDY_SEARCHES, STUDY_SHARED,
                                STUDY_TABLE, TRAIN_RECORD, check_folders, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, check_writable, pyplot, read_json, save_figure
+from deconas.runtime import (atomic_write, atomic_write_text, check_writable, parse_json, pyplot, read_json,
+                             save_figure)
 from deconas.search import stats
 from deconas.search.runs import read_data_json
 from deconas.search.derive import derive, read_candidates
@@ -212,7 +213,7 @@ class FullStudy:
 
     def load(self) -> None:
         try:
-            self.plan = json.loads((self.out / STUDY_PLAN).read_text())
+            self.plan = parse_json((self.out / STUDY_PLAN).read_text())
             ok = self.plan.get("kind") == KIND and isinstance(self.plan.get("pool"), list)
             for g in self.plan["pool"]:
                 parse(g)
@@ -224,7 +225,7 @@ class FullStudy:
         path = self.out / STUDY_SHARED
         if path.is_file():
             try:
-                shared = json.loads(path.read_text())
+                shared = parse_json(path.read_text())
                 self.shared = {str(k): {str(g): float(v) for g, v in d.items()} for k, d in shared.items()}
             except (OSError, ValueError, AttributeError, TypeError):
                 self.shared = {}  # recomputed from the searches' checkpoints

@@ -62,7 +62,8 @@ from deconas.infer.inference import upscale_array
 from deconas.runfolder import (CANDIDATES, CONFIG, LAST_WEIGHTS, SEARCH_STATE, STUDY_ARCHS, STUDY_MATCHED, STUDY_PLAN,
                                STUDY_RANKING, STUDY_RESULT, STUDY_ROW, STUDY_TABLE, STUDY_TRAIN_LOG, TRAIN_RECORD,
                                TRAIN_STATE, TRAIN_SUMMARY, check_resume, read_data_record)
-from deconas.runtime import atomic_write, atomic_write_text, check_tensors_like, pyplot, save_figure, seed_everything
+from deconas.runtime import (atomic_write, atomic_write_text, check_tensors_like, parse_json, pyplot, save_figure,
+                             seed_everything)
 from deconas.search.derive import prepare_val, read_candidates, score
 from deconas.search.reward import psnr_y_batch
 from deconas.search.stats import kendall_tau
@@ -460,7 +461,7 @@ def run_study(run_dir, cfg: Config, out_dir=None, top: Optional[int] = None, n_r
     seed_everything(cfg.seed)
     if resume:
         try:
-            plan = json.loads((out / STUDY_PLAN).read_text())
+            plan = parse_json((out / STUDY_PLAN).read_text())
             plan["rows"]
         except (OSError, ValueError, KeyError):
             raise UserError(f"{out / STUDY_PLAN}: damaged; start the study again in another --out") from None

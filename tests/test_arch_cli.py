@@ -52,6 +52,19 @@ def test_bad_genotype_exits_2_with_one_line(args):
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
+@pytest.mark.parametrize("args, says", [
+    ([",".join(["1"] * 20_000)], "(39,999 characters)"),   # a wrong huge genotype is quoted by its head
+    (["0," * 5_000 + "x" * 50_000], "is not a non-negative integer"),
+    ([PAPER_GENOTYPE, "--nodes", "100000"], "--nodes 100000"),
+    ([PAPER_GENOTYPE, "--channels", "100000000"], "--channels 100000000"),
+    ([PAPER_GENOTYPE, "--blocks", "0"], "--blocks 0"),
+])
+def test_a_huge_or_out_of_bounds_argument_is_one_short_line(args, says, capsys):
+    assert main(["arch", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and len(err[0]) < 300, err
+
+
 def test_help_of_every_subcommand(capsys):
     parser = build_parser()
     subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
+from deconas import config
 from deconas.errors import UserError
 from deconas.space.describe import describe, format_table
 from deconas.space.genotype import parse
 
 
 def cmd_arch(args) -> int:
-    for name in ("channels", "blocks"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)}: must be a positive integer")
-    if args.nodes is not None and args.nodes < 1:
-        raise UserError(f"--nodes {args.nodes}: must be a positive integer")
+    for name in ("channels", "blocks", "nodes"):  # the bounds every network of deconas has
+        v, (lo, hi) = getattr(args, name), config.bounds(f"model.{name}")
+        if v is not None and not lo <= v <= hi:
+            raise UserError(f"--{name} {v}: expected an integer from {lo} to {hi}")
     g = parse(args.genotype, nodes=args.nodes, blocks=args.blocks, ff_bits=args.ff_bits)
     info = describe(g, args.scale, args.channels, args.blocks)
     if args.json:

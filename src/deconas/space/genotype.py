@@ -144,7 +144,7 @@ def validate(g: Genotype, nodes: Optional[int] = None, blocks: Optional[int] = N
     if g.lff is not None:
         for name, bits in (("LFF", g.lff), ("GFF", g.gff)):
             if any(b not in (0, 1) for b in bits):
-                raise GenotypeError(f"{name} bits {''.join(map(str, bits))!s} must all be 0 or 1")
+                raise GenotypeError(f"{name} bits {_shown(''.join(map(str, bits)))} must all be 0 or 1")
         if len(g.lff) != m:
             raise GenotypeError(f"genotype has {len(g.lff)} LFF bits; expected M={m}")
         if blocks is not None:
@@ -154,12 +154,19 @@ def validate(g: Genotype, nodes: Optional[int] = None, blocks: Optional[int] = N
 _TOKEN = re.compile(r"[,\s]+")
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """A genotype as an error message quotes it: whole when short, its head and length when not,
+    so that a wrong 100,000-value string is still one readable line."""
+    t = text.strip()
+    return repr(t) if len(t) <= limit else f"{t[:limit - 20]!r}... ({len(t):,} characters)"
+
+
 def _ints(text: str, what: str) -> list:
     toks = [t for t in _TOKEN.split(text.strip()) if t]
     out = []
     for t in toks:
         if not re.fullmatch(r"\d+", t):
-            raise GenotypeError(f"{what} {text.strip()!r}: {t!r} is not a non-negative integer")
+            raise GenotypeError(f"{what} {_shown(text)}: {_shown(t, 40)} is not a non-negative integer")
         out.append(int(t))
     return out
 
@@ -171,7 +178,7 @@ def _bits(text: str, what: str) -> list:
         return [int(c) for c in t]
     vals = _ints(t, what)
     if any(v not in (0, 1) for v in vals):
-        raise GenotypeError(f"{what} {t!r}: feature-fusion bits must be 0 or 1")
+        raise GenotypeError(f"{what} {_shown(t)}: feature-fusion bits must be 0 or 1")
     return vals
 
 
@@ -183,7 +190,7 @@ def parse(text: str, nodes: Optional[int] = None, blocks: Optional[int] = None,
         raise GenotypeError("genotype is empty; expected e.g. " + PAPER_GENOTYPE)
     parts = text.split("|")
     if len(parts) not in (1, 3):
-        raise GenotypeError(f"genotype {text!r}: expected CELL or CELL|LFF_BITS|GFF_BITS")
+        raise GenotypeError(f"genotype {_shown(text)}: expected CELL or CELL|LFF_BITS|GFF_BITS")
     vals = _ints(parts[0], "genotype")
     lff = gff = None
     if len(parts) == 3:
@@ -221,7 +228,7 @@ def _cell_from_values(vals, nodes, text):
             return ints
     expect = f"{num_pairs(nodes)} integers or {K * num_pairs(nodes)} bits for M={nodes}" if nodes else \
         f"M(M+1)/2 integers (10 for M=4) or K bits per integer ({K * num_pairs(4)} for M=4)"
-    raise GenotypeError(f"genotype {text.strip()!r} has {len(vals)} values; expected {expect}")
+    raise GenotypeError(f"genotype {_shown(text)} has {len(vals)} values; expected {expect}")
 
 
 def _split_flat(vals, nodes, blocks, text):
@@ -251,7 +258,7 @@ def _split_flat(vals, nodes, blocks, text):
     if len({(c[0], c[2]) for c in candidates}) > 1:
         forms = " or ".join(f"M={m} as {'integers' if per == 1 else 'bits'}" + (" + FF bits" if n else "")
                             for m, per, n in candidates)
-        raise GenotypeError(f"genotype {text.strip()!r} is ambiguous ({forms}); pass the number of nodes (--nodes)")
+        raise GenotypeError(f"genotype {_shown(text)} is ambiguous ({forms}); pass the number of nodes (--nodes)")
     m, per, n = candidates[0]
     n_cell = num_pairs(m) * per
     head = vals[:n_cell]

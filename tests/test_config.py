@@ -71,6 +71,8 @@ def test_an_unknown_override_suggests_the_nearest_key():
         config.load("cpu", ["search.val_pach=40"])
     with pytest.raises(UserError, match="unknown key 'nonsense'"):
         config.load("cpu", ["nonsense=1"])
+    with pytest.raises(UserError, match=r"'model' is a section; set one of its settings, e.g. model\.channels="):
+        config.load("cpu", ["model=3"])
 
 
 def test_a_key_the_yaml_leaves_out_can_still_be_overridden(tmp_path):

@@ -454,6 +454,10 @@ def apply_overrides(cfg, overrides: Iterable[str]) -> Config:
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in SCHEMA:
+            sections = sorted({k.split(".")[0] for k in SCHEMA if "." in k})
+            if key in sections:  # `model=3`: "did you mean 'model'" would not help
+                first = next(k for k in SCHEMA if k.startswith(key + "."))
+                raise UserError(f"override {item!r}: {key!r} is a section; set one of its settings, e.g. {first}=...")
             raise UserError(f"override {item!r}: unknown key {key!r}" + _nearest(key))
         try:
             value = yaml.safe_load(raw)

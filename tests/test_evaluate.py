@@ -3,6 +3,7 @@ saved images, greyscale handling, errors."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,20 @@ def test_too_small_image_is_skipped_with_a_warning(small_set, caplog):
     res = evaluate(lambda lr: bicubic_up(lr, 4), [small_set], 4, progress=False)
     assert res["datasets"][0]["skipped"] == ["dot.png"] and res["datasets"][0]["images"] == 2
     assert "dot.png" in caplog.text
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_smallest_size_a_skip_names_is_the_smallest_evaluated(tmp_path, caplog, scale):
+    write_image(tmp_path / "ok" / "big.png", photo(40, 40, 1))  # a set must evaluate something
+    write_image(tmp_path / "ok" / "dot.png", photo(5, 5, 0))
+    evaluate(lambda lr: bicubic_up(lr, scale), [tmp_path / "ok"], scale, progress=False)
+    n = int(re.search(r"5x5 is too small for x\d evaluation \(at least (\d+) pixels a side", caplog.text).group(1))
+    for size, kept in ((n, True), (n - 1, False)):
+        d = tmp_path / f"at{size}"
+        write_image(d / "edge.png", photo(size, size, 2))
+        write_image(d / "big.png", photo(40, 40, 1))
+        res = evaluate(lambda lr: bicubic_up(lr, scale), [d], scale, progress=False)
+        assert (res["datasets"][0]["skipped"] == []) == kept, (scale, size)
 
 
 def test_save_images_writes_sr_pngs(small_set, tmp_path):

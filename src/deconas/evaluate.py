@@ -206,10 +206,12 @@ def evaluate_methods(upscale_fns: Sequence[Callable[[np.ndarray], np.ndarray]], 
         try:
             for img_name, hr in items:
                 bar.update(1)
+                w, h = hr.shape[1], hr.shape[0]
                 hr = modcrop(hr, s)
                 if min(hr.shape[:2]) - 2 * s < WIN:  # SSIM needs an 11x11 window inside the crop
-                    log.warning("skipping %s/%s: %dx%d is too small for x%d evaluation",
-                                name, img_name, hr.shape[1], hr.shape[0], s)
+                    log.warning("skipping %s/%s: %dx%d is too small for x%d evaluation (at least %d pixels a "
+                                "side: SSIM's %d-pixel window inside the %d-pixel border)",
+                                name, img_name, w, h, s, WIN + 2 * s + (-(WIN + 2 * s)) % s, WIN, s)
                     skipped.append(img_name)
                     continue
                 lr = bicubic_lr(hr, s)

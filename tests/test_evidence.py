@@ -283,6 +283,16 @@ def test_the_summary_is_recomputed_from_the_rows(full):
     # Pick and partner trainings, with two seeds each, are the ground truth's seed-noise sample.
     assert s["ground_truth"]["with_seeds"] == len({g for v in doc["picks"].values() for g in v}
                                                   | set(doc["partners"].values()))
+    # Its two-way split, by hand for two seeds: the seed effect is |mean difference| / sqrt 2 and
+    # the rest the std of the differences / sqrt 2.
+    by = {}
+    for r in rows:
+        by.setdefault(r["genotype"], {})[r["seed"]] = r["standalone_psnr"]
+    d = np.array([v[min(v)] - v[max(v)] for v in by.values() if len(v) == 2])
+    tw = s["ground_truth"]["two_way"]
+    assert (tw["architectures"], tw["seeds"]) == (len(d), 2)
+    assert tw["seed_effect_std_db"] == pytest.approx(abs(d.mean()) / np.sqrt(2), abs=1e-12)
+    assert tw["residual_std_db"] == pytest.approx(d.std(ddof=1) / np.sqrt(2), abs=1e-12)
 
 
 def test_resume_redoes_only_what_is_missing_and_lands_on_the_same_rows(full):

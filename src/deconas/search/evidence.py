@@ -503,17 +503,34 @@ def _by_arch(rows: List[dict], group: str) -> Dict[str, List[float]]:
     return out
 
 
+def _two_way(by_seed: Dict[str, Dict[int, float]]) -> Optional[dict]:
+    """The seed noise split as in the recipe measurement: the part a seed gives every architecture
+    alike (which cancels in pick minus partner, trained with the same seeds) and the rest, over the
+    architectures trained with every seed that several of them share."""
+    multi = [d for d in by_seed.values() if len(d) >= 2]
+    if len(multi) < 2:
+        return None
+    common = sorted(set.intersection(*(set(d) for d in multi)))
+    if len(common) < 2:
+        return None
+    t = stats.arch_by_seed([[d[k] for k in common] for d in multi])
+    return {k: t[k] for k in ("architectures", "seeds", "seed_effect_std_db", "residual_std_db")}
+
+
 def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dict:
     """Ground truth noise, fidelity per search, and each strategy against the pool, from the rows."""
     params = {r["genotype"]: r["params"] for r in rows}
     seeds: Dict[str, List[float]] = {}
+    by_seed: Dict[str, Dict[int, float]] = {}
     seen = set()
     for r in rows:  # every trained (architecture, seed) once, whatever its groups
         if r["standalone_psnr"] is not None and (r["genotype"], r["seed"]) not in seen:
             seen.add((r["genotype"], r["seed"]))
             seeds.setdefault(r["genotype"], []).append(r["standalone_psnr"])
+            by_seed.setdefault(r["genotype"], {})[int(r["seed"])] = r["standalone_psnr"]
     pool = {g: float(np.mean(v)) for g, v in _by_arch(rows, "pool").items()}
     out = {"trained": len(seen), "pool_trained": len(pool), "ground_truth": stats.seed_noise(seeds)}
+    out["ground_truth"]["two_way"] = _two_way(by_seed)
     out["ground_truth"]["pool_between_std_db"] = float(np.std(list(pool.values()), ddof=1)) if len(pool) > 1 else None
     shared = {}
     for r in rows:
@@ -750,6 +767,10 @@ def _conclusions(s: dict) -> List[str]:
     return lines
 
 
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
 def format_summary(doc: dict) -> str:
     s = doc["summary"]
     f = _f
@@ -757,6 +778,11 @@ def format_summary(doc: dict) -> str:
     lines = [f"study: {s['trained']} trainings, pool of {s['pool_trained']}",
              f"ground truth: seed std {f(gt['seed_std_db'])} dB over {gt['with_seeds']} architectures with several "
              f"seeds, between architectures {f(gt['between_std_db'])} dB (ratio {f(gt['ratio'], 2)})"]
+    tw = gt.get("two_way")
+    if tw:
+        lines.append(f"  of it, shared by every architecture at one seed {f(tw['seed_effect_std_db'])} dB; the rest "
+                     f"{f(tw['residual_std_db'])} dB (ratio {f(_ratio(tw['residual_std_db'], gt['between_std_db']), 2)}; "
+                     f"{tw['architectures']} architectures x {tw['seeds']} seeds)")
     for n, x in s["fidelity"].items():
         lines.append(f"  fidelity {n:24s} tau {f(x['tau'], 2)} [{f(x['ci95'][0], 2)}, {f(x['ci95'][1], 2)}]  "
                      f"residual tau {f(x['residual_tau'], 2)} [{f(x['residual_ci95'][0], 2)}, "
@@ -784,9 +810,15 @@ def format_markdown(doc: dict) -> str:
            "| architectures | with several seeds | seed std of one training | std between architectures "
            "| ratio (target at most 0.33) |", "|---|---|---|---|---|",
            f"| {gt['architectures']} | {gt['with_seeds']} | {f(gt['seed_std_db'])} dB | {f(gt['between_std_db'])} dB "
-           f"| {f(gt['ratio'], 2)} |", "",
-           "| search (strategy-schedule) | Kendall tau on the pool | 95% interval | tau of the residuals "
-           "| 95% interval | tau of size alone |", "|---|---|---|---|---|---|"]
+           f"| {f(gt['ratio'], 2)} |", ""]
+    tw = gt.get("two_way")
+    if tw:
+        out += [f"Of the seed noise, {f(tw['seed_effect_std_db'])} dB is shared by every architecture at one seed "
+                f"(it cancels between architectures trained with the same seeds); the rest is "
+                f"{f(tw['residual_std_db'])} dB, ratio {f(_ratio(tw['residual_std_db'], gt['between_std_db']), 2)} "
+                f"({tw['architectures']} architectures x {tw['seeds']} seeds).", ""]
+    out += ["| search (strategy-schedule) | Kendall tau on the pool | 95% interval | tau of the residuals "
+            "| 95% interval | tau of size alone |", "|---|---|---|---|---|---|"]
     for n, x in s["fidelity"].items():
         out.append(f"| `{n}` | {f(x['tau'], 2)} | {interval(x['ci95'], 2)} | {f(x['residual_tau'], 2)} "
                    f"| {interval(x['residual_ci95'], 2)} | {f(x['size_tau'], 2)} |")

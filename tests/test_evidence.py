@@ -344,6 +344,21 @@ def test_committed_rows_are_not_trained_again(full, tmp_path, capsys):
                  "--config", str(root / "study" / "config.yaml"), "train.steps=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.steps" in err[0] and "--rows" in err[0], err
+    # Rows written before a setting existed: reused where the study keeps its default, refused where not.
+    was = json.loads(committed.read_text())
+    same = next(k for k, v in was["recipe"].items() if v == config.default(k))
+    changed = next(k for k, v in was["recipe"].items() if v != config.default(k))
+    for gone, ok in ((same, True), (changed, False)):
+        older = dict(was, recipe={k: v for k, v in was["recipe"].items() if k != gone})
+        (tmp_path / "older.json").write_text(json.dumps(older))
+        out = tmp_path / f"s-{gone}"
+        rc = main(["study", "--train", str(imgs), "--out", str(out), "--rows", str(tmp_path / "older.json"),
+                   "--config", str(root / "study" / "config.yaml")])
+        err = capsys.readouterr().err.strip().splitlines()
+        if ok:
+            assert rc == 0 and not list((out / "arch").glob("*/last.safetensors")), err  # nothing trained
+        else:
+            assert rc == 2 and len(err) == 1 and f"{gone} at its default" in err[0], err
 
 
 def test_a_recorded_recipe_lacking_a_newer_setting_reads_as_its_default():

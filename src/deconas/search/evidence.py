@@ -242,7 +242,8 @@ class FullStudy:
         diff = recipe_changes(theirs, self.recipe)
         if diff:
             k = diff[0]
-            raise UserError(f"--rows {path}: trained with {k}={theirs.get(k)!r}, this study's recipe has "
+            was = f"{k}={theirs[k]!r}" if k in theirs else f"{k} at its default (written before the setting existed)"
+            raise UserError(f"--rows {path}: trained with {was}, this study's recipe has "
                             f"{k}={self.recipe[k]!r}; its rows cannot be reused")
         self.committed = doc
         for r in rows:

@@ -215,6 +215,7 @@ class Study:
 SECTIONS = (("", Common), ("", Run), ("model", Model), ("data", Data), ("search", Search), ("train", Train),
             ("study", Study))
 SCHEMA = {(f"{sec}." if sec else "") + f.name: f for sec, cls in SECTIONS for f in fields(cls)}
+SECTION_NAMES = frozenset(sec for sec, _ in SECTIONS if sec)
 
 
 @dataclass
@@ -307,21 +308,18 @@ def markdown() -> str:
 
 
 def _nearest(key: str) -> str:
-    sections = {k.split(".")[0] for k in SCHEMA if "." in k}
-    near = difflib.get_close_matches(key, sorted(set(SCHEMA) | sections), n=1)
+    near = difflib.get_close_matches(key, sorted(set(SCHEMA) | SECTION_NAMES), n=1)
     return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def check_keys(cfg: dict, where: str) -> None:
     """Every key is a known setting or section; a typo is refused with the nearest valid key."""
-    sections = {k.split(".")[0] for k in SCHEMA if "." in k}
-
     def walk(node, prefix=""):
         if not isinstance(node, dict):
             raise UserError(f"{where}: section {prefix[:-1]!r} must be a mapping of settings")
         for k, v in node.items():
             key = prefix + str(k)
-            if not prefix and key in sections:
+            if not prefix and key in SECTION_NAMES:
                 walk(v, key + ".")
             elif key not in SCHEMA:
                 raise UserError(f"{where}: unknown setting {key!r}" + _nearest(key))
@@ -454,8 +452,7 @@ def apply_overrides(cfg, overrides: Iterable[str]) -> Config:
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in SCHEMA:
-            sections = sorted({k.split(".")[0] for k in SCHEMA if "." in k})
-            if key in sections:  # `model=3`: "did you mean 'model'" would not help
+            if key in SECTION_NAMES:  # `model=3`: "did you mean 'model'" would not help
                 first = next(k for k in SCHEMA if k.startswith(key + "."))
                 raise UserError(f"override {item!r}: {key!r} is a section; set one of its settings, e.g. {first}=...")
             raise UserError(f"override {item!r}: unknown key {key!r}" + _nearest(key))

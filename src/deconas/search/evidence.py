@@ -131,7 +131,7 @@ def recipe_changes(theirs: dict, ours: dict) -> list:
     A setting the record lacks was added after it was written; a new setting's default keeps the
     old behaviour, so the record is read as having that default. Without this, every setting added
     to the schema would orphan the committed rows."""
-    return [k for k in ours if theirs.get(k, config_mod.default(k) if k in config_mod.SCHEMA else None) != ours[k]]
+    return [k for k in ours if theirs.get(k, config_mod.default(k)) != ours[k]]
 
 
 def _slug(g: Genotype, seed: int) -> str:
@@ -521,16 +521,13 @@ def _two_way(by_seed: Dict[str, Dict[int, float]]) -> Optional[dict]:
 def summarize(rows: List[dict], plan: dict, st, rng: np.random.Generator) -> dict:
     """Ground truth noise, fidelity per search, and each strategy against the pool, from the rows."""
     params = {r["genotype"]: r["params"] for r in rows}
-    seeds: Dict[str, List[float]] = {}
     by_seed: Dict[str, Dict[int, float]] = {}
-    seen = set()
     for r in rows:  # every trained (architecture, seed) once, whatever its groups
-        if r["standalone_psnr"] is not None and (r["genotype"], r["seed"]) not in seen:
-            seen.add((r["genotype"], r["seed"]))
-            seeds.setdefault(r["genotype"], []).append(r["standalone_psnr"])
-            by_seed.setdefault(r["genotype"], {})[int(r["seed"])] = r["standalone_psnr"]
+        if r["standalone_psnr"] is not None:
+            by_seed.setdefault(r["genotype"], {}).setdefault(int(r["seed"]), r["standalone_psnr"])
     pool = {g: float(np.mean(v)) for g, v in _by_arch(rows, "pool").items()}
-    out = {"trained": len(seen), "pool_trained": len(pool), "ground_truth": stats.seed_noise(seeds)}
+    out = {"trained": sum(map(len, by_seed.values())), "pool_trained": len(pool),
+           "ground_truth": stats.seed_noise({g: list(d.values()) for g, d in by_seed.items()})}
     out["ground_truth"]["two_way"] = _two_way(by_seed)
     out["ground_truth"]["pool_between_std_db"] = float(np.std(list(pool.values()), ddof=1)) if len(pool) > 1 else None
     shared = {}
